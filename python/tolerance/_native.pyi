@@ -1,0 +1,1 @@
+"""Type stubs of the private native module `tolerance._native`."""

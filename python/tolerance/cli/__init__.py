@@ -1,0 +1,56 @@
+"""The `tolerance` command line: one click group, thin commands.
+
+Commands live in sibling modules and are registered at the bottom of this file.
+Every ToleranceError becomes one line on stderr and its exit code; an unexpected
+exception becomes one line too (`--debug` shows the traceback).
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tolerance import __version__
+from tolerance._errors import EXIT_ERROR, ToleranceError
+
+
+class _Group(click.Group):
+    """A click group that turns every failure into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except ToleranceError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"tolerance: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("tolerance: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"tolerance: internal error: {type(exc).__name__}: {exc} "
+                       "(rerun with --debug for a traceback)", err=True)
+            ctx.exit(EXIT_ERROR)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="tolerance")
+@click.option("--debug", is_flag=True, hidden=True, help="Show tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Bound how far the same run drifts between machines."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+# Usage errors exit 2 already (click's convention matches DESIGN.md).
+
+# --- command registration (one line per command module) ---
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

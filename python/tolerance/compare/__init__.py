@@ -1,0 +1,1 @@
+"""compare layer: pairwise divergence of named arrays, streaming, bounded memory; verdicts."""
