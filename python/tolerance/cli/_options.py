@@ -1,0 +1,45 @@
+"""Options declared once and shared by every command that takes them."""
+from __future__ import annotations
+
+import click
+
+
+def _steps_axis(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None or value.lower() == "none":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an integer or 'none'", ctx, param) from None
+
+
+def _nonneg(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not value >= 0.0:  # also rejects nan
+        raise click.BadParameter(f"{value} must be >= 0", ctx, param)
+    return value
+
+
+atol = click.option("--atol", type=float, default=0.0, show_default=True, callback=_nonneg,
+                    help="Absolute bound: inside when |a-b| <= atol + rtol*max(|a|,|b|).")
+rtol = click.option("--rtol", type=float, default=0.0, show_default=True, callback=_nonneg,
+                    help="Relative bound (symmetric: no input is the reference).")
+ulp = click.option("--ulp", type=click.IntRange(min=0), default=None,
+                   help="Also require the ULP distance to be <= this (same float type only).")
+steps_axis = click.option("--steps-axis", default="0", show_default=True, callback=_steps_axis,
+                          help="Axis that indexes steps, or 'none' for one step.")
+threads = click.option("--threads", type=click.IntRange(min=1), default=None,
+                       help="Kernel threads (default: the cores this process may use).")
+as_json = click.option("--json", "as_json", is_flag=True,
+                       help="Print exactly one JSON document on stdout.")
+quiet = click.option("-q", "--quiet", is_flag=True, help="Print only the summary line.")
+cluster = click.option("--cluster", "cluster_path", type=click.Path(dir_okay=False),
+                       default=None, envvar="TOLERANCE_CLUSTER",
+                       help="The registry (default: ./cluster.yaml, else the one shipped "
+                            "at the repository root).")
+specs = click.option("--specs", "specs_dir", type=click.Path(file_okay=False), default=None,
+                     help="Directory of run specs (default: specs/ next to the cluster file).")
+
+
+def bounds(f):
+    """--atol, --rtol, --ulp together."""
+    return atol(rtol(ulp(f)))
