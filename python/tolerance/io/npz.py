@@ -480,8 +480,8 @@ class Archive:
         header = read_header(read, f"{self.path}: {key}")
         expected = header.header_size + header.nbytes
         if self.size != expected:
-            raise _err(self.path, key, f"shape {header.shape} x itemsize "
-                       f"{header.dtype.itemsize} needs {expected} bytes, the file holds "
+            raise _err(self.path, key, f"header + shape {header.shape} x itemsize "
+                       f"{header.dtype.itemsize} = {expected} bytes, the file holds "
                        f"{self.size}")
         self.members[key] = Member(self.path, key, header, "npy", self.fd, 0,
                                    self.size, self.size, 0)
@@ -569,8 +569,8 @@ class Archive:
                             csize, usize, info.CRC)
         expected = header.header_size + header.nbytes
         if expected != usize:
-            raise _err(self.path, key, f"shape {header.shape} x itemsize "
-                       f"{header.dtype.itemsize} needs {expected} bytes, the member holds "
+            raise _err(self.path, key, f"header + shape {header.shape} x itemsize "
+                       f"{header.dtype.itemsize} = {expected} bytes, the member holds "
                        f"{usize}")
         return member
 
