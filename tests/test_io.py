@@ -52,6 +52,10 @@ def test_chunks_reassemble_exactly(tmp_path, compressed):
                     for c in chunks:
                         assert c.dtype == ref.dtype.newbyteorder("=")
                         assert c.dtype.isnative
+                    if per is not None and ref.size:  # the same boundaries for every layout
+                        sizes = [c.size if ax is None or ref.ndim == 0 else c.shape[ax]
+                                 for c in chunks]
+                        assert all(x == per for x in sizes[:-1]) and 0 < sizes[-1] <= per
                     if ax is None or ref.ndim == 0:
                         got = np.concatenate([c.reshape(-1) for c in chunks])
                         assert np.array_equal(got, ref.reshape(-1))

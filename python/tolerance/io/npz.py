@@ -375,13 +375,33 @@ class Member:
         try:
             full = np.frombuffer(mm, dtype=self.file_dtype, count=self.header.size, offset=off)
             full = full.reshape(self.shape, order="F" if self.fortran_order else "C")
-            for index in self._strided_index(ax, per_chunk):
-                block = np.ascontiguousarray(full[index])
-                if ax is None:
-                    block = block.reshape(-1)
-                if dontneed is not None:
-                    mm.madvise(dontneed)
-                yield self._native(block)
+            if ax is not None:
+                for index in self._strided_index(ax, per_chunk):
+                    block = np.ascontiguousarray(full[index])
+                    if dontneed is not None:
+                        mm.madvise(dontneed)
+                    yield self._native(block)
+            else:
+                # flat C-order pieces of exactly per_chunk elements (the same boundaries as
+                # every other input's pieces), assembled from blocks of at most per_chunk
+                size = self.header.size
+                piece = np.empty(min(per_chunk, size), dtype=self.file_dtype)
+                fill = 0
+                done = 0
+                for index in self._strided_index(None, per_chunk):
+                    block = np.ascontiguousarray(full[index]).reshape(-1)
+                    while block.size:
+                        take = min(block.size, piece.size - fill)
+                        piece[fill:fill + take] = block[:take]
+                        block = block[take:]
+                        fill += take
+                        if fill == piece.size:
+                            if dontneed is not None:
+                                mm.madvise(dontneed)
+                            yield self._native(piece)
+                            done += fill
+                            fill = 0
+                            piece = np.empty(min(per_chunk, size - done), dtype=self.file_dtype)
             del full
         finally:
             try:
