@@ -7,6 +7,8 @@ dropped: peak memory is O(chunk x inputs) whatever the array size.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -106,18 +108,64 @@ class DiffResult:
         return out
 
 
-def _drive(gens: list[Iterator[np.ndarray]]) -> Iterator[list[np.ndarray]]:
+def _drive(gens: list[Iterator[np.ndarray]], prefetch: bool = True
+           ) -> Iterator[list[np.ndarray]]:
     """Chunk c of every input, together; every generator is run to its end (so the
-    inflaters' end-of-stream and CRC checks run)."""
-    while True:
+    inflaters' end-of-stream and CRC checks run).
+
+    prefetch: read chunk c+1 in a background thread while the caller folds chunk c
+    (inflating, mapping and the kernel all release the GIL): at most three chunk sets
+    are alive at once, still O(chunk x inputs).
+    """
+    def step() -> list[Any] | None:
         chunks = [next(g, _END) for g in gens]
         ended = [c is _END for c in chunks]
         if all(ended):
-            return
+            return None
         if any(ended):  # same shape and chunk plan: cannot happen
             raise RuntimeError("inputs yielded different numbers of chunks")
-        yield chunks  # type: ignore[misc]
-        del chunks
+        return chunks
+
+    if not prefetch:
+        while (chunks := step()) is not None:
+            yield chunks
+            del chunks
+        return
+
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            while not stop.is_set():
+                chunks = step()
+                if chunks is None:
+                    q.put(("end", None))
+                    return
+                q.put(("chunks", chunks))
+                del chunks
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="tolerance-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "end":
+                break
+            if kind == "error":
+                raise item
+            yield item
+            del item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        worker.join()
 
 
 def compare_key(members: Sequence[Member | None], labels: Sequence[str], key: str, *,
