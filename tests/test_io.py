@@ -10,6 +10,8 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from click.testing import CliRunner
 
 from _npzfiles import Entry, npy_bytes, npy_header, write_zip
@@ -334,3 +336,42 @@ def test_truncated_npy_file(tmp_path, good):
 def test_missing_input_is_exit_2(tmp_path, good):
     result = _run(good, tmp_path / "nope.npz")
     assert result.exit_code == 2 and "nope.npz" in result.stderr
+
+
+def test_stored_crc_is_checked_on_request(tmp_path):
+    write_zip(tmp_path / "s.npz", [Entry("x.npy", _good(), crc=99)])
+    with open_npz(tmp_path / "s.npz") as ar:  # default: stored members are not re-hashed
+        assert np.array_equal(np.concatenate(list(ar["x"].chunks(0, 3))), np.arange(10.0))
+    with open_npz(tmp_path / "s.npz", verify_crc=True) as ar:
+        with pytest.raises(FormatError, match="s.npz: x: CRC-32 mismatch"):
+            list(ar["x"].chunks(0, 3))
+    np.savez(tmp_path / "ok.npz", x=np.arange(10.0))
+    with open_npz(tmp_path / "ok.npz", verify_crc=True) as ar:
+        assert len(list(ar["x"].chunks(0, 3))) == 4
+
+
+shapes = st.lists(st.integers(0, 6), min_size=0, max_size=4).map(tuple)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes, fortran=st.booleans(), compressed=st.booleans(),
+       dtype=st.sampled_from(["<f4", ">f8", "<i2", "|b1", ">u4"]),
+       axis=st.integers(-4, 3) | st.none(), per=st.integers(1, 7))
+def test_any_layout_reassembles(tmp_path_factory, shape, fortran, compressed, dtype, axis,
+                                per):
+    a = (np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape) * 3 % 7).astype(dtype)
+    if fortran:
+        a = np.array(a, order="F")  # (asfortranarray would make a 0-d array 1-d)
+    p = tmp_path_factory.mktemp("h") / "a.npz"
+    (np.savez_compressed if compressed else np.savez)(p, a=a)
+    if axis is not None and shape and not -len(shape) <= axis < len(shape):
+        axis = None
+    with open_npz(p) as ar:
+        chunks = list(ar["a"].chunks(axis, per))
+    if axis is None or not shape:
+        got = np.concatenate([c.reshape(-1) for c in chunks])
+        assert np.array_equal(got, a.reshape(-1))
+        if a.size:
+            assert all(c.size == per for c in chunks[:-1])
+    else:
+        assert np.array_equal(np.concatenate(chunks, axis=axis), a)

@@ -218,6 +218,8 @@ class Member:
     compress_size: int
     file_size: int           # uncompressed member size (header + data)
     crc: int
+    #: also check the CRC-32 of stored members while streaming them (deflated: always)
+    verify_crc: bool = False
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -309,6 +311,9 @@ class Member:
         base = self.data_offset + self.header.header_size
         order = "F" if self.fortran_order else "C"
         end_needed = base + self.nbytes
+        crc = None
+        if self.verify_crc and self.method == "stored":
+            crc = zlib.crc32(_pread_exact(self.fd, self.header.header_size, self.data_offset))
         for lo, n, cshape in self._ranges(ax, per_chunk):
             if n == 0:
                 yield np.empty(cshape, dtype=self.dtype)
@@ -322,7 +327,12 @@ class Member:
                            prot=mmap.PROT_READ, offset=aligned)
             a = np.frombuffer(mm, dtype=dt, count=n, offset=start - aligned)
             del mm  # the array keeps the mapping alive; it is unmapped with the array
+            if crc is not None:
+                crc = zlib.crc32(a, crc)
             yield self._native(a.reshape(cshape, order=order))
+        if crc is not None and (crc & 0xFFFFFFFF) != self.crc:
+            raise _err(self.path, self.key, f"CRC-32 mismatch (directory {self.crc:08x}, data "
+                       f"{crc & 0xFFFFFFFF:08x})")
 
     def _inflated_ranges(self, ax: int | None, per_chunk: int) -> Iterator[np.ndarray]:
         dt = self.file_dtype
@@ -437,8 +447,9 @@ class Archive:
     Use as a context manager; `members` maps key -> Member, in archive order.
     """
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], *, verify_crc: bool = False):
         self.path = str(path)
+        self.verify_crc = verify_crc
         self.members: dict[str, Member] = {}
         try:
             self.fd = os.open(self.path, os.O_RDONLY)
@@ -574,7 +585,7 @@ class Archive:
 
             header = read_header(read, where)
             member = Member(self.path, key, header, method_s, self.fd, data_offset,
-                            csize, usize, info.CRC)
+                            csize, usize, info.CRC, self.verify_crc)
         else:
             stub = Member(self.path, key, None, method_s, self.fd,  # type: ignore[arg-type]
                           data_offset, csize, usize, info.CRC)
@@ -595,9 +606,13 @@ class Archive:
         return member
 
 
-def open_npz(path: str | os.PathLike[str]) -> Archive:
-    """Open and validate a `.npz` (or `.npy`) file. Raises FormatError naming file and key."""
-    return Archive(path)
+def open_npz(path: str | os.PathLike[str], *, verify_crc: bool = False) -> Archive:
+    """Open and validate a `.npz` (or `.npy`) file. Raises FormatError naming file and key.
+
+    Deflated members' CRC-32 is always checked while streaming; verify_crc=True checks
+    stored members' too (for chunks that are byte ranges; costs one CRC pass).
+    """
+    return Archive(path, verify_crc=verify_crc)
 
 
 def newest_npz(directory: str | os.PathLike[str]) -> Path:
