@@ -48,8 +48,8 @@ def diff(paths, keys, atol, rtol, ulp, steps_axis, threads, as_json, series_path
         def on_rows(rows):
             if show:
                 for r in rows:
-                    if r["status"] == "unmeasured" and r["reason"].startswith("missing key") \
-                            and keys is None:
+                    if r["status"] == "unmeasured" and keys is None and r["reason"].startswith(
+                            ("missing key", "key not in every input")):
                         continue  # said once by the key's (warn) line
                     click.echo(format_row(r, widths=(wa, wb, wk), bounds=bound,
                                           steps=steps_axis is not None))

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import mmap
 import os
+import queue
 import stat
 import struct
 import tempfile
+import threading
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -83,6 +85,36 @@ def plan_chunk(shape: tuple[int, ...], steps_axis: int | None, itemsize: int,
     return max(1, budget // max(per_step, 1))
 
 
+class _CrcWorker:
+    """The running CRC-32 of a member's chunks, computed in a thread of its own so that it
+    overlaps the next block's inflation (zlib releases the GIL for both)."""
+
+    def __init__(self, crc: int):
+        self.crc = crc
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._t = threading.Thread(target=self._run, name="tolerance-crc", daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while True:
+            buf = self._q.get()
+            if buf is None:
+                return
+            self.crc = zlib.crc32(buf, self.crc)
+
+    def add(self, buf: Any) -> None:
+        self._q.put(buf)
+
+    def value(self) -> int:
+        self.close()
+        return self.crc
+
+    def close(self) -> None:
+        if self._t.is_alive():
+            self._q.put(None)
+            self._t.join()
+
+
 @dataclass
 class _Inflater:
     """Inflates one deflated member block by block, checking sizes and the CRC."""
@@ -94,6 +126,7 @@ class _Inflater:
     tail: bytes = b""
     produced: int = 0
     crc: int = 0
+    worker: Any = None
 
     def __post_init__(self) -> None:
         m = self.member
@@ -167,7 +200,6 @@ class _Inflater:
             self.tail = d.unconsumed_tail  # type: ignore[attr-defined]
             if out:
                 buf[filled:filled + len(out)] = out
-                self.crc = zlib.crc32(out, self.crc)
                 filled += len(out)
             elif d.eof:  # type: ignore[attr-defined]
                 raise _err(m.path, m.key, "deflate stream ends before the header's "
@@ -175,6 +207,13 @@ class _Inflater:
             elif self.tail and len(self.tail) == before:
                 raise _err(m.path, m.key, "corrupt deflate stream (no progress)")
         self.produced += n
+        if self.worker is None:
+            self.worker = _CrcWorker(self.crc)
+        self.worker.add(buf)  # buf is not written again: the chunk it belongs to is new
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
 
     def finish(self) -> None:
         """The stream must end exactly here, and the CRC must match the directory's."""
@@ -194,6 +233,9 @@ class _Inflater:
                            "shape x itemsize (zip bomb?)")
             if not d.eof and self.tail and len(self.tail) == before:  # type: ignore[attr-defined]
                 raise _err(m.path, m.key, "corrupt deflate stream (no progress)")
+        if self.worker is not None:
+            self.crc = self.worker.value()
+            self.worker = None
         if (self.crc & 0xFFFFFFFF) != m.crc:
             raise _err(m.path, m.key, f"CRC-32 mismatch (directory {m.crc:08x}, data "
                        f"{self.crc & 0xFFFFFFFF:08x})")
@@ -338,13 +380,16 @@ class Member:
         dt = self.file_dtype
         order = "F" if self.fortran_order else "C"
         inf = _Inflater(self)
-        inf.read(self.header.header_size)  # already validated at open; re-read for the CRC
-        for _lo, n, cshape in self._ranges(ax, per_chunk):
-            a = np.empty(n, dtype=dt)
-            if n:
-                inf.readinto(memoryview(a.view(np.uint8)))
-            yield self._native(a.reshape(cshape, order=order))
-        inf.finish()
+        try:
+            inf.read(self.header.header_size)  # validated at open; re-read for the CRC
+            for _lo, n, cshape in self._ranges(ax, per_chunk):
+                a = np.empty(n, dtype=dt)
+                if n:
+                    inf.readinto(memoryview(a.view(np.uint8)))
+                yield self._native(a.reshape(cshape, order=order))
+            inf.finish()
+        finally:
+            inf.close()
 
     def _random_access(self) -> tuple[mmap.mmap, int]:
         """A read-only mapping of the whole data, and the data's offset inside it.
@@ -363,15 +408,17 @@ class Member:
         inf = _Inflater(self)
         inf.read(self.header.header_size)
         with tempfile.TemporaryFile(prefix="tolerance-inflate-") as tmp:
-            buf = bytearray(DEFAULT_CHUNK_BYTES)
             left = self.nbytes
-            while left:
-                n = min(left, len(buf))
-                view = memoryview(buf)[:n]
-                inf.readinto(view)
-                tmp.write(view)
-                left -= n
-            inf.finish()
+            try:
+                while left:
+                    n = min(left, DEFAULT_CHUNK_BYTES)
+                    chunk = bytearray(n)  # a new buffer each time: the CRC thread reads it
+                    inf.readinto(memoryview(chunk))
+                    tmp.write(chunk)
+                    left -= n
+                inf.finish()
+            finally:
+                inf.close()
             tmp.flush()
             mm = mmap.mmap(tmp.fileno(), self.nbytes, flags=mmap.MAP_SHARED,
                            prot=mmap.PROT_READ)
