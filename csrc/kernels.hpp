@@ -76,7 +76,8 @@ namespace rules {
 
 static inline bool is_nan(double x) { return x != x; }
 static inline bool is_equal(double a, double b) { return a == b; }  // +0 == -0, inf == inf
-static inline double abs_diff(double a, double b) { return std::fabs(a - b); }
+// |a-b| in float64; equal values (also +inf == +inf) are 0 apart.
+static inline double abs_diff(double a, double b) { return is_equal(a, b) ? 0.0 : std::fabs(a - b); }
 static inline double mag_max(double a, double b) {
     const double x = std::fabs(a), y = std::fabs(b);
     return x > y ? x : y;

@@ -152,13 +152,13 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
             std::memcpy(&ta, a + j, sizeof ta);
             std::memcpy(&tb, b + j, sizeof tb);
             const vd da = VecOf<T>::to_double(ta), db = VecOf<T>::to_double(tb);
+            const vi eq = da == db;
             const vd diff = da - db;
-            const vd ad = (vd)((vu)diff & absmask);
+            const vd ad = eq ? vzero : (vd)((vu)diff & absmask);
             const vd xa = (vd)((vu)da & absmask), xb = (vd)((vu)db & absmask);
             const vd mx = xa > xb ? xa : xb;
             const vi nana = da != da, nanb = db != db;
             const vi anyn = nana | nanb, both = nana & nanb;
-            const vi eq = da == db;
             const vi infm = ((xa == vinf) | (xb == vinf)) & ~eq & ~anyn;
             const vd bound = vatol + vrtol * mx;
             vi inside = (ad <= bound) & ~infm;
