@@ -286,3 +286,11 @@ def test_npy_inputs_and_scalars(tmp_path):
     doc = _json(tmp_path / "s1.npz", tmp_path / "s2.npz")
     (row,) = doc["rows"]
     assert row["max_abs"] == 0.5 and row["size"] == 1 and not math.isnan(row["max_rel"])
+
+
+def test_npy_files_with_different_names_compare_as_one_key(tmp_path):
+    np.save(tmp_path / "run1.npy", np.zeros((3, 2)))
+    np.save(tmp_path / "run2.npy", np.ones((3, 2)))
+    doc = _json(tmp_path / "run1.npy", tmp_path / "run2.npy")
+    (row,) = doc["rows"]
+    assert row["key"] == "array" and row["max_abs"] == 1.0 and doc["exit_code"] == 1

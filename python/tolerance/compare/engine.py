@@ -247,6 +247,13 @@ def open_inputs(paths: Sequence[str | os.PathLike[str]],
         for d in out:
             d.archive.close()
         raise
+    # .npy inputs hold one array keyed by the file's stem; when every input is a .npy and
+    # the stems differ (a.npy vs b.npy), they are compared as one key, "array"
+    npys = [list(d.archive.members.values()) for d in out]
+    if all(len(ms) == 1 and ms[0].method == "npy" for ms in npys) and \
+            len({ms[0].key for ms in npys}) > 1:
+        for d, (m,) in zip(out, npys):
+            d.archive.members = {"array": m}
     return out
 
 
