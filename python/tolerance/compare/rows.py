@@ -144,20 +144,15 @@ def format_row(row: Mapping[str, Any], *, widths: tuple[int, int, int] = (0, 0, 
         where = (f"@ step {row['step']}" if steps
                  else "@ [" + ",".join(str(i) for i in row["argmax"]) + "]")
     parts = [f"max|a-b| {_g(row['max_abs']):<8} {where:<13}", f"rel {_g(row['max_rel']):<8}"]
-    if row["max_ulp"] is not None:
-        parts.append(f"ulp {row['max_ulp']:<4}")
-    if row["count_over"]:
-        parts.append(f"over {row['count_over']}/{row['size']}")
-    if row["nan_mismatch"]:
-        parts.append(f"NaN-mismatch {row['nan_mismatch']}")
-    if row["inf_mismatch"]:
-        parts.append(f"inf-mismatch {row['inf_mismatch']}")
-    if row["nan_both"]:
-        parts.append(f"nan-both {row['nan_both']}")
+    parts.append(f"ulp {row['max_ulp']:<5}" if row["max_ulp"] is not None else " " * 9)
+    parts.append(f"{'over ' + str(row['count_over']) + '/' + str(row['size']):<18}")
     if steps:
         parts.append(f"onset {'-' if row['onset'] is None else row['onset']:<6}")
     verdict = "pass" if row["status"] == PASS else f"FAIL ({bounds})"
-    return head + "  ".join(parts) + "  " + verdict
+    extra = [f"{name} {row[field]}" for name, field in (
+        ("NaN-mismatch", "nan_mismatch"), ("inf-mismatch", "inf_mismatch"),
+        ("nan-both", "nan_both")) if row[field]]
+    return head + " ".join(parts) + " " + "  ".join([verdict, *extra])
 
 
 def summarize(rows: Iterable[Mapping[str, Any]], n_inputs: int, n_keys: int,
