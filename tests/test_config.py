@@ -367,3 +367,13 @@ def test_package_data_specs_are_exactly_the_shipped_ones():
 def test_shipped_cluster_path_points_at_the_repository():
     path, in_repo = shipped_cluster_path()
     assert in_repo and path == REPO / "cluster.yaml"
+
+
+def test_configs_pickle_for_the_mpi_layer():
+    import pickle
+
+    c = load_cluster(REPO / "cluster.yaml")
+    s = load_spec("lorenz", REPO / "specs")
+    assert pickle.loads(pickle.dumps(c)) == c
+    s2 = pickle.loads(pickle.dumps(s))
+    assert s2 == s and s2.identity_hash() == s.identity_hash()

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -119,8 +120,7 @@ def newest_output(directory: Path, pattern: str) -> Path | None:
             st = p.stat()
         except OSError:
             continue
-        import stat as _stat
-        if not _stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):
             continue
         key = (st.st_mtime_ns, str(p))
         if best is None or key > best:
