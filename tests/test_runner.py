@@ -183,15 +183,28 @@ def test_four_terminal_states_at_once(tmp_path):
 
 
 def test_chips_start_at_once(tmp_path):
-    spec = make_spec("import time, sys, numpy as np, os; time.sleep(1.0); "
-                     "np.savez(os.path.join(sys.argv[1], 'o.npz'), a=np.zeros(1))", timeout=30)
+    script = ("import time, sys, os; t = time.time(); time.sleep(2.0); "
+              "open(os.path.join(sys.argv[1], 'o.npz'), 'w').write(repr(t))")
+    spec = make_spec(script, timeout=60)
     box = make_box(tmp_path, chips=["cuda:0", "cuda:1", "cuda:2", "cuda:3"])
     t0 = time.monotonic()
     result = run_box(spec, box, claim_run_dir(tmp_path, "t"), poll=0.02)
     assert result.status == "finished", [c.reason for c in result.chips]
-    assert time.monotonic() - t0 < 3.5  # one wall clock, not four
-    starts = [c.started for c in result.chips]
-    assert max(starts) - min(starts) < 0.5
+    assert time.monotonic() - t0 < 6.0  # one wall clock (~2 s), not four (>= 8 s)
+    began = [float(Path(c.output).read_text()) for c in result.chips]
+    assert max(began) - min(began) < 1.5
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this OS")
+def test_cpu_chip_is_pinned(tmp_path):
+    script = ("import os, sys, time; time.sleep(0.5); "
+              "open(os.path.join(sys.argv[1], 'o.npz'), 'w').write(repr(sorted(os.sched_getaffinity(0))))")
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    result = run_box(make_spec(script), make_box(tmp_path, chips=[f"cpu:{cpu}"]),
+                     claim_run_dir(tmp_path, "t"))
+    (chip,) = result.chips
+    assert chip.status == "finished", chip.reason
+    assert Path(chip.output).read_text() == repr([cpu])
 
 
 def test_max_polls_stops_a_runaway(tmp_path):
