@@ -214,6 +214,9 @@ def test_max_polls_stops_a_runaway(tmp_path):
     assert chip.status == "timeout" and "3 polls" in chip.reason
 
 
+@pytest.mark.skipif(box_module._chips.HAVE_BOOTSTRAP,
+                    reason="ChipGroup.poll() goes through Popen.poll(), which reports a child "
+                           "reaped elsewhere as exit 0; this covers the subprocess chip start")
 def test_reaped_elsewhere_is_vanished(tmp_path, monkeypatch):
     real = box_module._chips.start_chips
 
@@ -253,8 +256,8 @@ def test_cannot_start_is_failed_with_reason(tmp_path):
     result = run_box(spec, make_box(tmp_path, chips=["cuda:0", "cuda:1"]),
                      claim_run_dir(tmp_path, "t"))
     assert [c.status for c in result.chips] == ["failed", "failed"]
-    assert all("bring-up failed" in c.reason and "no-such-program" in c.reason
-               for c in result.chips)
+    # subprocess start: the exec fails at bring-up; ChipGroup: the shim's exec exits 127
+    assert all("no-such-program" in c.reason for c in result.chips), result.chips
 
 
 def test_python_entry_and_context(tmp_path, monkeypatch):
@@ -346,3 +349,14 @@ def test_chip_result_to_dict_round_trip():
                    started=1.0, ended=3.5, env={"A": "1"}, dir="/d", pid=7)
     d = c.to_dict()
     assert d["seconds"] == 2.5 and ChipResult.from_dict(d) == c
+
+
+def test_start_failure_is_a_status(tmp_path, monkeypatch):
+    def refuse(configs):
+        raise box_module._chips.BootstrapError("chip 0 (cpu:*) could not be started: no shm")
+
+    monkeypatch.setattr(box_module._chips, "start_chips", refuse)
+    result = run_box(make_spec("pass"), make_box(tmp_path), claim_run_dir(tmp_path, "t"))
+    (chip,) = result.chips
+    assert chip.status == "failed" and chip.reason.startswith("could not start: chip 0")
+    assert result.status == "failed" and (Path(result.run_dir) / "box.json").is_file()

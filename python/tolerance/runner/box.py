@@ -158,6 +158,44 @@ def chip_env(spec: Spec, box: Box, chip: Chip) -> dict[str, str]:
     return {**box.resolved_env(), **spec.env, **chip.env()}
 
 
+def _watch(group, results: list[ChipResult], settle, *, deadline: float, timeout: float,
+           poll: float, max_polls: int | None) -> None:
+    """Poll every chip to a terminal state; kill what outlives the deadline or max_polls."""
+    pending = set(range(len(results)))
+    polls = 0
+    while pending:
+        codes = group.poll()
+        polls += 1
+        for i in sorted(pending):
+            code = codes[i]
+            if code is None and results[i].pid is not None and not _alive(results[i].pid):
+                code = group.poll()[i]  # it may have ended between the two looks
+                if code is None:
+                    settle(i, "vanished", "process gone without an exit status")
+                    pending.discard(i)
+                    continue
+            if code is None:
+                continue
+            pending.discard(i)
+            if code == 0:
+                settle(i, "finished", None, 0)
+            elif code > 0:
+                settle(i, "failed", f"exited with code {code}", code)
+            else:
+                settle(i, "vanished", f"killed by {_signal_name(-code)} (no exit status)", code)
+        if not pending:
+            return
+        now = time.time()
+        if now >= deadline or (max_polls is not None and polls >= max_polls):
+            why = (f"still running after {timeout:g} s (the spec's timeout); killed"
+                   if now >= deadline else f"still running after {polls} polls; killed")
+            for i in sorted(pending):
+                group.kill(i)
+                settle(i, "timeout", why, None)
+            return
+        time.sleep(min(poll, max(0.0, deadline - now)))
+
+
 def run_box(spec: Spec, box: Box, run_dir: str | os.PathLike, *, poll: float = 0.05,
             max_polls: int | None = None, python_exe: str | None = None) -> BoxResult:
     """Run `spec` once per chip of `box`, all chips at once, into `<run_dir>/<box>/<chip>/`.
@@ -191,9 +229,12 @@ def run_box(spec: Spec, box: Box, run_dir: str | os.PathLike, *, poll: float = 0
                    "spec_hash": spec.identity_hash(), "out_dir": str(cdir),
                    "run_dir": str(run_dir.resolve()), "env": env}
         _chips.write_context(str(cdir / CONTEXT_FILE), context)
-        argv = (spec.argv(out=str(cdir), chip=str(cdir / CONTEXT_FILE), python=exe)
-                if spec.command is not None else None)
-        configs.append(_chips.ChipConfig(chip=str(chip), argv=argv, python=spec.python,
+        if spec.command is not None:
+            argv = spec.argv(out=str(cdir), chip=str(cdir / CONTEXT_FILE), python=exe)
+        else:  # exec'd, so the resolved env is in place before anything imports NumPy
+            argv = [exe, "-m", "tolerance.runner._pyentry", str(spec.python), str(cdir),
+                    str(cdir / CONTEXT_FILE)]
+        configs.append(_chips.ChipConfig(chip=str(chip), argv=argv, python=None,
                                          out_dir=str(cdir), env=env, threads=None,
                                          stdout=str(cdir / STDOUT_LOG),
                                          stderr=str(cdir / STDERR_LOG), python_exe=exe))
@@ -211,55 +252,25 @@ def run_box(spec: Spec, box: Box, run_dir: str | os.PathLike, *, poll: float = 0
         if status != "finished":
             r.stderr_tail = _tail(Path(r.dir) / STDERR_LOG)  # type: ignore[arg-type]
 
-    with _chips.start_chips(configs) as group:
-        pids = list(group.pids)
-        for r, pid in zip(results, pids):
-            r.pid = pid if pid and pid > 0 else None
-        pending = set(range(len(results)))
-        try:
-            group.wait(max(0.1, deadline - time.time()))
-        except _chips.BootstrapError as exc:
-            group.kill()
-            codes = group.poll()
-            for i in sorted(pending):
-                settle(i, "failed", f"bring-up failed: {exc}", codes[i])
-            pending.clear()
-
-        polls = 0
-        while pending:
-            codes = group.poll()
-            polls += 1
-            for i in sorted(pending):
-                code = codes[i]
-                if code is None and results[i].pid is not None and not _alive(results[i].pid):
-                    code = group.poll()[i]  # it may have ended between the two looks
-                    if code is None:
-                        settle(i, "vanished", "process gone without an exit status")
-                        pending.discard(i)
-                        continue
-                if code is None:
-                    continue
-                pending.discard(i)
-                if code == 0:
-                    settle(i, "finished", None, 0)
-                elif code > 0:
-                    settle(i, "failed", f"exited with code {code}", code)
-                else:
-                    settle(i, "vanished",
-                           f"killed by {_signal_name(-code)} (no exit status)", code)
-            if not pending:
-                break
-            now = time.time()
-            over_polls = max_polls is not None and polls >= max_polls
-            if now >= deadline or over_polls:
-                why = (f"still running after {spec.timeout:g} s (the spec's timeout); killed"
-                       if now >= deadline else f"still running after {polls} polls; killed")
-                for i in sorted(pending):
-                    group.kill(i)
-                    settle(i, "timeout", why, None)
-                pending.clear()
-                break
-            time.sleep(min(poll, max(0.0, deadline - now)))
+    try:
+        group = _chips.start_chips(configs)
+    except _chips.BootstrapError as exc:  # not even started: every chip failed
+        for i in range(len(results)):
+            settle(i, "failed", f"could not start: {exc}")
+    else:
+        with group:
+            for r, pid in zip(results, group.pids):
+                r.pid = pid if pid and pid > 0 else None
+            try:
+                group.wait(max(0.1, deadline - time.time()))
+            except _chips.BootstrapError as exc:  # fail fast: every chip is killed and reaped
+                group.kill()
+                codes = group.poll()
+                for i in range(len(results)):
+                    settle(i, "failed", f"bring-up failed: {exc}", codes[i])
+            else:
+                _watch(group, results, settle, deadline=deadline, timeout=spec.timeout,
+                       poll=poll, max_polls=max_polls)
 
     for r in results:
         if r.status == "failed" and r.stderr_tail and r.reason and r.reason.startswith("exited"):
