@@ -364,9 +364,14 @@ def test_package_data_specs_are_exactly_the_shipped_ones():
     assert packaged == sorted(p.name for p in (REPO / "specs").glob("*.yaml"))
 
 
-def test_shipped_cluster_path_points_at_the_repository():
+def test_shipped_cluster_path():
+    """Source tree / editable install: the repository's file; installed: the package copy."""
     path, in_repo = shipped_cluster_path()
-    assert in_repo and path == REPO / "cluster.yaml"
+    if in_repo:
+        assert path == REPO / "cluster.yaml"
+    else:
+        assert path.parent.name == "data" and path.read_bytes() == (REPO / "cluster.yaml").read_bytes()
+        assert (path.parent / "specs" / "lorenz.yaml").is_file()
 
 
 def test_configs_pickle_for_the_mpi_layer():
