@@ -12,6 +12,9 @@
 #pragma once
 
 #include <algorithm>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "kernels.hpp"
 
@@ -112,77 +115,164 @@ inline int64_t hsum(V v) {
 template <class T> struct VecOf;
 template <> struct VecOf<float> {
     using V = vf;
+    using UI = std::uint32_t;  // ULP arithmetic: distances of float32 fit 32 bits
+    typedef std::uint32_t vui __attribute__((vector_size(4 * L)));
+    typedef std::int32_t vsi __attribute__((vector_size(4 * L)));
     static vd to_double(V v) { return __builtin_convertvector(v, vd); }
-    static vi bits(V v) { return __builtin_convertvector((vi32)v, vi); }
-    static constexpr int64_t mag_mask = 0x7fffffff;
+    static vi widen(vsi m) { return __builtin_convertvector(m, vi); }
 };
 template <> struct VecOf<double> {
     using V = vd;
+    using UI = std::uint64_t;
+    typedef std::uint64_t vui __attribute__((vector_size(8 * L)));
+    typedef std::int64_t vsi __attribute__((vector_size(8 * L)));
     static vd to_double(V v) { return v; }
-    static vi bits(V v) { return (vi)v; }
-    static constexpr int64_t mag_mask = 0x7fffffffffffffff;
+    static vi widen(vsi m) { return m; }
 };
+
+// Any lane set in a comparison mask (one movemask where the ISA has it).
+inline bool any_true(vi m) {
+#if defined(__AVX__) && TOLERANCE_LANES == 4
+    return _mm256_movemask_pd(_mm256_castsi256_pd((__m256i)m)) != 0;
+#elif defined(__AVX512F__) && TOLERANCE_LANES == 8
+    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
+#elif defined(__SSE2__) && TOLERANCE_LANES == 2
+    return _mm_movemask_pd(_mm_castsi128_pd((__m128i)m)) != 0;
+#else
+    std::int64_t r = 0;
+    for (int k = 0; k < L; ++k) r |= m[k];
+    return r != 0;
+#endif
+}
 
 inline double scalar_rel(double x, double y) {  // the rel figure of one compared pair
     return rel_diff(abs_diff(x, y), mag_max(x, y), is_inf_mismatch(x, y));
 }
 
+// ULP distances of the pairs (0 for NaN pairs is the caller's business).
+template <class T>
+inline typename VecOf<T>::vui ulp_lanes(typename VecOf<T>::V ta, typename VecOf<T>::V tb) {
+    using vui = typename VecOf<T>::vui;
+    using vsi = typename VecOf<T>::vsi;
+    using UI = typename VecOf<T>::UI;
+    const UI magbits = static_cast<UI>(~UI{0} >> 1);
+    const vsi ia = (vsi)ta, ib = (vsi)tb;
+    const vsi ma = (vsi)((vui)ia & magbits), mb = (vsi)((vui)ib & magbits);
+    const vsi oa = ia < 0 ? -ma : ma, ob = ib < 0 ? -mb : mb;
+    return oa >= ob ? (vui)oa - (vui)ob : (vui)ob - (vui)oa;
+}
+
+// Per run: the lanes keep running maxima across blocks (seeded with rs), a block is first
+// folded on the fast path that assumes finite values (no NaN/inf rules, a division only
+// where a lane's max_rel may rise), and refolded on the full path when it held a NaN or an
+// infinity (or an overflowing difference). A block that raised a maximum is rescanned,
+// scalar, for the first index of the new value.
 template <class T, bool WantUlp>
 void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, RunStats& rs,
                    int64_t base) {
     using V = typename VecOf<T>::V;
-    constexpr size_t BLOCK = 2048;
+    using vui = typename VecOf<T>::vui;
+    using UI = typename VecOf<T>::UI;
+    constexpr size_t BLOCK = 1024;
     const T* a = static_cast<const T*>(av);
     const T* b = static_cast<const T*>(bv);
     const vd vinf = splat<vd>(std::numeric_limits<double>::infinity());
     const vd vzero = splat<vd>(0.0), vneg = splat<vd>(-1.0);
     const vd vatol = splat<vd>(p.atol), vrtol = splat<vd>(p.rtol);
-    const vu vulp = splat<vu>(p.ulp);
+    const vd vtiny = splat<vd>(0x1p-1000);
     const vu absmask = splat<vu>(uint64_t{0x7fffffffffffffff});
-    const vi magmask = splat<vi>(VecOf<T>::mag_mask);
     const bool check_ulp = WantUlp && p.ulp != std::numeric_limits<uint64_t>::max();
+    const UI ulp_lim = p.ulp > std::numeric_limits<UI>::max() ? std::numeric_limits<UI>::max()
+                                                              : static_cast<UI>(p.ulp);
+    const vui vulp = splat<vui>(ulp_lim);
+    const bool ulp_all = p.ulp >= std::numeric_limits<UI>::max();  // every distance fits
+    const double shrink = 1.0 - 0x1p-50;
+
     vi c_over = splat<vi>(int64_t{0}), c_nm = c_over, c_nb = c_over, c_inf = c_over;
-    vu v_ulp = splat<vu>(uint64_t{0});
+    vui v_ulp = splat<vui>(UI{0});
+    vd vmax = splat<vd>(rs.run_max);
+    vd brel = splat<vd>(rs.best_rel);
+    vd thr = brel * shrink;
     size_t i = 0;
     while (n - i >= static_cast<size_t>(L)) {
         const size_t len = std::min(BLOCK, (n - i) / L * L);
-        vd bmax = vneg, brel = vneg;
+        // ---- fast path: finite values --------------------------------------------------
+        vi f_over = c_over;
+        vui f_ulp = v_ulp;
+        vd f_max = vmax, f_rel = brel, f_thr = thr;
+        vd chk = vzero;
         for (size_t j = i; j < i + len; j += L) {
             V ta, tb;
             std::memcpy(&ta, a + j, sizeof ta);
             std::memcpy(&tb, b + j, sizeof tb);
             const vd da = VecOf<T>::to_double(ta), db = VecOf<T>::to_double(tb);
-            const vi eq = da == db;
             const vd diff = da - db;
-            const vd ad = eq ? vzero : (vd)((vu)diff & absmask);
+            const vd ad = (vd)((vu)diff & absmask);
+            chk += ad * vzero;  // NaN from here on if a difference is not finite
             const vd xa = (vd)((vu)da & absmask), xb = (vd)((vu)db & absmask);
             const vd mx = xa > xb ? xa : xb;
-            const vi nana = da != da, nanb = db != db;
-            const vi anyn = nana | nanb, both = nana & nanb;
-            const vi infm = ((xa == vinf) | (xb == vinf)) & ~eq & ~anyn;
-            const vd bound = vatol + vrtol * mx;
-            vi inside = (ad <= bound) & ~infm;
+            vi over = ad > vatol + vrtol * mx;
             if constexpr (WantUlp) {
-                const vi ia = VecOf<T>::bits(ta), ib = VecOf<T>::bits(tb);
-                const vi ma = ia & magmask, mb = ib & magmask;
-                const vi oa = ia < 0 ? -ma : ma, ob = ib < 0 ? -mb : mb;
-                const vu ud0 = oa >= ob ? (vu)oa - (vu)ob : (vu)ob - (vu)oa;
-                const vu ud = ud0 & ~(vu)anyn;
-                if (check_ulp) inside &= (ud <= vulp);
-                v_ulp = ud > v_ulp ? ud : v_ulp;
+                const vui ud = ulp_lanes<T>(ta, tb);
+                if (check_ulp && !ulp_all) over |= VecOf<T>::widen((typename VecOf<T>::vsi)(ud > vulp));
+                f_ulp = ud > f_ulp ? ud : f_ulp;
             }
-            inside |= eq | both;
-            c_over -= ~inside;
-            c_nm -= anyn & ~both;
-            c_nb -= both;
-            c_inf -= infm;
-            bmax = ad > bmax ? ad : bmax;
-            vd rel = mx > vzero ? ad / mx : vzero;
-            rel = infm ? vinf : rel;
-            rel = anyn ? vneg : rel;
-            brel = rel > brel ? rel : brel;
+            f_over -= over;
+            f_max = ad > f_max ? ad : f_max;
+            const vd lim = f_thr * mx;
+            const vi cand = (ad > lim) | (lim < vtiny);
+            if (any_true(cand)) {
+                const vd rel = mx > vzero ? ad / mx : vzero;
+                f_rel = rel > f_rel ? rel : f_rel;
+                f_thr = f_rel * shrink;
+            }
         }
-        const double m = hmax(bmax, -1.0);
+        bool finite = true;
+        for (int k = 0; k < L; ++k) finite = finite && chk[k] == 0.0;
+        if (finite) {
+            c_over = f_over;
+            v_ulp = f_ulp;
+            vmax = f_max;
+            brel = f_rel;
+            thr = f_thr;
+        } else {
+            // ---- full path: every rule ---------------------------------------------------
+            for (size_t j = i; j < i + len; j += L) {
+                V ta, tb;
+                std::memcpy(&ta, a + j, sizeof ta);
+                std::memcpy(&tb, b + j, sizeof tb);
+                const vd da = VecOf<T>::to_double(ta), db = VecOf<T>::to_double(tb);
+                const vi eq = da == db;
+                const vd diff = da - db;
+                const vd ad = eq ? vzero : (vd)((vu)diff & absmask);
+                const vd xa = (vd)((vu)da & absmask), xb = (vd)((vu)db & absmask);
+                const vd mx = xa > xb ? xa : xb;
+                const vi nana = da != da, nanb = db != db;
+                const vi anyn = nana | nanb, both = nana & nanb;
+                const vi infm = ((xa == vinf) | (xb == vinf)) & ~eq & ~anyn;
+                vi inside = (ad <= vatol + vrtol * mx) & ~infm;
+                if constexpr (WantUlp) {
+                    vui ud = ulp_lanes<T>(ta, tb);
+                    const vui nanmask = (vui)__builtin_convertvector(anyn, typename VecOf<T>::vsi);
+                    ud = ud & ~nanmask;
+                    if (check_ulp && !ulp_all)
+                        inside &= VecOf<T>::widen((typename VecOf<T>::vsi)(ud <= vulp));
+                    v_ulp = ud > v_ulp ? ud : v_ulp;
+                }
+                inside |= eq | both;
+                c_over -= ~inside;
+                c_nm -= anyn & ~both;
+                c_nb -= both;
+                c_inf -= infm;
+                vmax = ad > vmax ? ad : vmax;
+                vd rel = mx > vzero ? ad / mx : vzero;
+                rel = infm ? vinf : rel;
+                rel = anyn ? vneg : rel;
+                brel = rel > brel ? rel : brel;
+            }
+            thr = brel * shrink;
+        }
+        const double m = hmax(vmax, -1.0);
         if (m > rs.best_abs) {
             for (size_t k = i; k < i + len; ++k) {
                 if (abs_diff(static_cast<double>(a[k]), static_cast<double>(b[k])) == m) {
@@ -205,11 +295,12 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
         }
         i += len;
     }
+    rs.run_max = std::max(rs.run_max, hmax(vmax, -1.0));
     rs.count_over += hsum(c_over);
     rs.nan_mismatch += hsum(c_nm);
     rs.nan_both += hsum(c_nb);
     rs.inf_mismatch += hsum(c_inf);
-    if (WantUlp) rs.max_ulp = std::max(rs.max_ulp, hmax(v_ulp, uint64_t{0}));
+    if (WantUlp) rs.max_ulp = std::max<uint64_t>(rs.max_ulp, hmax(v_ulp, UI{0}));
     if (i < n) run_float_scalar<T, WantUlp>(a + i, b + i, n - i, p, rs, base + static_cast<int64_t>(i));
 }
 
