@@ -20,10 +20,11 @@ void Stats::fold_run(std::int64_t step, const RunStats& rs, std::int64_t n) {
         series_over.push_back(0);
     }
     const std::size_t k = static_cast<std::size_t>(step - step0);
-    if (rs.best_abs > series[k]) series[k] = rs.best_abs;
+    if (rs.run_max > series[k]) series[k] = rs.run_max;
     series_over[k] += rs.count_over;
-    if (rs.best_abs > max_abs) { max_abs = rs.best_abs; arg_step = step; arg_inner = rs.arg_abs; }
-    if (rs.best_rel > max_rel) { max_rel = rs.best_rel; rel_step = step; rel_inner = rs.arg_rel; }
+    // rs was seeded with max_abs / max_rel: an index means a strictly greater value
+    if (rs.arg_abs >= 0 && rs.best_abs > max_abs) { max_abs = rs.best_abs; arg_step = step; arg_inner = rs.arg_abs; }
+    if (rs.arg_rel >= 0 && rs.best_rel > max_rel) { max_rel = rs.best_rel; rel_step = step; rel_inner = rs.arg_rel; }
     if (rs.max_ulp > max_ulp) max_ulp = rs.max_ulp;
     count_over += rs.count_over;
     nan_mismatch += rs.nan_mismatch;
@@ -318,6 +319,8 @@ Stats walk(const Plan& pl, std::int64_t begin, std::int64_t end) {
         const std::int64_t i0 = pos % pl.inner;
         const std::int64_t i1 = std::min(pl.inner, i0 + (end - pos));
         RunStats rs;
+        rs.best_abs = st.max_abs;  // seeds: only a greater value needs an index
+        rs.best_rel = st.max_rel;
         for (std::int64_t i = i0; i < i1;) {
             const std::int64_t row = i / last, col = i % last;
             const std::int64_t cnt = std::min(last - col, i1 - i);
