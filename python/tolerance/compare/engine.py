@@ -7,9 +7,8 @@ dropped: peak memory is O(chunk x inputs) whatever the array size.
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -113,9 +112,9 @@ def _drive(gens: list[Iterator[np.ndarray]], prefetch: bool = True
     """Chunk c of every input, together; every generator is run to its end (so the
     inflaters' end-of-stream and CRC checks run).
 
-    prefetch: read chunk c+1 in a background thread while the caller folds chunk c
-    (inflating, mapping and the kernel all release the GIL): at most three chunk sets
-    are alive at once, still O(chunk x inputs).
+    prefetch: read chunk c+1 of every input in worker threads (one per input, up to the
+    cores) while the caller folds chunk c (inflating, mapping and the kernel all release
+    the GIL): at most two chunk sets are alive at once, still O(chunk x inputs).
     """
     def step() -> list[Any] | None:
         chunks = [next(g, _END) for g in gens]
@@ -132,40 +131,33 @@ def _drive(gens: list[Iterator[np.ndarray]], prefetch: bool = True
             del chunks
         return
 
-    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
-    stop = threading.Event()
+    # one worker per input (up to the cores): inputs are read/inflated in parallel, one
+    # chunk ahead; a generator is only ever advanced by one task at a time
+    workers = max(1, min(len(gens), os.cpu_count() or 1))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tolerance-read")
 
-    def produce() -> None:
-        try:
-            while not stop.is_set():
-                chunks = step()
-                if chunks is None:
-                    q.put(("end", None))
-                    return
-                q.put(("chunks", chunks))
-                del chunks
-        except BaseException as exc:  # handed to the consumer, raised there
-            q.put(("error", exc))
+    def fetch() -> list[Future]:
+        return [pool.submit(next, g, _END) for g in gens]
 
-    worker = threading.Thread(target=produce, name="tolerance-prefetch", daemon=True)
-    worker.start()
+    pending: list[Future] | None = fetch()
     try:
-        while True:
-            kind, item = q.get()
-            if kind == "end":
-                break
-            if kind == "error":
-                raise item
-            yield item
-            del item
+        while pending is not None:
+            chunks = [f.result() for f in pending]
+            pending = None
+            ended = [c is _END for c in chunks]
+            if all(ended):
+                return
+            if any(ended):  # same shape and chunk plan: cannot happen
+                raise RuntimeError("inputs yielded different numbers of chunks")
+            pending = fetch()
+            yield chunks
+            del chunks
     finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        worker.join()
+        if pending is not None:
+            for f in pending:  # let running reads finish before the generators are closed
+                f.cancel()
+            wait(pending)
+        pool.shutdown(wait=True)
 
 
 def compare_key(members: Sequence[Member | None], labels: Sequence[str], key: str, *,
