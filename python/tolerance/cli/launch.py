@@ -28,14 +28,18 @@ def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: s
     """
     from tolerance.collective.launch import (build_plan, find_mpiexec, mpiexec_flavor,
                                              run_plan, state_path)
-    from tolerance.config import load_cluster, load_spec, resolve_cluster_path
+    from tolerance.config import load_default_cluster, load_spec
 
-    path = str(Path(resolve_cluster_path(cluster_path)).resolve())
-    cluster = load_cluster(path)
-    load_spec(stem, specs_dir=specs_dir, cluster=cluster)  # validate before starting anything
+    cluster = load_default_cluster(cluster_path)
+    # validate the spec before starting anything
+    load_spec(stem, specs_dir if specs_dir is not None else cluster.specs_dir)
+    # The ranks resolve the registry as this process did: pass --cluster on only when the
+    # user named one or ./cluster.yaml exists (the shipped default takes cwd as its root).
+    path = (str(Path(cluster.path).resolve())
+            if cluster_path is not None or Path("cluster.yaml").is_file() else None)
     if len(cluster.boxes) < 2:
         from tolerance._errors import ToleranceError
-        raise ToleranceError(f"{path}: boxes: a run needs at least 2 boxes, "
+        raise ToleranceError(f"{cluster.path}: boxes: a run needs at least 2 boxes, "
                              f"found {len(cluster.boxes)}")
     mpiexec = find_mpiexec(mpiexec_path)
     flavor = mpiexec_flavor(mpiexec)

@@ -33,13 +33,10 @@ def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str 
     """Run STEM on every box at once (one MPI rank per box) and compare the outputs."""
     from tolerance.collective.job import run_stem
     from tolerance.collective.report import build_rows, exit_code_of, report_document, write_report
-    from tolerance.config import resolve_cluster_path
-
     sync = sync_mode == "verify" and not no_sync
     debug = bool(ctx.obj and ctx.obj.get("debug"))
-    path = str(resolve_cluster_path(cluster_path))
     progress = Progress(sys.stderr)
-    outcome = run_stem(stem, cluster_path=path, specs_dir=specs_dir, sync=sync,
+    outcome = run_stem(stem, cluster_path=cluster_path, specs_dir=specs_dir, sync=sync,
                        chunk_mb=chunk_mb, threads=threads, debug=debug,
                        progress=progress.update if progress.live else None)
     progress.clear()

@@ -23,7 +23,7 @@ from tolerance.collective.launch import STATE_ENV
 from tolerance.collective.mpi import RankContext, abort_on_error, world
 from tolerance.collective.sources import NpzBlockSource, participant_label
 from tolerance.compare import Accumulator
-from tolerance.config import load_cluster, load_spec
+from tolerance.config import load_default_cluster, load_spec
 from tolerance.runner import claim_run_dir, run_box
 
 _STATUS_TAG = 7301  # point-to-point tag of "my box is done" messages (any unused tag)
@@ -56,7 +56,7 @@ def _agree(comm, problem: str | None) -> str | None:
     return next((p for p in problems if p), None)
 
 
-def run_stem(stem: str, *, cluster_path: str, specs_dir: str | None, sync: bool = True,
+def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync: bool = True,
              chunk_mb: float = 16.0, threads: int | None = None, debug: bool = False,
              progress: Callable[[str], None] | None = None) -> RunOutcome:
     comm = world()
@@ -67,20 +67,21 @@ def run_stem(stem: str, *, cluster_path: str, specs_dir: str | None, sync: bool 
         # 1. config, read by every rank from its own checkout.
         problem = None
         try:
-            cluster = load_cluster(cluster_path)
-            spec = load_spec(stem, specs_dir=specs_dir, cluster=cluster)
+            cluster = load_default_cluster(cluster_path)
+            spec = load_spec(stem, specs_dir if specs_dir is not None else cluster.specs_dir)
         except ToleranceError as exc:
             problem = str(exc)
         problem = _agree(comm, problem)
         if problem:
             return RunOutcome(EXIT_ERROR, error=problem, stem=stem)
-        names = [b.name for b in cluster.boxes]
+        where = str(cluster.path or "cluster.yaml")
+        names = list(cluster.names)
         overrides = comm.allgather(os.environ.get("TOLERANCE_BOX") or None)
         try:
-            chosen = assign_boxes(names, nranks, overrides, str(cluster_path))
+            chosen = assign_boxes(names, nranks, overrides, where)
         except ToleranceError as exc:
             return RunOutcome(EXIT_ERROR, error=str(exc), stem=stem)
-        box = next(b for b in cluster.boxes if b.name == chosen[rank])
+        box = cluster.box(chosen[rank])
         ctx.box = box.name
 
         # 2. handshake.
@@ -88,7 +89,7 @@ def run_stem(stem: str, *, cluster_path: str, specs_dir: str | None, sync: bool 
         infos = comm.allgather(info)
         problem = None
         try:
-            check_hosts(infos, {b.name: b.host for b in cluster.boxes}, str(cluster_path))
+            check_hosts(infos, {b.name: b.host for b in cluster.boxes}, where)
         except ToleranceError as exc:
             problem = str(exc)
         problem = _agree(comm, problem)

@@ -82,7 +82,7 @@ def box_python(box) -> str:
     return box.python
 
 
-def build_plan(cluster, stem: str, *, mpiexec: str, flavor: str, cluster_path: str,
+def build_plan(cluster, stem: str, *, mpiexec: str, flavor: str, cluster_path: str | None,
                specs_dir: str | None, extra: Sequence[str] = (), state_file: str | None = None,
                hostfile_path: str | None = None) -> LaunchPlan:
     boxes = list(cluster.boxes)
@@ -110,7 +110,9 @@ def build_plan(cluster, stem: str, *, mpiexec: str, flavor: str, cluster_path: s
             ctx += ["-host", b.host] if flavor == "hydra" else ["--host", b.host]
         ctx += ["-wdir", str(b.root)]
         ctx += (["-env", BOX_ENV, b.name] if flavor == "hydra" else ["-x", f"{BOX_ENV}={b.name}"])
-        cmd = [box_python(b), "-m", "tolerance", "run", stem, "--cluster", cluster_path]
+        cmd = [box_python(b), "-m", "tolerance", "run", stem]
+        if cluster_path:
+            cmd += ["--cluster", cluster_path]
         if specs_dir:
             cmd += ["--specs", specs_dir]
         argv += ctx + cmd + list(extra)
