@@ -117,6 +117,8 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
         t_run = time.monotonic()
 
         # 5. streaming all-pairs compare.
+        if os.environ.get("TOLERANCE_TEST_KILL_BOX") == box.name:  # test-only fault hook
+            os.kill(os.getpid(), 9)
         sources, failures = [], []
         multi = len(box.chips) > 1
         for chip in result.chips:
