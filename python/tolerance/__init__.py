@@ -6,4 +6,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from tolerance.compare.kernel import Accumulator, Divergence, assert_bounded, divergence
+
+__all__ = ["__version__", "Accumulator", "Divergence", "assert_bounded", "divergence"]

@@ -1,0 +1,241 @@
+// Divergence kernels: the scalar rules, the per-run and per-array statistics, and the
+// entry points used by the bindings. Knows nothing of Python.
+//
+// Every rule of DESIGN.md "The numbers" is one named function below; the vector paths
+// (kernels_isa.hpp) compute the same IEEE operations lane by lane, so every path gives
+// bit-identical figures. Every figure is order-independent (max, first index, counts).
+//
+// The rule functions are `static inline`: this header is included by translation units
+// compiled with different ISA flags, and internal linkage keeps each TU's copy its own
+// (an inline function with external linkage could be merged with an AVX2 copy by the
+// linker and then run on a CPU without AVX2).
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace tolerance {
+
+// ---- element types --------------------------------------------------------------------
+// Input dtype codes (shared with Python: tolerance/compare/kernel.py _CODES).
+enum DType : int {
+    DT_BOOL = 0, DT_I8, DT_I16, DT_I32, DT_I64, DT_U8, DT_U16, DT_U32, DT_U64,
+    DT_F16, DT_F32, DT_F64, DT_COUNT
+};
+// Compute types: what the contiguous kernels run on.
+enum KType : int {
+    K_F16 = 0, K_F32, K_F64, K_I8, K_I16, K_I32, K_I64, K_U8, K_U16, K_U32, K_U64, K_I128,
+    K_COUNT
+};
+
+__extension__ typedef __int128 i128;
+__extension__ typedef unsigned __int128 u128;
+template <class W> struct is_signed_int { static constexpr bool value = std::numeric_limits<W>::is_signed; };
+template <> struct is_signed_int<i128> { static constexpr bool value = true; };
+
+// ---- parameters and per-run statistics ------------------------------------------------
+struct Params {
+    double atol = 0.0;
+    double rtol = 0.0;
+    std::uint64_t ulp = std::numeric_limits<std::uint64_t>::max();  // max() = no ULP bound
+};
+
+// Statistics of consecutive element runs (one step, or part of one). Plain data: the ISA
+// translation units fill it and nothing else. Indices are the caller's (base + offset).
+struct RunStats {
+    double best_abs = -1.0;        // max |a-b| over compared pairs; -1: none compared yet
+    std::int64_t arg_abs = -1;     // first index of best_abs
+    double best_rel = -1.0;        // max relative difference; -1: none compared yet
+    std::int64_t arg_rel = -1;
+    std::uint64_t max_ulp = 0;
+    std::int64_t count_over = 0;
+    std::int64_t nan_mismatch = 0;
+    std::int64_t nan_both = 0;
+    std::int64_t inf_mismatch = 0;
+};
+
+// A contiguous kernel: folds a[0..n), b[0..n) (already of the compute type, contiguous,
+// native byte order) into rs; element k has index base + k.
+using RunFn = void (*)(const void* a, const void* b, std::size_t n, const Params& p,
+                       RunStats& rs, std::int64_t base);
+
+struct KernelTable {
+    const char* name;
+    RunFn fn[K_COUNT][2];  // [compute type][want_ulp]
+    std::uint64_t (*read_pass)(const void* a, std::size_t abytes, const void* b,
+                               std::size_t bbytes);
+};
+
+// ---- the scalar rules -----------------------------------------------------------------
+namespace rules {
+
+static inline bool is_nan(double x) { return x != x; }
+static inline bool is_equal(double a, double b) { return a == b; }  // +0 == -0, inf == inf
+// |a-b| in float64; equal values (also +inf == +inf) are 0 apart.
+static inline double abs_diff(double a, double b) { return is_equal(a, b) ? 0.0 : std::fabs(a - b); }
+static inline double mag_max(double a, double b) {
+    const double x = std::fabs(a), y = std::fabs(b);
+    return x > y ? x : y;
+}
+// inf against anything unequal (NaN pairs are handled before this rule applies).
+static inline bool is_inf_mismatch(double a, double b) {
+    const double inf = std::numeric_limits<double>::infinity();
+    return !is_equal(a, b) && (std::fabs(a) == inf || std::fabs(b) == inf);
+}
+// |a-b| / max(|a|,|b|); 0/0 = 0; an inf mismatch is infinitely far.
+static inline double rel_diff(double d, double mx, bool inf_mismatch) {
+    if (inf_mismatch) return std::numeric_limits<double>::infinity();
+    return mx > 0.0 ? d / mx : 0.0;
+}
+static inline double bound_of(double mx, const Params& p) { return p.atol + p.rtol * mx; }
+// Inside: equal, or |a-b| <= atol + rtol*max(|a|,|b|) and ULP <= ulp; never an inf mismatch.
+static inline bool float_inside(bool eq, bool inf_mismatch, double d, double mx,
+                                std::uint64_t ulpd, const Params& p) {
+    return eq || (!inf_mismatch && d <= bound_of(mx, p) && ulpd <= p.ulp);
+}
+
+// Ordered-integer images: monotone in the float value, +0 and -0 both map to 0.
+static inline std::int64_t ordered_f64(double x) {
+    std::uint64_t u;
+    std::memcpy(&u, &x, sizeof u);
+    const std::uint64_t sign = std::uint64_t{1} << 63;
+    return (u & sign) ? -static_cast<std::int64_t>(u & ~sign) : static_cast<std::int64_t>(u);
+}
+static inline std::int64_t ordered_f32(float x) {
+    std::uint32_t u;
+    std::memcpy(&u, &x, sizeof u);
+    const std::uint32_t sign = 0x80000000u;
+    return (u & sign) ? -static_cast<std::int64_t>(u & ~sign) : static_cast<std::int64_t>(u);
+}
+static inline std::int64_t ordered_f16(std::uint16_t h) {
+    return (h & 0x8000u) ? -static_cast<std::int64_t>(h & 0x7fffu) : static_cast<std::int64_t>(h);
+}
+static inline std::uint64_t ulp_distance(std::int64_t oa, std::int64_t ob) {
+    return oa >= ob ? static_cast<std::uint64_t>(oa) - static_cast<std::uint64_t>(ob)
+                    : static_cast<std::uint64_t>(ob) - static_cast<std::uint64_t>(oa);
+}
+
+// IEEE binary16 -> binary64, exact (subnormals included), no F16C needed.
+static inline double half_to_double(std::uint16_t h) {
+    const std::uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    double v;
+    if (exp == 0) {
+        v = static_cast<double>(man) * 0x1p-24;
+    } else if (exp == 31) {
+        v = man ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
+    } else {
+        const std::uint64_t bits = (static_cast<std::uint64_t>(exp + 1008u) << 52) |
+                                   (static_cast<std::uint64_t>(man) << 42);
+        std::memcpy(&v, &bits, sizeof v);
+    }
+    return (h & 0x8000u) ? -v : v;
+}
+
+// Folds one float pair (values in float64, ULP distance precomputed) into rs.
+static inline void float_element(double a, double b, std::uint64_t ulpd, bool want_ulp,
+                                 const Params& p, RunStats& rs, std::int64_t idx) {
+    const bool na = is_nan(a), nb = is_nan(b);
+    if (na || nb) {
+        if (na && nb) {
+            ++rs.nan_both;
+        } else {
+            ++rs.nan_mismatch;
+            ++rs.count_over;
+        }
+        return;
+    }
+    const bool eq = is_equal(a, b);
+    const bool infm = is_inf_mismatch(a, b);
+    const double d = abs_diff(a, b);
+    const double mx = mag_max(a, b);
+    const double rel = rel_diff(d, mx, infm);
+    if (infm) ++rs.inf_mismatch;
+    if (!float_inside(eq, infm, d, mx, ulpd, p)) ++rs.count_over;
+    if (d > rs.best_abs) { rs.best_abs = d; rs.arg_abs = idx; }
+    if (rel > rs.best_rel) { rs.best_rel = rel; rs.arg_rel = idx; }
+    if (want_ulp && ulpd > rs.max_ulp) rs.max_ulp = ulpd;
+}
+
+// Integers: exact unsigned magnitude; the bound test is exact too (M is u64 or u128).
+template <class M>
+static inline bool int_inside(M mag, double bound) {
+    constexpr double limit = sizeof(M) == 8 ? 0x1p64 : 0x1p127;
+    if (!(bound < limit)) return true;
+    return mag <= static_cast<M>(bound);  // mag <= bound  <=>  mag <= floor(bound)
+}
+template <class W, class M>
+static inline M int_magnitude(W x) {
+    if constexpr (is_signed_int<W>::value) {
+        if (x < 0) return static_cast<M>(M{0} - static_cast<M>(x));
+    }
+    return static_cast<M>(x);
+}
+template <class W, class M>
+static inline void int_element(W a, W b, const Params& p, RunStats& rs, std::int64_t idx) {
+    const M mag = a >= b ? static_cast<M>(static_cast<M>(a) - static_cast<M>(b))
+                         : static_cast<M>(static_cast<M>(b) - static_cast<M>(a));
+    const M ma = int_magnitude<W, M>(a), mb = int_magnitude<W, M>(b);
+    const double d = static_cast<double>(mag);
+    const double mx = static_cast<double>(ma > mb ? ma : mb);
+    const double rel = rel_diff(d, mx, false);
+    if (!(a == b || int_inside<M>(mag, bound_of(mx, p)))) ++rs.count_over;
+    if (d > rs.best_abs) { rs.best_abs = d; rs.arg_abs = idx; }
+    if (rel > rs.best_rel) { rs.best_rel = rel; rs.arg_rel = idx; }
+}
+
+}  // namespace rules
+
+// ---- whole-array statistics -----------------------------------------------------------
+// Covers steps [step0, step0 + series.size()); the first and last step may be partial
+// (a range inside a step), so merge() combines a shared boundary step.
+struct Stats {
+    double max_abs = -1.0;  // -1: no compared pair
+    std::int64_t arg_step = -1, arg_inner = -1;
+    double max_rel = -1.0;
+    std::int64_t rel_step = -1, rel_inner = -1;
+    std::uint64_t max_ulp = 0;
+    std::int64_t count_over = 0, nan_mismatch = 0, nan_both = 0, inf_mismatch = 0, size = 0;
+    std::int64_t step0 = 0;
+    std::vector<double> series;         // per-step max |a-b|; -1: no compared pair
+    std::vector<std::int64_t> series_over;
+
+    void fold_run(std::int64_t step, const RunStats& rs, std::int64_t n);
+    // `o` covers what comes right after this (same or next step once shifted): its steps
+    // move by step_shift; the inner indices of its first step move by inner_shift.
+    void merge(const Stats& o, std::int64_t step_shift, std::int64_t inner_shift);
+};
+
+struct ArrayView {
+    const char* data;
+    std::vector<std::int64_t> strides;  // bytes, one per dim of the common shape
+    int code;                           // DType
+    bool swap;                          // non-native byte order
+};
+
+// shape[0] is the steps axis (moved to the front by the caller). Releases nothing: the
+// caller holds no interpreter lock when it calls this.
+Stats compute(const ArrayView& a, const ArrayView& b, const std::vector<std::int64_t>& shape,
+              const Params& p, bool want_ulp, std::int64_t step_offset,
+              std::int64_t inner_offset, int threads);
+
+std::uint64_t read_pass(const void* a, std::size_t abytes, const void* b, std::size_t bbytes,
+                        int threads);
+
+// Kernel selection: "scalar", "baseline", "avx2", "avx512". Returns the name in force
+// (a path this CPU lacks falls back to the best one it has).
+std::string kernel_isa();
+std::string set_kernel_isa(const std::string& name);
+std::vector<std::string> available_isas();
+
+// The per-ISA tables (kernels_<isa>.cpp); null where not compiled in.
+const KernelTable* table_scalar();
+const KernelTable* table_baseline();
+const KernelTable* table_avx2();
+const KernelTable* table_avx512();
+
+}  // namespace tolerance

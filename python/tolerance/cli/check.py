@@ -1,0 +1,67 @@
+"""`tolerance check`: validate cluster.yaml and run specs, printing every problem."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from tolerance._errors import EXIT_ERROR, EXIT_OK, ConfigError
+from tolerance.cli import _options
+from tolerance.config import (SchemaProblems, default_cluster_path, list_stems,
+                              load_default_cluster, load_spec)
+
+
+def _problems(exc: ConfigError) -> list[str]:
+    return list(exc.problems) if isinstance(exc, SchemaProblems) else [str(exc)]
+
+
+@click.command("check")
+@click.argument("stems", nargs=-1)
+@_options.cluster
+@_options.specs
+@_options.as_json
+@click.pass_context
+def check(ctx: click.Context, stems: tuple[str, ...], cluster_path: str | None,
+          specs_dir: str | None, as_json: bool) -> None:
+    """Validate cluster.yaml and the specs STEM... (default: every specs/*.yaml).
+
+    Prints every problem, one line each (`<file>: <key path>: <problem>`); exits 2 on any.
+    """
+    problems: list[str] = []
+    path = default_cluster_path(cluster_path)
+    cluster = None
+    try:
+        cluster = load_default_cluster(cluster_path)
+    except ConfigError as exc:
+        problems += _problems(exc)
+    sdir = Path(specs_dir) if specs_dir is not None else (
+        cluster.specs_dir if cluster is not None else path.parent / "specs")
+    names = list(stems)
+    if not names:
+        if not sdir.is_dir():
+            problems.append(f"{sdir}: no such specs directory")
+        names = list_stems(sdir)
+    checked: dict[str, str] = {}
+    for stem in names:
+        try:
+            spec = load_spec(stem, sdir)
+        except ConfigError as exc:
+            problems += _problems(exc)
+            continue
+        checked[spec.stem] = spec.identity_hash()
+
+    if as_json:
+        click.echo(json.dumps({"cluster": str(path),
+                               "boxes": list(cluster.names) if cluster else None,
+                               "specs": checked, "problems": problems}, indent=2, sort_keys=True))
+    else:
+        for line in problems:
+            click.echo(line)
+        if cluster is not None:
+            click.echo(f"ok: {path}: {len(cluster.boxes)} boxes ({', '.join(cluster.names)})")
+        for stem, digest in checked.items():
+            click.echo(f"ok: {sdir / (stem + '.yaml')}: spec {digest[:12]}")
+        if problems:
+            click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}", err=True)
+    ctx.exit(EXIT_ERROR if problems else EXIT_OK)

@@ -1,0 +1,320 @@
+"""Run specs, schema v1: `specs/<stem>.yaml` says what to run, what to compare, how close."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
+
+from tolerance.config._check import Checker, name_problem
+from tolerance.config._yaml import SchemaProblems, key_path, load_yaml
+from tolerance.config.cluster import THREAD_VARS
+
+SCHEMA = 1
+DEFAULT_OUTPUTS = "*.npz"
+DEFAULT_KEYS = ("z_b", "omega_b")
+DEFAULT_TIMEOUT = 600.0
+#: placeholders a `command` may use: the chip's output directory, its context file, and
+#: the interpreter that runs the chip (the one running tolerance on that box)
+PLACEHOLDERS = ("out", "chip", "python")
+
+_SPEC_KEYS = ("schema", "description", "command", "python", "outputs", "keys", "bounds",
+              "steps_axis", "env", "timeout")
+_BOUND_KEYS = ("atol", "rtol", "ulp")
+_ENTRY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+                    r":[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+_BOX_LOCAL = "a box-local knob: it belongs in cluster.yaml ({where}), never in a spec"
+_BOX_LOCAL_KEYS = {
+    "threads": "boxes[].threads or boxes[].env",
+    "nthreads": "boxes[].threads or boxes[].env",
+    "num_threads": "boxes[].threads or boxes[].env",
+    "chips": "boxes[].chips",
+    "chip": "boxes[].chips",
+    "memory": "the box's env or its scheduler",
+    "mem": "the box's env or its scheduler",
+    "memory_limit": "the box's env or its scheduler",
+    "max_memory": "the box's env or its scheduler",
+    "host": "boxes[].host",
+    "hosts": "boxes[].host",
+    "root": "boxes[].root",
+    "boxes": "boxes",
+    "box": "boxes",
+}
+#: environment variables that are box-local knobs (thread counts, device visibility,
+#: BLAS kernel choice): never part of a run's identity
+BOX_LOCAL_ENV = THREAD_VARS + ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
+                               "ROCR_VISIBLE_DEVICES", "OPENBLAS_CORETYPE")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The bound of one key: inside when |a-b| <= atol + rtol*max(|a|,|b|) (and ULP <= ulp)."""
+
+    atol: float = 0.0
+    rtol: float = 0.0
+    ulp: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"atol": self.atol, "rtol": self.rtol, "ulp": self.ulp}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One run spec (a stem). Exactly one of `command` and `python` is set."""
+
+    stem: str
+    command: tuple[str, ...] | None = None
+    python: str | None = None
+    outputs: str = DEFAULT_OUTPUTS
+    keys: tuple[str, ...] = DEFAULT_KEYS
+    default_bounds: Bounds = Bounds()
+    key_bounds: Mapping[str, Bounds] = field(default_factory=dict)
+    steps_axis: int | None = 0
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = DEFAULT_TIMEOUT
+    description: str | None = None
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.command is None) == (self.python is None):
+            raise ValueError("a Spec needs exactly one of command and python")
+
+    def bounds_for(self, key: str) -> Bounds:
+        """The bound of `key`: its own entry, fields it leaves out taken from `default`."""
+        return self.key_bounds.get(key, self.default_bounds)
+
+    @property
+    def bounds(self) -> dict[str, Bounds]:
+        """Every key's resolved bound."""
+        return {k: self.bounds_for(k) for k in self.keys}
+
+    def argv(self, *, out: str, chip: str, python: str) -> list[str]:
+        """`command` with its placeholders filled in."""
+        if self.command is None:
+            raise ValueError(f"spec {self.stem!r} has no command (it uses python: {self.python})")
+        values = {"out": out, "chip": chip, "python": python}
+        return [arg.format_map(values) for arg in self.command]
+
+    def normalized(self) -> dict[str, Any]:
+        """The spec as its identity sees it: every default filled in, no comments."""
+        return {
+            "schema": SCHEMA,
+            "stem": self.stem,
+            "command": list(self.command) if self.command is not None else None,
+            "python": self.python,
+            "outputs": self.outputs,
+            "keys": list(self.keys),
+            "bounds": {"default": self.default_bounds.to_dict(),
+                       **{k: b.to_dict() for k, b in sorted(self.key_bounds.items())}},
+            "steps_axis": self.steps_axis,
+            "env": dict(sorted(self.env.items())),
+            "timeout": self.timeout,
+        }
+
+    def identity_hash(self) -> str:
+        """sha256 (hex) of the canonical JSON of `normalized()`: equal on every box that
+        runs the same spec, whatever the box-local knobs."""
+        text = json.dumps(self.normalized(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=True, allow_nan=False)
+        return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.normalized()
+        d["description"] = self.description
+        d["path"] = str(self.path) if self.path is not None else None
+        return d
+
+
+def _bounds(ck: Checker, raw: Any, path: str, base: Bounds) -> Bounds | None:
+    data = ck.mapping(raw, path)
+    if data is None:
+        return None
+    ck.keys(data, path, _BOUND_KEYS)
+    before = len(ck.problems)
+    atol, rtol, ulp = base.atol, base.rtol, base.ulp
+    if "atol" in data:
+        atol = ck.number(data["atol"], key_path(path, "atol"), minimum=0.0)
+    if "rtol" in data:
+        rtol = ck.number(data["rtol"], key_path(path, "rtol"), minimum=0.0)
+    if "ulp" in data and data["ulp"] is not None:
+        ulp = ck.integer(data["ulp"], key_path(path, "ulp"), minimum=0)
+    elif "ulp" in data:
+        ulp = None
+    if len(ck.problems) > before:
+        return None
+    return Bounds(atol=float(atol), rtol=float(rtol), ulp=ulp)  # type: ignore[arg-type]
+
+
+def _command(ck: Checker, raw: Any, path: str) -> tuple[str, ...] | None:
+    if isinstance(raw, str):
+        ck.add(path, "must be a list of arguments (argv), not a string: "
+                     f"write [{', '.join(raw.split()[:3])}{', ...' if len(raw.split()) > 3 else ''}]")
+        return None
+    items = ck.list_of(raw, path)
+    if items is None:
+        return None
+    if not items:
+        ck.add(path, "must not be empty")
+        return None
+    out: list[str] = []
+    ok = True
+    for i, item in enumerate(items):
+        ip = key_path(path, i)
+        text = ck.scalar_string(item, ip)
+        if text is None:
+            ok = False
+            continue
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+        except ValueError as exc:
+            ck.add(ip, f"bad placeholder in {text!r}: {exc} (write '{{{{' for a literal brace)")
+            ok = False
+            continue
+        bad = [f for f in fields if f not in PLACEHOLDERS]
+        if bad:
+            ck.add(ip, f"unknown placeholder {{{bad[0]}}} in {text!r} "
+                       f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})")
+            ok = False
+            continue
+        out.append(text)
+    return tuple(out) if ok else None
+
+
+def parse_spec(data: Any, *, stem: str, display: str | None = None,
+               path: Path | None = None) -> Spec:
+    """Validate a decoded spec document. Raises SchemaProblems listing every problem."""
+    display = display if display is not None else f"specs/{stem}.yaml"
+    ck = Checker(display)
+    if (why := name_problem(stem)) is not None:
+        ck.add("", f"stem {why}")
+    if data is None:
+        ck.add("", "empty file (expected 'schema: 1' and 'command:' or 'python:')")
+        raise SchemaProblems(ck.problems)
+    doc = ck.mapping(data, "")
+    if doc is None:
+        raise SchemaProblems(ck.problems)
+    hints = {k: _BOX_LOCAL.format(where=w) for k, w in _BOX_LOCAL_KEYS.items()}
+    ck.keys(doc, "", _SPEC_KEYS, hints)
+
+    if "schema" not in doc:
+        ck.add("schema", f"missing (required; write 'schema: {SCHEMA}')")
+    elif isinstance(doc["schema"], bool) or doc["schema"] != SCHEMA:
+        ck.add("schema", f"unsupported schema {doc['schema']!r} (this tolerance reads schema {SCHEMA})")
+
+    description = None
+    if doc.get("description") is not None:
+        description = ck.string(doc["description"], "description", nonempty=False)
+
+    command = python = None
+    has_cmd, has_py = doc.get("command") is not None, doc.get("python") is not None
+    if has_cmd and has_py:
+        ck.add("python", "give either 'command' or 'python', not both")
+    elif not has_cmd and not has_py:
+        ck.add("command", "missing (required: 'command' (argv list) or 'python' (module:function))")
+    elif has_cmd:
+        command = _command(ck, doc["command"], "command")
+    else:
+        python = ck.string(doc["python"], "python")
+        if python is not None and not _ENTRY.match(python):
+            ck.add("python", f"{python!r} is not module:function (e.g. 'tolerance.examples.lorenz:main')")
+            python = None
+
+    outputs = DEFAULT_OUTPUTS
+    if "outputs" in doc:
+        text = ck.string(doc["outputs"], "outputs")
+        if text is not None:
+            parts = PurePosixPath(text).parts
+            if text.startswith(("/", "\\")) or "\\" in text or ".." in parts or "." in parts:
+                ck.add("outputs", f"{text!r} must be a glob relative to the chip's directory "
+                                  "(no absolute path, no '.' or '..' parts)")
+            else:
+                outputs = text
+
+    keys: tuple[str, ...] = DEFAULT_KEYS
+    if "keys" in doc:
+        items = ck.string_list(doc["keys"], "keys")
+        if isinstance(doc["keys"], list) and not doc["keys"]:
+            ck.add("keys", "must list at least one key")
+        keys = tuple(items)
+
+    default = Bounds()
+    key_bounds: dict[str, Bounds] = {}
+    if "bounds" in doc and doc["bounds"] is not None:
+        bdoc = ck.mapping(doc["bounds"], "bounds")
+        if bdoc is not None:
+            if "default" in bdoc:
+                default = _bounds(ck, bdoc["default"], key_path("bounds", "default"), Bounds()) or default
+            for key, raw in bdoc.items():
+                if key == "default":
+                    continue
+                kp = key_path("bounds", key)
+                if key in _BOUND_KEYS and key not in keys:
+                    ck.add(kp, f"put {key} under bounds.default or under a key "
+                               f"(bounds.{keys[0] if keys else 'KEY'}.{key})")
+                    continue
+                if key not in keys:
+                    ck.add(kp, f"{key!r} is not one of keys ({', '.join(keys)})")
+                    continue
+                b = _bounds(ck, raw, kp, default)
+                if b is not None:
+                    key_bounds[key] = b
+
+    steps_axis: int | None = 0
+    if "steps_axis" in doc and doc["steps_axis"] is not None:
+        steps_axis = ck.integer(doc["steps_axis"], "steps_axis")
+    elif "steps_axis" in doc:
+        steps_axis = None
+
+    env: dict[str, str] = {}
+    if "env" in doc and doc["env"] is not None:
+        env = ck.env(doc["env"], "env")
+        for name in list(env):
+            if name in BOX_LOCAL_ENV:
+                ck.add(key_path("env", name),
+                       _BOX_LOCAL.format(where="boxes[].env" + (" or boxes[].threads"
+                                                                if name in THREAD_VARS else "")))
+                del env[name]
+
+    timeout = DEFAULT_TIMEOUT
+    if "timeout" in doc:
+        t = ck.number(doc["timeout"], "timeout", positive=True)
+        timeout = t if t is not None else timeout
+
+    if ck.problems:
+        raise SchemaProblems(ck.problems)
+    return Spec(stem=stem, command=command, python=python, outputs=outputs, keys=keys,
+                default_bounds=default, key_bounds=key_bounds, steps_axis=steps_axis, env=env,
+                timeout=timeout, description=description, path=path)
+
+
+def spec_path(stem: str, specs_dir: Path | str) -> Path:
+    """`<specs_dir>/<stem>.yaml` for a path-safe stem (ConfigError otherwise)."""
+    if (why := name_problem(stem)) is not None:
+        raise SchemaProblems([f"{Path(specs_dir) / (stem + '.yaml')}: top level: stem {why}"])
+    return Path(specs_dir) / f"{stem}.yaml"
+
+
+def load_spec(stem_or_path: str | Path, specs_dir: Path | str | None = None) -> Spec:
+    """Load a spec by stem (looked up in `specs_dir`, default `./specs`) or by the path of
+    a `.yaml`/`.yml` file (its stem is the file name without the suffix)."""
+    text = str(stem_or_path)
+    if isinstance(stem_or_path, Path) or text.endswith((".yaml", ".yml")) or "/" in text:
+        p = Path(stem_or_path)
+        stem = p.stem if p.suffix in (".yaml", ".yml") else p.name
+    else:
+        p = spec_path(text, specs_dir if specs_dir is not None else "specs")
+        stem = text
+    data = load_yaml(p, str(p))
+    return parse_spec(data, stem=stem, display=str(p), path=p)
+
+
+def list_stems(specs_dir: Path | str) -> list[str]:
+    """The stems of every `*.yaml` file in `specs_dir`, sorted."""
+    d = Path(specs_dir)
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.glob("*.yaml") if p.is_file())
