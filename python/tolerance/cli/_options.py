@@ -43,3 +43,19 @@ specs = click.option("--specs", "specs_dir", type=click.Path(file_okay=False), d
 def bounds(f):
     """--atol, --rtol, --ulp together."""
     return atol(rtol(ulp(f)))
+
+
+def _keys(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    keys = [k.strip() for k in value.split(",") if k.strip()]
+    if not keys:
+        raise click.BadParameter("no key given", ctx, param)
+    return keys
+
+
+keys = click.option("--keys", default=None, callback=_keys, metavar="K1,K2",
+                    help="Keys to compare (default: the keys common to all inputs).")
+series = click.option("--series", "series_path", type=click.Path(dir_okay=False), default=None,
+                      metavar="FILE.npz",
+                      help="Write the per-step series of every row to this .npz.")
