@@ -28,7 +28,7 @@ def main() -> None:
     if mode == "stream":
         from tolerance.collective.exchange import exchange
         from tolerance.collective.sources import NpzBlockSource
-        from tolerance.compare import Accumulator
+        from tolerance.compare.kernel import Accumulator
         src = NpzBlockSource(f"box{rank}", files[rank])
         parts, outcomes, stats = exchange(comm, [src], [], ["x"], lambda k: bounds, 0,
                                           int(chunk_mb * (1 << 20)))

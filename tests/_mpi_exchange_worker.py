@@ -79,7 +79,7 @@ def main() -> None:
         parts, outcomes, stats = exchange(comm, sources, [], ["z_b", "omega_b", "n"],
                                           bounds.__getitem__, steps_axis, chunk)
         if rank == 0:
-            from tolerance.compare import Accumulator
+            from tolerance.compare.kernel import Accumulator
             rows = []
             for o in outcomes:
                 a, b = parts[o.a].label, parts[o.b].label

@@ -10,7 +10,8 @@ from tolerance._errors import ToleranceError
 from tolerance.collective.fingerprint import code_fingerprint, differing_files
 from tolerance.collective.handshake import (RankInfo, assign_boxes, check_hosts, host_matches,
                                             sync_problems)
-from tolerance.collective.launch import build_plan, explain_abnormal_end
+from tolerance.collective.launch import build_plan
+from tolerance.collective.watch import DeathWatch, announce, farewell
 from tolerance.collective.plan import block_ranges, pair_owner
 
 
@@ -151,10 +152,10 @@ def _cluster(hosts):
 
 def test_launch_plan_hydra_local():
     plan = build_plan(_cluster(["localhost"] * 3), "lorenz", mpiexec="mpiexec", flavor="hydra",
-                      cluster_path="/c.yaml", specs_dir=None, state_file="/tmp/s.json")
+                      cluster_path="/c.yaml", specs_dir=None, watch="127.0.0.1:5555")
     argv = plan.argv
     assert argv.count(":") == 2 and "-f" not in argv and "-host" not in argv
-    assert argv[1:4] == ["-genv", "TOLERANCE_LAUNCH_STATE", "/tmp/s.json"]
+    assert argv[1:4] == ["-genv", "TOLERANCE_LAUNCH_WATCH", "127.0.0.1:5555"]
     for i in range(3):
         k = argv.index(f"b{i}")
         assert argv[k - 2:k] == ["-env", "TOLERANCE_BOX"]
@@ -172,11 +173,23 @@ def test_launch_plan_openmpi_remote():
     assert plan.argv[-1] == "--no-sync" and "/specs" in plan.argv
 
 
-def test_explain_abnormal_end_names_the_box():
-    text = ("=   BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES\n=   PID 6761 RUNNING AT vm\n"
-            "=   EXIT CODE: 9\nYOUR APPLICATION TERMINATED WITH THE EXIT STRING: Killed (signal 9)\n")
-    state = {"ranks": [{"rank": 0, "box": "a", "pid": 6760, "host": "vm"},
-                       {"rank": 1, "box": "haswell", "pid": 6761, "host": "vm"}]}
-    line = explain_abnormal_end(text, state)
-    assert "box haswell (rank 1, pid 6761" in line and "signal 9" in line
-    assert explain_abnormal_end("all good\n", state) is None
+def test_death_watch_names_the_first_rank_that_ended_without_bye():
+    import time
+    watch = DeathWatch()
+    try:
+        lines = [announce(watch.address, r, box, "vm", 100 + r) for r, box in enumerate("abc")]
+        assert all(lines)
+        farewell(lines[0])            # a finished normally
+        time.sleep(0.2)
+        lines[2].close()              # c died first (no bye)
+        time.sleep(0.2)
+        lines[1].close()              # b was killed afterwards
+        dead = watch.first_death()
+        assert dead is not None and dead["box"] == "c" and dead["rank"] == 2
+    finally:
+        watch.close()
+
+
+def test_announce_to_nobody_is_harmless():
+    assert announce("127.0.0.1:1", 0, "a", "vm", 1) is None
+    farewell(None)

@@ -26,8 +26,9 @@ def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: s
 
     Arguments after `--` are passed to every rank's `tolerance run` (e.g. `-- --no-sync`).
     """
-    from tolerance.collective.launch import (build_plan, find_mpiexec, mpiexec_flavor,
-                                             run_plan, state_path)
+    from tolerance.collective.handshake import LOCAL_HOSTS, this_host
+    from tolerance.collective.launch import build_plan, find_mpiexec, mpiexec_flavor, run_plan
+    from tolerance.collective.watch import DeathWatch
     from tolerance.config import load_default_cluster, load_spec
 
     cluster = load_default_cluster(cluster_path)
@@ -52,25 +53,23 @@ def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: s
                        nl=False)
         click.echo(plan.shell())
         ctx.exit(0)
-    state = state_path()
+    remote = any(b.host not in LOCAL_HOSTS for b in cluster.boxes)
+    watch = DeathWatch("0.0.0.0", this_host()) if remote else DeathWatch()
     hostfile = None
     try:
         plan = build_plan(cluster, stem, mpiexec=mpiexec, flavor=flavor, cluster_path=path,
-                          specs_dir=specs_abs, extra=extra, state_file=state)
+                          specs_dir=specs_abs, extra=extra, watch=watch.address)
         if plan.hostfile:
             fd, hostfile = tempfile.mkstemp(prefix="tolerance-hosts-")
             with os.fdopen(fd, "w") as f:
                 f.write(plan.hostfile)
             plan = build_plan(cluster, stem, mpiexec=mpiexec, flavor=flavor, cluster_path=path,
-                              specs_dir=specs_abs, extra=extra, state_file=state,
+                              specs_dir=specs_abs, extra=extra, watch=watch.address,
                               hostfile_path=hostfile)
         click.echo(f"+ {plan.shell()}", err=True)
-        code = run_plan(plan, state)
+        code = run_plan(plan, watch)
     finally:
-        for p in (state, hostfile):
-            if p:
-                try:
-                    os.unlink(p)
-                except OSError:
-                    pass
+        watch.close()
+        if hostfile:
+            os.unlink(hostfile)
     ctx.exit(code)

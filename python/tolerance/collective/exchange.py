@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from tolerance.collective.plan import block_ranges, normalize_axis, pair_owner
-from tolerance.compare import Accumulator
+from tolerance.compare.kernel import Accumulator
 
 # 128-bit digests: a collision between two different blocks that would hide a real
 # difference has probability ~2^-128 per pair of blocks; blake2b is in every Python.
@@ -208,7 +208,8 @@ def _compare_shape(comm, rank, participants, local_index, metas, key, shape, pai
         requests, keep = [], []
         for other, dest in sorted(wanted):
             if participants[other].rank == rank:
-                buf = np.ascontiguousarray(blocks[other])
+                # raw bytes: every dtype (bool, float16, either byte order) travels alike
+                buf = np.ascontiguousarray(blocks[other]).reshape(-1).view(np.uint8)
                 keep.append(buf)
                 requests.append(comm.Isend(buf, dest=dest, tag=other))
                 stats.bytes_sent += buf.nbytes
@@ -220,9 +221,10 @@ def _compare_shape(comm, rank, participants, local_index, metas, key, shape, pai
         received: dict[int, np.ndarray] = {}
         for other, dest in sorted(wanted):
             if dest == rank:
-                meta_shape = _block_shape(shape, axis, lo, hi)
-                buf = np.empty(meta_shape, dtype=np.dtype(metas[other][1]))
-                comm.Recv(buf, source=participants[other].rank, tag=other)
+                dtype = np.dtype(metas[other][1])
+                buf = np.empty(_block_shape(shape, axis, lo, hi), dtype=dtype)
+                comm.Recv(buf.reshape(-1).view(np.uint8), source=participants[other].rank,
+                          tag=other)
                 received[other] = buf
         for (i, j), acc in accs.items():
             o = pair_owner(i, j, n)

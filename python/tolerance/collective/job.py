@@ -18,11 +18,11 @@ from tolerance._errors import EXIT_ERROR, ToleranceError
 from tolerance.collective.exchange import ExchangeStats, exchange
 from tolerance.collective.fingerprint import code_fingerprint
 from tolerance.collective.handshake import (assign_boxes, check_hosts, make_rank_info,
-                                            sync_problems)
-from tolerance.collective.launch import STATE_ENV
+                                            sync_problems, this_host)
 from tolerance.collective.mpi import RankContext, abort_on_error, world
 from tolerance.collective.sources import NpzBlockSource, participant_label
-from tolerance.compare import Accumulator
+from tolerance.collective.watch import WATCH_ENV, announce, farewell
+from tolerance.compare.kernel import Accumulator
 from tolerance.config import load_default_cluster, load_spec
 from tolerance.runner import claim_run_dir, run_box
 
@@ -83,75 +83,87 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
             return RunOutcome(EXIT_ERROR, error=str(exc), stem=stem)
         box = cluster.box(chosen[rank])
         ctx.box = box.name
+        if os.environ.get(WATCH_ENV):  # started by `tolerance launch`: hold a line to it
+            line = announce(os.environ[WATCH_ENV], rank, box.name, this_host(), os.getpid())
+            try:
+                return _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads,
+                                   progress, t0)
+            finally:
+                farewell(line)
+        return _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress, t0)
 
-        # 2. handshake.
-        info = make_rank_info(rank, box.name, code_fingerprint(box.root), spec.identity_hash())
-        infos = comm.allgather(info)
-        problem = None
-        try:
-            check_hosts(infos, {b.name: b.host for b in cluster.boxes}, where)
-        except ToleranceError as exc:
-            problem = str(exc)
-        problem = _agree(comm, problem)
-        if problem:
-            return RunOutcome(EXIT_ERROR, error=problem, stem=stem)
-        table = sync_problems(infos)
-        if table and sync:
-            return RunOutcome(EXIT_ERROR, error=table[0].rstrip(":"), detail=table[1:], stem=stem,
-                              infos=[i.to_dict() for i in infos])
-        if rank == 0 and os.environ.get(STATE_ENV):
-            _write_launch_state(os.environ[STATE_ENV], infos)
-        t_handshake = time.monotonic()
 
-        # 3. one run id for every box; each box claims its own directory under its root.
-        run_id = None
-        if rank == 0:
-            run_id = claim_run_dir(box.root, stem).name
-        run_id = comm.bcast(run_id, root=0)
-        run_dir = Path(box.root) / "runs" / stem / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)  # rank 0 made it; another root may not have it
+def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress, t0):
+    rank = comm.Get_rank()
+    stem = spec.stem
+    where = str(cluster.path or "cluster.yaml")
+    names = list(cluster.names)
+    # 2. handshake.
+    info = make_rank_info(rank, box.name, code_fingerprint(box.root), spec.identity_hash())
+    infos = comm.allgather(info)
+    problem = None
+    try:
+        check_hosts(infos, {b.name: b.host for b in cluster.boxes}, where)
+    except ToleranceError as exc:
+        problem = str(exc)
+    problem = _agree(comm, problem)
+    if problem:
+        return RunOutcome(EXIT_ERROR, error=problem, stem=stem)
+    table = sync_problems(infos)
+    if table and sync:
+        return RunOutcome(EXIT_ERROR, error=table[0].rstrip(":"), detail=table[1:], stem=stem,
+                          infos=[i.to_dict() for i in infos])
+    t_handshake = time.monotonic()
 
-        # 4. run every box at once; rank 0 follows the others' states.
-        result = _run_box_following(comm, spec, box, run_dir, names, progress)
-        boxes = comm.gather(result.to_dict(), root=0)
-        t_run = time.monotonic()
+    # 3. one run id for every box; each box claims its own directory under its root.
+    run_id = None
+    if rank == 0:
+        run_id = claim_run_dir(box.root, stem).name
+    run_id = comm.bcast(run_id, root=0)
+    run_dir = Path(box.root) / "runs" / stem / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)  # rank 0 made it; another root may not have it
 
-        # 5. streaming all-pairs compare.
-        if os.environ.get("TOLERANCE_TEST_KILL_BOX") == box.name:  # test-only fault hook
-            os.kill(os.getpid(), 9)
-        sources, failures = [], []
-        multi = len(box.chips) > 1
-        for chip in result.chips:
-            label = participant_label(box.name, chip.chip, multi)
-            if chip.status == "finished" and chip.output:
-                try:
-                    sources.append(NpzBlockSource(label, chip.output))
-                except ToleranceError as exc:  # malformed output: an error, not a row
-                    failures.append((label, f"box {box.name} chip {chip.chip} output "
-                                            f"unreadable: {exc}"))
-            else:
-                failures.append((label, f"box {box.name} chip {chip.chip} {chip.status}"
-                                        f"{': ' + chip.reason if chip.reason else ''}"))
-        participants, outcomes, stats = exchange(
-            comm, sources, failures, spec.keys, spec.bounds_for, spec.steps_axis,
-            int(chunk_mb * (1 << 20)), threads=threads,
-            progress=(lambda key, b, nb: progress(f"comparing {key}: block {b + 1}/{nb}"))
-            if progress else None)
-        for s in sources:
-            s.close()
-        t_cmp = time.monotonic()
-        if rank != 0:
-            return RunOutcome(0)
-        decoded = []
-        for o in outcomes:
-            div = Accumulator.from_bytes(o.acc).result(o.shape) if o.acc is not None else None
-            decoded.append((o, div))
-        return RunOutcome(
-            0, run_id=run_id, run_dir=run_dir, stem=stem, spec=spec,
-            infos=[i.to_dict() for i in infos], boxes=boxes, participants=participants,
-            outcomes=decoded, stats=stats, sync=sync,
-            timings={"handshake_s": t_handshake - t0, "run_s": t_run - t_handshake,
-                     "compare_s": t_cmp - t_run, "total_s": time.monotonic() - t0})
+    # 4. run every box at once; rank 0 follows the others' states.
+    result = _run_box_following(comm, spec, box, run_dir, names, progress)
+    boxes = comm.gather(result.to_dict(), root=0)
+    t_run = time.monotonic()
+
+    # 5. streaming all-pairs compare.
+    if os.environ.get("TOLERANCE_TEST_KILL_BOX") == box.name:  # test-only fault hook
+        os.kill(os.getpid(), 9)
+    sources, failures = [], []
+    multi = len(box.chips) > 1
+    for chip in result.chips:
+        label = participant_label(box.name, chip.chip, multi)
+        if chip.status == "finished" and chip.output:
+            try:
+                sources.append(NpzBlockSource(label, chip.output))
+            except ToleranceError as exc:  # malformed output: an error, not a row
+                failures.append((label, f"box {box.name} chip {chip.chip} output "
+                                        f"unreadable: {exc}"))
+        else:
+            failures.append((label, f"box {box.name} chip {chip.chip} {chip.status}"
+                                    f"{': ' + chip.reason if chip.reason else ''}"))
+    participants, outcomes, stats = exchange(
+        comm, sources, failures, spec.keys, spec.bounds_for, spec.steps_axis,
+        int(chunk_mb * (1 << 20)), threads=threads,
+        progress=(lambda key, b, nb: progress(f"comparing {key}: block {b + 1}/{nb}"))
+        if progress else None)
+    for s in sources:
+        s.close()
+    t_cmp = time.monotonic()
+    if rank != 0:
+        return RunOutcome(0)
+    decoded = []
+    for o in outcomes:
+        div = Accumulator.from_bytes(o.acc).result(o.shape) if o.acc is not None else None
+        decoded.append((o, div))
+    return RunOutcome(
+        0, run_id=run_id, run_dir=run_dir, stem=stem, spec=spec,
+        infos=[i.to_dict() for i in infos], boxes=boxes, participants=participants,
+        outcomes=decoded, stats=stats, sync=sync,
+        timings={"handshake_s": t_handshake - t0, "run_s": t_run - t_handshake,
+                 "compare_s": t_cmp - t_run, "total_s": time.monotonic() - t0})
 
 
 def _run_box_following(comm, spec, box, run_dir, names, progress):
@@ -195,15 +207,6 @@ def _run_box_following(comm, spec, box, run_dir, names, progress):
         if pending or not mine_done:
             time.sleep(_POLL_S)
     return holder["result"]
-
-
-def _write_launch_state(path: str, infos) -> None:
-    import json
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump({"ranks": [{"rank": i.rank, "box": i.box, "pid": i.pid, "host": i.hostname}
-                             for i in infos]}, f)
-    os.replace(tmp, path)
 
 
 __all__ = ["RunOutcome", "run_stem"]

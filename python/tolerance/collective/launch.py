@@ -8,24 +8,20 @@ reports a dead process by pid, the launcher can name the box.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from tolerance._errors import EXIT_ERROR, ToleranceError
 from tolerance.collective.handshake import LOCAL_HOSTS
+from tolerance.collective.watch import WATCH_ENV, DeathWatch
 
-STATE_ENV = "TOLERANCE_LAUNCH_STATE"
 BOX_ENV = "TOLERANCE_BOX"
 _VERSION_TIMEOUT_S = 20
 
@@ -83,7 +79,7 @@ def box_python(box) -> str:
 
 
 def build_plan(cluster, stem: str, *, mpiexec: str, flavor: str, cluster_path: str | None,
-               specs_dir: str | None, extra: Sequence[str] = (), state_file: str | None = None,
+               specs_dir: str | None, extra: Sequence[str] = (), watch: str | None = None,
                hostfile_path: str | None = None) -> LaunchPlan:
     boxes = list(cluster.boxes)
     remote = any(b.host not in LOCAL_HOSTS for b in boxes)
@@ -99,9 +95,9 @@ def build_plan(cluster, stem: str, *, mpiexec: str, flavor: str, cluster_path: s
         else:
             hostfile = "".join(f"{h} slots={n}\n" for h, n in counts.items())
             argv += ["--hostfile", hostfile_path or "hostfile"]
-    if state_file:
-        argv += (["-genv", STATE_ENV, state_file] if flavor == "hydra"
-                 else ["-x", f"{STATE_ENV}={state_file}"])
+    if watch:
+        argv += (["-genv", WATCH_ENV, watch] if flavor == "hydra"
+                 else ["-x", f"{WATCH_ENV}={watch}"])
     for k, b in enumerate(boxes):
         if k:
             argv.append(":")
@@ -119,49 +115,9 @@ def build_plan(cluster, stem: str, *, mpiexec: str, flavor: str, cluster_path: s
     return LaunchPlan(argv=argv, flavor=flavor, hostfile=hostfile, boxes=[b.name for b in boxes])
 
 
-_PID_RE = re.compile(r"\bPID\s+(\d+)\b")
-_SIGNAL_RE = re.compile(r"(?:KILLED BY SIGNAL|signal)\s*:?\s*(\d+)", re.IGNORECASE)
-_EXIT_RE = re.compile(r"EXIT CODE:\s*(\d+)")
-
-
-def explain_abnormal_end(output: str, state: dict | None) -> str | None:
-    """Name the box behind an MPI runtime's 'bad termination' report, if there is one."""
-    pids = [int(p) for p in _PID_RE.findall(output)]
-    if not pids and "BAD TERMINATION" not in output:
-        return None
-    ranks = (state or {}).get("ranks", [])
-    by_pid = {int(r["pid"]): r for r in ranks if "pid" in r}
-    sig = _SIGNAL_RE.search(output)
-    code = _EXIT_RE.search(output)
-    how = (f"killed by signal {sig.group(1)}" if sig else
-           f"exit code {code.group(1)}" if code else "ended abnormally")
-    for pid in pids:
-        if pid in by_pid:
-            r = by_pid[pid]
-            return (f"box {r['box']} (rank {r['rank']}, pid {pid}, host {r.get('host', '?')}) "
-                    f"died: {how}; the MPI runtime aborted the job")
-    if pids:
-        return f"an MPI process (pid {pids[0]}) died: {how}; the MPI runtime aborted the job"
-    return f"an MPI process died: {how}; the MPI runtime aborted the job"
-
-
-def run_plan(plan: LaunchPlan, state_file: str) -> int:
-    """Run the job; pass its output through; name the box if the runtime killed the job."""
-    tail: list[str] = []
-    proc = subprocess.Popen(plan.argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, errors="replace", start_new_session=False)
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            tail.append(line)
-            if len(tail) > 400:
-                del tail[:200]
-
-    t = threading.Thread(target=pump, daemon=True)
-    t.start()
+def run_plan(plan: LaunchPlan, watch: DeathWatch) -> int:
+    """Run the job (its output goes straight through); name the box that died, if one did."""
+    proc = subprocess.Popen(plan.argv, stdin=subprocess.DEVNULL)
     try:
         rc = proc.wait()
     except KeyboardInterrupt:
@@ -171,19 +127,14 @@ def run_plan(plan: LaunchPlan, state_file: str) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             rc = proc.wait()
-    t.join(timeout=5)
     if rc in (0, 1, 2, 3):
         return rc
-    try:
-        state = json.loads(Path(state_file).read_text())
-    except (OSError, ValueError):
-        state = None
-    why = explain_abnormal_end("".join(tail), state)
-    sys.stderr.write(f"tolerance: error: {why or f'mpiexec exited with status {rc}'}\n")
+    dead = watch.first_death()
+    how = f"signal {-rc}" if rc < 0 else f"status {rc}"
+    if dead is not None:
+        why = (f"box {dead['box']} (rank {dead['rank']}, pid {dead['pid']}, host {dead['host']}) "
+               f"died; the MPI runtime ended the job (mpiexec {how})")
+    else:
+        why = f"the MPI job ended abnormally (mpiexec {how}) before every box said hello"
+    sys.stderr.write(f"tolerance: error: {why}\n")
     return EXIT_ERROR
-
-
-def state_path() -> str:
-    fd, path = tempfile.mkstemp(prefix="tolerance-launch-", suffix=".json")
-    os.close(fd)
-    return path

@@ -12,8 +12,8 @@ import numpy as np
 
 from tolerance._errors import (EXIT_ERROR, EXIT_EXCEEDED, EXIT_OK, EXIT_UNMEASURED,
                                combine_exit_codes)
-from tolerance.compare.rows import row_from_divergence, series_key, unmeasured_row
-from tolerance.io import write_json_atomic, write_npz_atomic, write_text_atomic
+from tolerance.compare.rows import row_from_divergence, row_to_json, series_key, unmeasured_row
+from tolerance.io import write_json, write_npz, write_text
 
 SCHEMA = "tolerance.run/1"
 
@@ -64,7 +64,7 @@ def report_document(outcome, rows: list[dict], exit_code: int) -> dict:
         "steps_axis": spec.steps_axis,
         "bounds": {k: _bounds_dict(spec.bounds_for(k)) for k in keys},
         "boxes": boxes,
-        "rows": rows,
+        "rows": [row_to_json(r) for r in rows],
         "bytes_moved": stats.bytes_sent if stats else 0,
         "blocks": {"hashed": stats.blocks if stats else 0,
                    "equal_folds": stats.blocks_equal if stats else 0},
@@ -116,7 +116,7 @@ def _opt(x) -> str:
 def write_report(run_dir: Path, doc: dict, series: dict[str, np.ndarray]) -> dict[str, Path]:
     paths = {"report": run_dir / "report.json", "series": run_dir / "series.npz",
              "summary": run_dir / "summary.md"}
-    write_json_atomic(paths["report"], doc)
-    write_npz_atomic(paths["series"], series)
-    write_text_atomic(paths["summary"], summary_markdown(doc))
+    write_json(paths["report"], doc)
+    write_npz(paths["series"], series)
+    write_text(paths["summary"], summary_markdown(doc))
     return paths
