@@ -151,13 +151,15 @@ def test_a_rank_killed_mid_compare_ends_the_job_naming_the_box(tmp_path):
     env = {**os.environ, "TOLERANCE_TEST_KILL_BOX": "b"}
     argv = [sys.executable, "-m", "tolerance", "launch", "stable", "--cluster", str(cluster),
             "--specs", str(SPECS), "--mpiexec", mpiexec()]
-    t0 = time.monotonic()
+    t0, t0_wall = time.monotonic(), time.time() - 1
     res = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env,
                          cwd=tmp_path, stdin=subprocess.DEVNULL)
     elapsed = time.monotonic() - t0
     assert res.returncode == 2, res.stdout + res.stderr
     assert "box b (rank 1" in res.stderr, res.stderr
     assert elapsed < 90  # workloads included; the abort itself is immediate
+    leftovers = [p for p in Path("/dev/shm").glob("mpich_shm_*") if p.stat().st_mtime >= t0_wall]
+    assert not leftovers  # launch removed the dead job's MPI segments
 
 
 def _git(root, *args):
