@@ -14,7 +14,8 @@ environment variable ``TOLERANCE_CHIP_CONTEXT`` (JSON), so :func:`buffer` works 
 Test-only fault injection: ``TOLERANCE_CHIP_TEST_FAULT`` = comma-separated ``[rank:]fault``
 items (no rank: every chip) with fault one of ``die`` (SIGKILL itself before publishing),
 ``hang`` (never publish), ``error`` (publish ERROR), ``exit`` (exit 5 before publishing),
-``garbage`` (scribble random bytes and an invalid state over the mailbox, then exit),
+``garbage`` (scribble random bytes and an invalid state over the mailbox past its
+header, then exit),
 ``badmagic`` (publish SUCCESS over a broken magic, then hang). Never set it outside tests.
 """
 from __future__ import annotations
@@ -121,7 +122,7 @@ def _inject(fault: str, mailbox: str, cfg: dict) -> int | None:
         with open("/dev/shm" + mailbox, "r+b") as fh:
             mm = mmap.mmap(fh.fileno(), _native.MAILBOX_SIZE)
             if fault == "garbage":
-                mm[:] = os.urandom(_native.MAILBOX_SIZE)
+                mm[12:] = os.urandom(_native.MAILBOX_SIZE - 12)  # magic, version kept
                 mm[off["state"]:off["state"] + 4] = struct.pack("<I", 0xDEADBEEF)
                 return 4  # exits: the parent notices the death and the invalid state
             mm[0:8] = b"NOTMAGIC"

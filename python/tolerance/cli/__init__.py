@@ -51,6 +51,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 # Usage errors exit 2 already (click's convention matches DESIGN.md).
 
 # --- command registration (one line per command module) ---
+from tolerance.cli.doctor import doctor as _doctor; main.add_command(_doctor)  # noqa: E402,E702
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
