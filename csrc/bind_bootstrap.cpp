@@ -21,19 +21,26 @@ using boot::Mailbox;
 using boot::MailboxReport;
 using boot::Window;
 
+// Text from a mailbox may be corrupted: decode it with replacement, never raise.
+py::str u8(const std::string& s) {
+    PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
+    if (!o) throw py::error_already_set();
+    return py::reinterpret_steal<py::str>(o);
+}
+
 py::dict context_dict(const ChipContextData& c) {
     py::dict d;
-    d["device"] = c.device;
+    d["device"] = u8(c.device);
     d["device_id"] = c.device_id;
     d["rank"] = c.rank;
     d["nranks"] = c.nranks;
-    d["window_name"] = c.window_name;
+    d["window_name"] = u8(c.window_name);
     d["window_size"] = c.window_size;
     d["affinity_applied"] = c.affinity_applied;
     d["threads"] = c.threads;
-    d["cpus"] = c.cpus;
+    d["cpus"] = u8(c.cpus);
     py::list bufs;
-    for (const auto& b : c.buffers) bufs.append(py::make_tuple(b.name, b.offset, b.nbytes));
+    for (const auto& b : c.buffers) bufs.append(py::make_tuple(u8(b.name), b.offset, b.nbytes));
     d["buffers"] = bufs;
     return d;
 }
@@ -43,7 +50,7 @@ py::dict report_dict(const MailboxReport& r) {
     d["state"] = boot::state_name(static_cast<uint32_t>(r.state));
     d["child_pid"] = r.child_pid;
     d["error_code"] = r.error_code;
-    d["error"] = r.error;
+    d["error"] = u8(r.error);
     d["context"] = r.state == boot::State::Success ? py::object(context_dict(r.context)) : py::object(py::none());
     return d;
 }
@@ -68,7 +75,7 @@ void bind_bootstrap(py::module_& m) {
         try {
             if (p) std::rethrow_exception(p);
         } catch (const boot::MailboxError& e) {
-            py::set_error(mailbox_error, e.what());
+            py::set_error(mailbox_error, u8(e.what()));
         }
     });
 

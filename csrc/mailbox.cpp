@@ -61,6 +61,23 @@ std::string hex32(uint32_t v) {
     return buf;
 }
 
+// A string from a (possibly corrupted) mailbox, safe to quote in a message: printable ASCII
+// kept, every other byte as \xNN.
+std::string printable(const std::string& s) {
+    std::string out;
+    for (char c : s) {
+        const auto ch = static_cast<unsigned char>(c);
+        if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
+            out += static_cast<char>(ch);
+        } else {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(ch));
+            out += buf;
+        }
+    }
+    return out;
+}
+
 // Length of a NUL-terminated string within `cap` bytes, or cap if there is no NUL.
 std::size_t bounded_len(const char* p, std::size_t cap) {
     const void* z = std::memchr(p, 0, cap);
@@ -337,7 +354,7 @@ MailboxReport parse_mailbox(const void* bytes, std::size_t size) {
     ChipContextData& ctx = rep.context;
     ctx.device = field_string(c.device, kDeviceCap, "device");
     if (ctx.device != "cpu" && ctx.device != "cuda" && ctx.device != "rocm")
-        throw MailboxError("mailbox corrupted: unknown device '" + ctx.device + "'");
+        throw MailboxError("mailbox corrupted: unknown device '" + printable(ctx.device) + "'");
     if ((ctx.device == "cpu") != (c.device_id == -1) || c.device_id < -1)
         throw MailboxError("mailbox corrupted: device id " + std::to_string(c.device_id) +
                            " for device " + ctx.device);
@@ -377,10 +394,10 @@ MailboxReport parse_mailbox(const void* bytes, std::size_t size) {
             throw MailboxError("mailbox corrupted: buffer " + std::to_string(i) + " has no name");
         for (const auto& prev : ctx.buffers)
             if (prev.name == info.name)
-                throw MailboxError("mailbox corrupted: buffer '" + info.name + "' listed twice");
+                throw MailboxError("mailbox corrupted: buffer '" + printable(info.name) + "' listed twice");
         if (b.offset % kBufferAlign != 0 || b.offset > c.window_size ||
             b.nbytes > c.window_size - b.offset)
-            throw MailboxError("mailbox corrupted: buffer '" + info.name + "' [" +
+            throw MailboxError("mailbox corrupted: buffer '" + printable(info.name) + "' [" +
                                std::to_string(b.offset) + ", +" + std::to_string(b.nbytes) +
                                ") is misaligned or outside the window of " +
                                std::to_string(c.window_size) + " bytes");
