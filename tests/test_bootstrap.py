@@ -34,6 +34,17 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _cpu_list(cpus) -> str:
+    out, run = [], []
+    for c in sorted(cpus):
+        if run and c != run[-1] + 1:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(c)
+    out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
 def _wait_done(group: ChipGroup, timeout: float = 20) -> list:
     end = time.monotonic() + timeout
     while None in group.poll():
@@ -53,7 +64,7 @@ def test_four_chips_come_up(tmp_path):
         assert [c.rank for c in ctxs] == [0, 1, 2, 3]
         assert all(c.nranks == 4 and c.device == "cpu" and c.device_id == -1 for c in ctxs)
         assert ctxs[0].cpus == "0" and ctxs[0].affinity_applied and ctxs[0].threads == 1
-        assert ctxs[2].cpus == _native.parse_chip("cpu:*") and False or True
+        assert ctxs[2].cpus == _cpu_list(os.sched_getaffinity(0))
         assert not ctxs[2].affinity_applied and ctxs[2].threads is None
         assert [c.pid for c in ctxs] == g.pids
         assert g.contexts == ctxs
@@ -69,7 +80,7 @@ def test_python_workload_writes_window_buffers(tmp_path):
         g.start(cfgs)
         ctxs = g.wait(60)
         for c in ctxs:
-            assert set(c.buffer_ptrs) == {"z", "n"}
+            assert isinstance(c.buffer_ptrs, dict) and set(c.buffer_ptrs) == {"z", "n"}
             assert all(off % _native.BUFFER_ALIGN == 0 for off in c.buffer_ptrs.values())
             assert c.window_name.startswith("/tol-") and c.window_size >= 15 * 4 + 56
         assert _wait_done(g) == [0, 0, 0]

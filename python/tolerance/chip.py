@@ -16,7 +16,7 @@ items (no rank: every chip) with fault one of ``die`` (SIGKILL itself before pub
 ``hang`` (never publish), ``error`` (publish ERROR), ``exit`` (exit 5 before publishing),
 ``garbage`` (scribble random bytes and an invalid state over the mailbox past its
 header, then exit),
-``badmagic`` (publish SUCCESS over a broken magic, then hang). Never set it outside tests.
+``badmagic`` (publish SUCCESS over a broken magic, then exit 0). Never set it outside tests.
 """
 from __future__ import annotations
 
@@ -127,9 +127,8 @@ def _inject(fault: str, mailbox: str, cfg: dict) -> int | None:
                 return 4  # exits: the parent notices the death and the invalid state
             mm[0:8] = b"NOTMAGIC"
             mm[off["child_pid"]:off["child_pid"] + 4] = struct.pack("<i", os.getpid())
-            mm[off["state"]:off["state"] + 4] = struct.pack("<I", 2)  # SUCCESS, no wake
-            while True:
-                time.sleep(3600)
+            mm[off["state"]:off["state"] + 4] = struct.pack("<I", 2)  # SUCCESS
+            return 0  # no FUTEX_WAKE from Python: exiting wakes the parent (death watch)
     return None
 
 

@@ -34,7 +34,6 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 from tolerance import _native
@@ -124,7 +123,7 @@ class ChipContext:
     nranks: int
     window_name: str              # the output window's segment ("" without buffers)
     window_size: int
-    buffer_ptrs: Mapping[str, int]  # buffer name -> byte offset in the window
+    buffer_ptrs: dict[str, int]   # buffer name -> byte offset in the window
     # extras (not needed to use the context; recorded for reports)
     cpus: str = ""                # CPU set the chip runs on ("0-3"); "" when unknown
     affinity_applied: bool = False
@@ -150,7 +149,7 @@ class ChipContext:
                    rank=int(published["rank"]), nranks=int(published["nranks"]),
                    window_name=published["window_name"],
                    window_size=int(published["window_size"]),
-                   buffer_ptrs=MappingProxyType(ptrs), cpus=published.get("cpus", ""),
+                   buffer_ptrs=ptrs, cpus=published.get("cpus", ""),
                    affinity_applied=bool(published.get("affinity_applied", False)),
                    threads=int(published["threads"]) or None if "threads" in published else None,
                    pid=pid)
@@ -272,6 +271,7 @@ class ChipGroup:
         self._contexts: list[ChipContext] | None = None
         self._state = "new"                 # new | started | ready | closed
         self._tlock = threading.RLock()
+        self._owner_pid = os.getpid()       # a forked copy of this process must not clean up
 
     # -- context manager
     def __enter__(self) -> "ChipGroup":
@@ -313,6 +313,7 @@ class ChipGroup:
                 raise TypeError(f"expected ChipConfig, got {type(c).__name__}")
         self._configs = configs
         self._state = "started"
+        self._owner_pid = os.getpid()
         _register(self)
         i = 0
         try:
@@ -477,25 +478,26 @@ class ChipGroup:
     def _teardown(self) -> None:
         """Kill and reap every child, then unmap and unlink every segment. Idempotent."""
         with self._tlock:
-            if self._state == "closed":
+            if self._state == "closed" or os.getpid() != self._owner_pid:
                 return
-            for p in self._procs:
+            # Snapshots throughout: a signal handler may run this again from inside itself.
+            for p in list(self._procs):
                 _kill_process_group(p)
-            for p in self._procs:
+            for p in list(self._procs):
                 try:
                     p.wait()
                 except BaseException:  # noqa: BLE001 - a second signal must not leak segments
                     pass
-            for w in self._windows.values():
+            windows, self._windows = list(self._windows.values()), {}
+            for w in windows:
                 w.close()
-            self._windows.clear()
-            for mb in self._mailboxes:
+            for mb in list(self._mailboxes):
                 mb.close()
                 try:
                     mb.unlink()
                 except _native.MailboxError:
                     pass
-            for name in self._window_names:
+            for name in list(self._window_names):
                 if name:
                     try:
                         _native.unlink_segment(name)
