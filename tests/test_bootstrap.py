@@ -430,3 +430,31 @@ def test_doctor_cleans_only_stale_segments():
     finally:
         for n in (stale, live):
             Path("/dev/shm", n).unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- the shim
+
+
+def test_shim_outside_a_chip(tmp_path, monkeypatch):
+    import tolerance.chip as chip
+
+    monkeypatch.delenv(chip.CONTEXT_ENV, raising=False)
+    with pytest.raises(RuntimeError, match="not running inside a tolerance chip"):
+        chip.buffer("z")
+    out = subprocess.run([sys.executable, "-m", "tolerance.chip"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 2 and "usage: python -m tolerance.chip" in out.stderr
+
+
+def test_shim_reports_an_unreadable_config_through_the_mailbox(tmp_path):
+    mb = _native.Mailbox.create(_native.make_segment_name("m"))
+    try:
+        out = subprocess.run([sys.executable, "-m", "tolerance.chip", mb.name,
+                              "@" + str(tmp_path / "missing.json")],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 3
+        rep = mb.read()
+        assert rep["state"] == "ERROR" and rep["error"].startswith("chip config unreadable: ")
+    finally:
+        mb.close()
+        mb.unlink()
