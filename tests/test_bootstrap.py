@@ -164,6 +164,30 @@ def test_close_kills_running_workloads_and_restores_signal_handlers():
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
+def test_close_from_another_thread_ends_a_wait(monkeypatch):
+    import threading
+
+    monkeypatch.setenv(FAULT, "hang")
+    g = ChipGroup()
+    g.start([ChipConfig("cpu:0", ["true"]) for _ in range(2)])
+    errors = []
+
+    def waiter():
+        try:
+            g.wait(30)
+        except BootstrapError as exc:
+            errors.append(str(exc))
+
+    th = threading.Thread(target=waiter)
+    th.start()
+    time.sleep(0.3)
+    t = time.monotonic()
+    g.close()
+    th.join(10)
+    assert not th.is_alive() and time.monotonic() - t < 2
+    assert errors == ["the chip group was closed while waiting for bring-up"]
+
+
 # --------------------------------------------------------------------------- failures
 
 

@@ -265,6 +265,7 @@ class ChipGroup:
     def __init__(self) -> None:
         self._configs: list[ChipConfig] = []
         self._mailboxes: list[Any] = []     # _native.Mailbox
+        self._mailbox_names: list[str] = []
         self._window_names: list[str] = []  # chosen here, so the parent can always unlink them
         self._procs: list[subprocess.Popen] = []
         self._windows: dict[int, Any] = {}  # parent mappings (_native.Window), by chip
@@ -272,6 +273,7 @@ class ChipGroup:
         self._state = "new"                 # new | started | ready | closed
         self._tlock = threading.RLock()
         self._owner_pid = os.getpid()       # a forked copy of this process must not clean up
+        self._closing = False
 
     # -- context manager
     def __enter__(self) -> "ChipGroup":
@@ -298,7 +300,7 @@ class ChipGroup:
     @property
     def segment_names(self) -> list[str]:
         """Every shared-memory segment of this group (mailboxes, then windows)."""
-        return [mb.name for mb in self._mailboxes] + [w for w in self._window_names if w]
+        return list(self._mailbox_names) + [w for w in self._window_names if w]
 
     def start(self, configs: Sequence[ChipConfig]) -> None:
         """Create every mailbox, then start every chip child. OSError starting a child ends
@@ -318,7 +320,9 @@ class ChipGroup:
         i = 0
         try:
             for c in configs:
-                self._mailboxes.append(_native.Mailbox.create(_native.make_segment_name("m")))
+                mb = _native.Mailbox.create(_native.make_segment_name("m"))
+                self._mailboxes.append(mb)
+                self._mailbox_names.append(mb.name)
                 self._window_names.append(_native.make_segment_name("w") if c.buffers else "")
             for i, c in enumerate(configs):
                 self._procs.append(self._spawn(i, c))
@@ -342,7 +346,12 @@ class ChipGroup:
         if not timeout >= 0:
             raise ValueError(f"timeout must be >= 0, not {timeout}")
         try:
-            kind, idx, raw = _native.wait_all(self._mailboxes, self.pids, timeout)
+            # The list (hence every mapping) stays referenced by this call even if another
+            # thread or a signal handler tears the group down meanwhile.
+            mailboxes = self._mailboxes
+            kind, idx, raw = _native.wait_all(mailboxes, self.pids, timeout)
+            if self._closing:
+                raise BootstrapError("the chip group was closed while waiting for bring-up")
             if kind == "ready":
                 contexts = []
                 for i, (mb, cfg) in enumerate(zip(self._mailboxes, self._configs)):
@@ -414,7 +423,7 @@ class ChipGroup:
             "argv": list(c.argv) if c.argv is not None else None, "python": c.python,
             "out_dir": out_dir, "env": dict(c.env),
         }
-        cmd = [c.python_exe, "-m", "tolerance.chip", self._mailboxes[i].name,
+        cmd = [c.python_exe, "-m", "tolerance.chip", self._mailbox_names[i],
                json.dumps(payload, separators=(",", ":"))]
         env = dict(os.environ)
         if c.threads:  # also for the shim's own interpreter, before any BLAS starts
@@ -480,6 +489,7 @@ class ChipGroup:
         with self._tlock:
             if self._state == "closed" or os.getpid() != self._owner_pid:
                 return
+            self._closing = True
             # Snapshots throughout: a signal handler may run this again from inside itself.
             for p in list(self._procs):
                 _kill_process_group(p)
@@ -488,16 +498,12 @@ class ChipGroup:
                     p.wait()
                 except BaseException:  # noqa: BLE001 - a second signal must not leak segments
                     pass
-            windows, self._windows = list(self._windows.values()), {}
-            for w in windows:
-                w.close()
-            for mb in list(self._mailboxes):
-                mb.close()
-                try:
-                    mb.unlink()
-                except _native.MailboxError:
-                    pass
-            for name in list(self._window_names):
+            # Mappings are dropped, not unmapped by hand: one may be in use right now (a wait in
+            # another thread, a read_buffer interrupted by a signal); each is unmapped when its
+            # last user lets go. Unlinking by name is safe while mapped.
+            self._windows = {}
+            self._mailboxes = []
+            for name in list(self._mailbox_names) + list(self._window_names):
                 if name:
                     try:
                         _native.unlink_segment(name)
