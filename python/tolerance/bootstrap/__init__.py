@@ -326,6 +326,9 @@ class ChipGroup:
                 self._window_names.append(_native.make_segment_name("w") if c.buffers else "")
             for i, c in enumerate(configs):
                 self._procs.append(self._spawn(i, c))
+        except _native.MailboxError as exc:
+            self._teardown()
+            raise BootstrapError(f"cannot create the bootstrap mailboxes: {exc}") from None
         except OSError as exc:
             self._teardown()
             c = configs[i]
@@ -354,7 +357,7 @@ class ChipGroup:
                 raise BootstrapError("the chip group was closed while waiting for bring-up")
             if kind == "ready":
                 contexts = []
-                for i, (mb, cfg) in enumerate(zip(self._mailboxes, self._configs)):
+                for i, (mb, cfg) in enumerate(zip(mailboxes, self._configs)):
                     try:
                         rep = mb.read()
                         contexts.append(ChipContext.from_published(
