@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -112,6 +113,24 @@ Window Window::create(const std::string& name, uint64_t size) {
                         std::to_string(kMaxWindowSize) + ")", EINVAL);
     if (size > static_cast<uint64_t>(SIZE_MAX / 2))
         throw ChipError("output window of " + std::to_string(size) + " bytes is too large for this process", ENOMEM);
+    // Refuse what cannot fit before a page is touched (touching pages of a window larger than
+    // memory would end in SIGBUS or the OOM killer, not in an error message).
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && psize > 0) {
+        uint64_t phys = static_cast<uint64_t>(pages) * static_cast<uint64_t>(psize);
+        if (size > phys)
+            throw ChipError("output window of " + std::to_string(size) + " bytes exceeds this "
+                            "machine's memory (" + std::to_string(phys) + " bytes)", ENOMEM);
+    }
+#ifdef __linux__
+    struct statvfs vfs;
+    if (statvfs("/dev/shm", &vfs) == 0 && vfs.f_frsize > 0) {
+        uint64_t avail = static_cast<uint64_t>(vfs.f_bavail) * static_cast<uint64_t>(vfs.f_frsize);
+        if (size > avail)
+            throw ChipError("output window of " + std::to_string(size) + " bytes does not fit in "
+                            "shared memory (/dev/shm has " + std::to_string(avail) + " bytes free)", ENOSPC);
+    }
+#endif
     int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
     if (fd < 0) throw ChipError("cannot create output window " + name + ": " + errno_text(errno), errno);
     void* base = MAP_FAILED;

@@ -120,11 +120,27 @@ def test_bring_up_failures_are_published_errors(box):
     assert rep["state"] == "ERROR" and rep["error"] == info and rep["error_code"] != 0
 
 
-@pytest.mark.parametrize("nbytes,why", [(1 << 45, "does not fit in shared memory"),
-                                        (1 << 62, "output window too large")])
+def _phys() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.parametrize("nbytes,why", [(1 << 62, "output window too large"),
+                                        (1 << 45, "exceeds this machine's memory")])
 def test_window_too_large_is_an_error(box, nbytes, why):
+    if nbytes <= _phys():
+        pytest.skip("this machine has more memory than the test asks for")
     ok, info, _ = _bring_up(box, [("huge", nbytes)])
     assert not ok and why in info and info.startswith("chip cpu:*: ")
+    assert box.mb.read()["state"] == "ERROR"
+
+
+def test_window_larger_than_free_shared_memory_is_an_error(box):
+    vfs = os.statvfs("/dev/shm")
+    free = vfs.f_bavail * vfs.f_frsize
+    if free + 64 > _phys():
+        pytest.skip("/dev/shm is not smaller than memory here")
+    ok, info, _ = _bring_up(box, [("big", free + 64)])
+    assert not ok and "does not fit in shared memory (/dev/shm has" in info
     assert box.mb.read()["state"] == "ERROR"
 
 
