@@ -54,6 +54,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 from tolerance.cli.hosts import hosts as _hosts; main.add_command(_hosts)  # noqa: E402,E702
 from tolerance.cli.check import check as _check; main.add_command(_check)  # noqa: E402,E702
 from tolerance.cli.run_box import run_box as _run_box; main.add_command(_run_box)  # noqa: E402,E702
+from tolerance.cli.doctor import doctor as _doctor; main.add_command(_doctor)  # noqa: E402,E702
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
