@@ -428,7 +428,11 @@ class ChipGroup:
         }
         cmd = [c.python_exe, "-m", "tolerance.chip", self._mailbox_names[i],
                json.dumps(payload, separators=(",", ":"))]
+        # The workload env is the shim's own from its first instruction: variables such as
+        # OPENBLAS_CORETYPE act only if set before NumPy is imported, and the shim imports
+        # `tolerance` (hence NumPy) before it brings the chip up.
         env = dict(os.environ)
+        env.update(c.env)
         if c.threads:  # also for the shim's own interpreter, before any BLAS starts
             for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
                 env[var] = str(c.threads)
