@@ -47,10 +47,14 @@ struct Params {
 
 // Statistics of consecutive element runs (one step, or part of one). Plain data: the ISA
 // translation units fill it and nothing else. Indices are the caller's (base + offset).
+// best_abs / best_rel may be seeded with the running maxima of earlier steps: a kernel only
+// records an index (arg_abs / arg_rel) when it finds a strictly greater value, so the
+// seed spares it the search for maxima that cannot win.
 struct RunStats {
-    double best_abs = -1.0;        // max |a-b| over compared pairs; -1: none compared yet
-    std::int64_t arg_abs = -1;     // first index of best_abs
-    double best_rel = -1.0;        // max relative difference; -1: none compared yet
+    double run_max = -1.0;         // max |a-b| over this run's compared pairs; -1: none
+    double best_abs = -1.0;        // running max |a-b| (seed, then updated)
+    std::int64_t arg_abs = -1;     // index of the first value that raised best_abs, or -1
+    double best_rel = -1.0;        // running max relative difference (seed, then updated)
     std::int64_t arg_rel = -1;
     std::uint64_t max_ulp = 0;
     std::int64_t count_over = 0;
@@ -156,6 +160,7 @@ static inline void float_element(double a, double b, std::uint64_t ulpd, bool wa
     const double rel = rel_diff(d, mx, infm);
     if (infm) ++rs.inf_mismatch;
     if (!float_inside(eq, infm, d, mx, ulpd, p)) ++rs.count_over;
+    if (d > rs.run_max) rs.run_max = d;
     if (d > rs.best_abs) { rs.best_abs = d; rs.arg_abs = idx; }
     if (rel > rs.best_rel) { rs.best_rel = rel; rs.arg_rel = idx; }
     if (want_ulp && ulpd > rs.max_ulp) rs.max_ulp = ulpd;
@@ -184,6 +189,7 @@ static inline void int_element(W a, W b, const Params& p, RunStats& rs, std::int
     const double mx = static_cast<double>(ma > mb ? ma : mb);
     const double rel = rel_diff(d, mx, false);
     if (!(a == b || int_inside<M>(mag, bound_of(mx, p)))) ++rs.count_over;
+    if (d > rs.run_max) rs.run_max = d;
     if (d > rs.best_abs) { rs.best_abs = d; rs.arg_abs = idx; }
     if (rel > rs.best_rel) { rs.best_rel = rel; rs.arg_rel = idx; }
 }

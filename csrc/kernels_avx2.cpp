@@ -4,7 +4,7 @@
 
 #if defined(TOLERANCE_BUILD_AVX2)
 #define TOLERANCE_ISA_NS isa_avx2
-#define TOLERANCE_LANES 8
+#define TOLERANCE_LANES 4
 #include "kernels_isa.hpp"
 
 namespace tolerance {

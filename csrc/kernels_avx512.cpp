@@ -4,7 +4,7 @@
 
 #if defined(TOLERANCE_BUILD_AVX512)
 #define TOLERANCE_ISA_NS isa_avx512
-#define TOLERANCE_LANES 16
+#define TOLERANCE_LANES 8
 #include "kernels_isa.hpp"
 
 namespace tolerance {

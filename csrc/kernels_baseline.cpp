@@ -1,6 +1,6 @@
 // The portable kernels: x86-64 baseline (SSE2) or aarch64 (NEON), plus the scalar path.
 #define TOLERANCE_ISA_NS isa_baseline
-#define TOLERANCE_LANES 4
+#define TOLERANCE_LANES 2
 #include "kernels_isa.hpp"
 
 namespace tolerance {

@@ -12,6 +12,9 @@
 #pragma once
 
 #include <algorithm>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "kernels.hpp"
 
@@ -112,77 +115,351 @@ inline int64_t hsum(V v) {
 template <class T> struct VecOf;
 template <> struct VecOf<float> {
     using V = vf;
+    using UI = std::uint32_t;  // ULP arithmetic: distances of float32 fit 32 bits
+    typedef std::uint32_t vui __attribute__((vector_size(4 * L)));
+    typedef std::int32_t vsi __attribute__((vector_size(4 * L)));
     static vd to_double(V v) { return __builtin_convertvector(v, vd); }
-    static vi bits(V v) { return __builtin_convertvector((vi32)v, vi); }
-    static constexpr int64_t mag_mask = 0x7fffffff;
+    static vi widen(vsi m) { return __builtin_convertvector(m, vi); }
 };
 template <> struct VecOf<double> {
     using V = vd;
+    using UI = std::uint64_t;
+    typedef std::uint64_t vui __attribute__((vector_size(8 * L)));
+    typedef std::int64_t vsi __attribute__((vector_size(8 * L)));
     static vd to_double(V v) { return v; }
-    static vi bits(V v) { return (vi)v; }
-    static constexpr int64_t mag_mask = 0x7fffffffffffffff;
+    static vi widen(vsi m) { return m; }
 };
+
+// Any lane set in a comparison mask (one movemask where the ISA has it).
+inline bool any_true(vi m) {
+#if defined(__AVX__) && TOLERANCE_LANES == 4
+    return _mm256_movemask_pd(_mm256_castsi256_pd((__m256i)m)) != 0;
+#elif defined(__AVX512F__) && TOLERANCE_LANES == 8
+    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
+#elif defined(__SSE2__) && TOLERANCE_LANES == 2
+    return _mm_movemask_pd(_mm_castsi128_pd((__m128i)m)) != 0;
+#else
+    std::int64_t r = 0;
+    for (int k = 0; k < L; ++k) r |= m[k];
+    return r != 0;
+#endif
+}
 
 inline double scalar_rel(double x, double y) {  // the rel figure of one compared pair
     return rel_diff(abs_diff(x, y), mag_max(x, y), is_inf_mismatch(x, y));
 }
 
+// ULP distances of the pairs (0 for NaN pairs is the caller's business).
+template <class T>
+inline typename VecOf<T>::vui ulp_lanes(typename VecOf<T>::V ta, typename VecOf<T>::V tb) {
+    using vui = typename VecOf<T>::vui;
+    using vsi = typename VecOf<T>::vsi;
+    using UI = typename VecOf<T>::UI;
+    const UI magbits = static_cast<UI>(~UI{0} >> 1);
+    const vsi ia = (vsi)ta, ib = (vsi)tb;
+    const vsi ma = (vsi)((vui)ia & magbits), mb = (vsi)((vui)ib & magbits);
+    const vsi oa = ia < 0 ? -ma : ma, ob = ib < 0 ? -mb : mb;
+    return oa >= ob ? (vui)oa - (vui)ob : (vui)ob - (vui)oa;
+}
+
+#if defined(__AVX2__) && TOLERANCE_LANES == 4
+#define TOLERANCE_AVX2_FAST 1
+// Hand-scheduled AVX2 fast blocks (finite values only; false when the block holds a NaN,
+// an infinity or an overflowing difference, and then the caller refolds it on the full
+// path). The same IEEE operations as the rules: no contraction, exact division.
+inline __m256d as_pd(vd v) { return (__m256d)v; }
+inline vd as_vd(__m256d v) { return (vd)v; }
+
+template <bool WantUlp>
+inline bool fast_block_avx2(const float* a, const float* b, size_t len, const Params& p,
+                            bool check_ulp, vd& vmax_io, vd& brel_io, vd& thr_io, int64_t& over,
+                            uint64_t& ulpmax) {
+    const __m256i mag = _mm256_set1_epi32(0x7fffffff);
+    const __m256d absd = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffff));
+    const __m256d atol = _mm256_set1_pd(p.atol), rtol = _mm256_set1_pd(p.rtol);
+    const __m256d zero = _mm256_setzero_pd(), shrink = _mm256_set1_pd(1.0 - 0x1p-50);
+    const __m256i lim = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(
+        p.ulp > 0xffffffffu ? 0xffffffffu : p.ulp)));
+    __m256d vmax0 = as_pd(vmax_io), vmax1 = vmax0, rel0 = as_pd(brel_io), rel1 = rel0;
+    __m256d thr0 = as_pd(thr_io), thr1 = thr0;
+    __m256i nf = _mm256_setzero_si256(), um = _mm256_setzero_si256();
+    // a lane that compared nothing yet (rel < 0) must take its first value whatever it is
+    bool force = _mm256_movemask_pd(_mm256_cmp_pd(rel0, zero, _CMP_LT_OQ)) != 0;
+    int64_t cnt = 0;
+    for (size_t j = 0; j < len; j += 8) {
+        const __m256 fa = _mm256_loadu_ps(a + j), fb = _mm256_loadu_ps(b + j);
+        const __m256i ia = _mm256_castps_si256(fa), ib = _mm256_castps_si256(fb);
+        const __m256i ua = _mm256_and_si256(ia, mag), ub = _mm256_and_si256(ib, mag);
+        const __m256i umx = _mm256_max_epu32(ua, ub);
+        nf = _mm256_max_epu32(nf, umx);
+        unsigned ulpbits = 0;
+        if constexpr (WantUlp) {
+            const __m256i oa = _mm256_sign_epi32(ua, ia), ob = _mm256_sign_epi32(ub, ib);
+            const __m256i d = _mm256_sub_epi32(oa, ob);
+            const __m256i gt = _mm256_cmpgt_epi32(ob, oa);
+            const __m256i ud = _mm256_sub_epi32(_mm256_xor_si256(d, gt), gt);
+            um = _mm256_max_epu32(um, ud);
+            if (check_ulp) {
+                const __m256i le = _mm256_cmpeq_epi32(_mm256_max_epu32(ud, lim), lim);
+                ulpbits = ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(le))) & 0xffu;
+            }
+        }
+        const __m256 mx32 = _mm256_castsi256_ps(umx);
+        const __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(fa));
+        const __m256d a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(fa, 1));
+        const __m256d b0 = _mm256_cvtps_pd(_mm256_castps256_ps128(fb));
+        const __m256d b1 = _mm256_cvtps_pd(_mm256_extractf128_ps(fb, 1));
+        const __m256d m0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mx32));
+        const __m256d m1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mx32, 1));
+        const __m256d d0 = _mm256_and_pd(_mm256_sub_pd(a0, b0), absd);
+        const __m256d d1 = _mm256_and_pd(_mm256_sub_pd(a1, b1), absd);
+        const __m256d o0 = _mm256_cmp_pd(d0, _mm256_add_pd(atol, _mm256_mul_pd(rtol, m0)), _CMP_GT_OQ);
+        const __m256d o1 = _mm256_cmp_pd(d1, _mm256_add_pd(atol, _mm256_mul_pd(rtol, m1)), _CMP_GT_OQ);
+        const unsigned bits = static_cast<unsigned>(_mm256_movemask_pd(o0)) |
+                              (static_cast<unsigned>(_mm256_movemask_pd(o1)) << 4) | ulpbits;
+        cnt += __builtin_popcount(bits);
+        vmax0 = _mm256_max_pd(d0, vmax0);
+        vmax1 = _mm256_max_pd(d1, vmax1);
+        const __m256d c0 = _mm256_cmp_pd(d0, _mm256_mul_pd(thr0, m0), _CMP_GT_OQ);
+        const __m256d c1 = _mm256_cmp_pd(d1, _mm256_mul_pd(thr1, m1), _CMP_GT_OQ);
+        if (force || _mm256_movemask_pd(_mm256_or_pd(c0, c1))) {
+            force = false;
+            const __m256d r0 = _mm256_and_pd(_mm256_cmp_pd(m0, zero, _CMP_GT_OQ), _mm256_div_pd(d0, m0));
+            const __m256d r1 = _mm256_and_pd(_mm256_cmp_pd(m1, zero, _CMP_GT_OQ), _mm256_div_pd(d1, m1));
+            rel0 = _mm256_max_pd(r0, rel0);
+            rel1 = _mm256_max_pd(r1, rel1);
+            thr0 = _mm256_mul_pd(rel0, shrink);
+            thr1 = _mm256_mul_pd(rel1, shrink);
+        }
+    }
+    alignas(32) std::uint32_t nfv[8], umv[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(nfv), nf);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(umv), um);
+    for (int k = 0; k < 8; ++k) {
+        if (nfv[k] >= 0x7f800000u) return false;
+        ulpmax = std::max<uint64_t>(ulpmax, umv[k]);
+    }
+    over = cnt;
+    vmax_io = as_vd(_mm256_max_pd(vmax0, vmax1));
+    brel_io = as_vd(_mm256_max_pd(rel0, rel1));
+    thr_io = as_vd(_mm256_mul_pd(as_pd(brel_io), shrink));
+    return true;
+}
+
+template <bool WantUlp>
+inline bool fast_block_avx2(const double* a, const double* b, size_t len, const Params& p,
+                            bool check_ulp, vd& vmax_io, vd& brel_io, vd& thr_io, int64_t& over,
+                            uint64_t& ulpmax) {
+    const __m256i magq = _mm256_set1_epi64x(0x7fffffffffffffff);
+    const __m256d absd = _mm256_castsi256_pd(magq);
+    const __m256d atol = _mm256_set1_pd(p.atol), rtol = _mm256_set1_pd(p.rtol);
+    const __m256d zero = _mm256_setzero_pd(), shrink = _mm256_set1_pd(1.0 - 0x1p-50);
+    const __m256d tiny = _mm256_set1_pd(0x1p-900);
+    const __m256i bias = _mm256_set1_epi64x(static_cast<int64_t>(0x8000000000000000ull));
+    // unsigned compares as signed ones on biased values
+    const __m256i limb = _mm256_xor_si256(_mm256_set1_epi64x(static_cast<int64_t>(p.ulp)), bias);
+    const __m256i zi = _mm256_setzero_si256();
+    __m256d vmax0 = as_pd(vmax_io), vmax1 = vmax0, rel0 = as_pd(brel_io), rel1 = rel0;
+    __m256d thr0 = as_pd(thr_io), thr1 = thr0;
+    __m256d chk0 = zero, chk1 = zero;
+    __m256i umb0 = bias, umb1 = bias;  // biased ULP maxima
+    bool force = _mm256_movemask_pd(_mm256_cmp_pd(rel0, zero, _CMP_LT_OQ)) != 0;
+    int64_t cnt = 0;
+    auto ulp_of = [&](__m256d x, __m256d y) {
+        const __m256i ix = _mm256_castpd_si256(x), iy = _mm256_castpd_si256(y);
+        const __m256i sx = _mm256_cmpgt_epi64(zi, ix), sy = _mm256_cmpgt_epi64(zi, iy);
+        const __m256i ux = _mm256_and_si256(ix, magq), uy = _mm256_and_si256(iy, magq);
+        const __m256i ox = _mm256_sub_epi64(_mm256_xor_si256(ux, sx), sx);
+        const __m256i oy = _mm256_sub_epi64(_mm256_xor_si256(uy, sy), sy);
+        const __m256i d = _mm256_sub_epi64(ox, oy);
+        const __m256i gt = _mm256_cmpgt_epi64(oy, ox);
+        return _mm256_xor_si256(_mm256_sub_epi64(_mm256_xor_si256(d, gt), gt), bias);  // biased
+    };
+    for (size_t j = 0; j < len; j += 8) {
+        const __m256d a0 = _mm256_loadu_pd(a + j), a1 = _mm256_loadu_pd(a + j + 4);
+        const __m256d b0 = _mm256_loadu_pd(b + j), b1 = _mm256_loadu_pd(b + j + 4);
+        const __m256d d0 = _mm256_and_pd(_mm256_sub_pd(a0, b0), absd);
+        const __m256d d1 = _mm256_and_pd(_mm256_sub_pd(a1, b1), absd);
+        chk0 = _mm256_add_pd(chk0, _mm256_mul_pd(d0, zero));
+        chk1 = _mm256_add_pd(chk1, _mm256_mul_pd(d1, zero));
+        const __m256d m0 = _mm256_max_pd(_mm256_and_pd(a0, absd), _mm256_and_pd(b0, absd));
+        const __m256d m1 = _mm256_max_pd(_mm256_and_pd(a1, absd), _mm256_and_pd(b1, absd));
+        const __m256d o0 = _mm256_cmp_pd(d0, _mm256_add_pd(atol, _mm256_mul_pd(rtol, m0)), _CMP_GT_OQ);
+        const __m256d o1 = _mm256_cmp_pd(d1, _mm256_add_pd(atol, _mm256_mul_pd(rtol, m1)), _CMP_GT_OQ);
+        unsigned bits = static_cast<unsigned>(_mm256_movemask_pd(o0)) |
+                        (static_cast<unsigned>(_mm256_movemask_pd(o1)) << 4);
+        if constexpr (WantUlp) {
+            const __m256i u0 = ulp_of(a0, b0), u1 = ulp_of(a1, b1);
+            umb0 = _mm256_blendv_epi8(umb0, u0, _mm256_cmpgt_epi64(u0, umb0));
+            umb1 = _mm256_blendv_epi8(umb1, u1, _mm256_cmpgt_epi64(u1, umb1));
+            if (check_ulp) {
+                bits |= static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(u0, limb)))) |
+                        (static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(u1, limb)))) << 4);
+            }
+        }
+        cnt += __builtin_popcount(bits);
+        vmax0 = _mm256_max_pd(d0, vmax0);
+        vmax1 = _mm256_max_pd(d1, vmax1);
+        const __m256d c0 = _mm256_or_pd(_mm256_cmp_pd(d0, _mm256_mul_pd(thr0, m0), _CMP_GT_OQ),
+                                        _mm256_cmp_pd(m0, tiny, _CMP_LT_OQ));
+        const __m256d c1 = _mm256_or_pd(_mm256_cmp_pd(d1, _mm256_mul_pd(thr1, m1), _CMP_GT_OQ),
+                                        _mm256_cmp_pd(m1, tiny, _CMP_LT_OQ));
+        if (force || _mm256_movemask_pd(_mm256_or_pd(c0, c1))) {
+            force = false;
+            const __m256d r0 = _mm256_and_pd(_mm256_cmp_pd(m0, zero, _CMP_GT_OQ), _mm256_div_pd(d0, m0));
+            const __m256d r1 = _mm256_and_pd(_mm256_cmp_pd(m1, zero, _CMP_GT_OQ), _mm256_div_pd(d1, m1));
+            rel0 = _mm256_max_pd(r0, rel0);
+            rel1 = _mm256_max_pd(r1, rel1);
+            thr0 = _mm256_mul_pd(rel0, shrink);
+            thr1 = _mm256_mul_pd(rel1, shrink);
+        }
+    }
+    alignas(32) double cv[4];
+    _mm256_store_pd(cv, _mm256_add_pd(chk0, chk1));
+    for (double c : cv)
+        if (c != 0.0) return false;
+    alignas(32) std::uint64_t uv0[4], uv1[4];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(uv0), umb0);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(uv1), umb1);
+    for (int k = 0; k < 4; ++k)
+        ulpmax = std::max<uint64_t>(ulpmax, std::max<uint64_t>(uv0[k], uv1[k]) ^ 0x8000000000000000ull);
+    over = cnt;
+    vmax_io = as_vd(_mm256_max_pd(vmax0, vmax1));
+    brel_io = as_vd(_mm256_max_pd(rel0, rel1));
+    thr_io = as_vd(_mm256_mul_pd(as_pd(brel_io), shrink));
+    return true;
+}
+#else
+#define TOLERANCE_AVX2_FAST 0
+#endif
+
+// Per run: the lanes keep running maxima across blocks (seeded with rs), a block is first
+// folded on the fast path that assumes finite values (no NaN/inf rules, a division only
+// where a lane's max_rel may rise), and refolded on the full path when it held a NaN or an
+// infinity (or an overflowing difference). A block that raised a maximum is rescanned,
+// scalar, for the first index of the new value.
 template <class T, bool WantUlp>
 void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, RunStats& rs,
                    int64_t base) {
+    if (n < static_cast<size_t>(2 * L)) {  // too short for a vector: skip the set-up
+        run_float_scalar<T, WantUlp>(av, bv, n, p, rs, base);
+        return;
+    }
     using V = typename VecOf<T>::V;
-    constexpr size_t BLOCK = 2048;
+    using vui = typename VecOf<T>::vui;
+    using UI = typename VecOf<T>::UI;
+    constexpr size_t BLOCK = 1024;
     const T* a = static_cast<const T*>(av);
     const T* b = static_cast<const T*>(bv);
     const vd vinf = splat<vd>(std::numeric_limits<double>::infinity());
     const vd vzero = splat<vd>(0.0), vneg = splat<vd>(-1.0);
     const vd vatol = splat<vd>(p.atol), vrtol = splat<vd>(p.rtol);
-    const vu vulp = splat<vu>(p.ulp);
+    const vd vtiny = splat<vd>(0x1p-1000);
     const vu absmask = splat<vu>(uint64_t{0x7fffffffffffffff});
-    const vi magmask = splat<vi>(VecOf<T>::mag_mask);
     const bool check_ulp = WantUlp && p.ulp != std::numeric_limits<uint64_t>::max();
+    const UI ulp_lim = p.ulp > std::numeric_limits<UI>::max() ? std::numeric_limits<UI>::max()
+                                                              : static_cast<UI>(p.ulp);
+    const vui vulp = splat<vui>(ulp_lim);
+    const bool ulp_all = p.ulp >= std::numeric_limits<UI>::max();  // every distance fits
+    const double shrink = 1.0 - 0x1p-50;
+
     vi c_over = splat<vi>(int64_t{0}), c_nm = c_over, c_nb = c_over, c_inf = c_over;
-    vu v_ulp = splat<vu>(uint64_t{0});
+    vui v_ulp = splat<vui>(UI{0});
+    vd vmax = splat<vd>(rs.run_max);
+    vd brel = splat<vd>(rs.best_rel);
+    vd thr = brel * shrink;
     size_t i = 0;
-    while (n - i >= static_cast<size_t>(L)) {
-        const size_t len = std::min(BLOCK, (n - i) / L * L);
-        vd bmax = vneg, brel = vneg;
-        for (size_t j = i; j < i + len; j += L) {
-            V ta, tb;
-            std::memcpy(&ta, a + j, sizeof ta);
-            std::memcpy(&tb, b + j, sizeof tb);
-            const vd da = VecOf<T>::to_double(ta), db = VecOf<T>::to_double(tb);
-            const vi eq = da == db;
-            const vd diff = da - db;
-            const vd ad = eq ? vzero : (vd)((vu)diff & absmask);
-            const vd xa = (vd)((vu)da & absmask), xb = (vd)((vu)db & absmask);
-            const vd mx = xa > xb ? xa : xb;
-            const vi nana = da != da, nanb = db != db;
-            const vi anyn = nana | nanb, both = nana & nanb;
-            const vi infm = ((xa == vinf) | (xb == vinf)) & ~eq & ~anyn;
-            const vd bound = vatol + vrtol * mx;
-            vi inside = (ad <= bound) & ~infm;
-            if constexpr (WantUlp) {
-                const vi ia = VecOf<T>::bits(ta), ib = VecOf<T>::bits(tb);
-                const vi ma = ia & magmask, mb = ib & magmask;
-                const vi oa = ia < 0 ? -ma : ma, ob = ib < 0 ? -mb : mb;
-                const vu ud0 = oa >= ob ? (vu)oa - (vu)ob : (vu)ob - (vu)oa;
-                const vu ud = ud0 & ~(vu)anyn;
-                if (check_ulp) inside &= (ud <= vulp);
-                v_ulp = ud > v_ulp ? ud : v_ulp;
+    while (n - i >= static_cast<size_t>(2 * L)) {
+        const size_t len = std::min(BLOCK, (n - i) / (2 * L) * (2 * L));
+        // ---- fast path: finite values --------------------------------------------------
+        vi f_over = c_over;
+        vui f_ulp = v_ulp;
+        vd f_max = vmax, f_rel = brel, f_thr = thr;
+        bool finite = true;
+#if TOLERANCE_AVX2_FAST
+        if constexpr (true) {
+            int64_t cnt = 0;
+            uint64_t um = 0;
+            finite = fast_block_avx2<WantUlp>(a + i, b + i, len, p, check_ulp && !ulp_all, f_max,
+                                              f_rel, f_thr, cnt, um);
+            f_over[0] += cnt;
+            f_ulp[0] = std::max(f_ulp[0], static_cast<UI>(um));
+        } else
+#endif
+        {
+            vd chk = vzero;
+            for (size_t j = i; j < i + len; j += L) {
+                V ta, tb;
+                std::memcpy(&ta, a + j, sizeof ta);
+                std::memcpy(&tb, b + j, sizeof tb);
+                const vd da = VecOf<T>::to_double(ta), db = VecOf<T>::to_double(tb);
+                const vd diff = da - db;
+                const vd ad = (vd)((vu)diff & absmask);
+                chk += ad * vzero;  // NaN from here on if a difference is not finite
+                const vd xa = (vd)((vu)da & absmask), xb = (vd)((vu)db & absmask);
+                const vd mx = xa > xb ? xa : xb;
+                vi over = ad > vatol + vrtol * mx;
+                if constexpr (WantUlp) {
+                    const vui ud = ulp_lanes<T>(ta, tb);
+                    if (check_ulp && !ulp_all) over |= VecOf<T>::widen((typename VecOf<T>::vsi)(ud > vulp));
+                    f_ulp = ud > f_ulp ? ud : f_ulp;
+                }
+                f_over -= over;
+                f_max = ad > f_max ? ad : f_max;
+                const vd lim = f_thr * mx;
+                const vi cand = (ad > lim) | (lim < vtiny);
+                if (any_true(cand)) {
+                    const vd rel = mx > vzero ? ad / mx : vzero;
+                    f_rel = rel > f_rel ? rel : f_rel;
+                    f_thr = f_rel * shrink;
+                }
             }
-            inside |= eq | both;
-            c_over -= ~inside;
-            c_nm -= anyn & ~both;
-            c_nb -= both;
-            c_inf -= infm;
-            bmax = ad > bmax ? ad : bmax;
-            vd rel = mx > vzero ? ad / mx : vzero;
-            rel = infm ? vinf : rel;
-            rel = anyn ? vneg : rel;
-            brel = rel > brel ? rel : brel;
+            for (int k = 0; k < L; ++k) finite = finite && chk[k] == 0.0;
         }
-        const double m = hmax(bmax, -1.0);
+        if (finite) {
+            c_over = f_over;
+            v_ulp = f_ulp;
+            vmax = f_max;
+            brel = f_rel;
+            thr = f_thr;
+        } else {
+            // ---- full path: every rule ---------------------------------------------------
+            for (size_t j = i; j < i + len; j += L) {
+                V ta, tb;
+                std::memcpy(&ta, a + j, sizeof ta);
+                std::memcpy(&tb, b + j, sizeof tb);
+                const vd da = VecOf<T>::to_double(ta), db = VecOf<T>::to_double(tb);
+                const vi eq = da == db;
+                const vd diff = da - db;
+                const vd ad = eq ? vzero : (vd)((vu)diff & absmask);
+                const vd xa = (vd)((vu)da & absmask), xb = (vd)((vu)db & absmask);
+                const vd mx = xa > xb ? xa : xb;
+                const vi nana = da != da, nanb = db != db;
+                const vi anyn = nana | nanb, both = nana & nanb;
+                const vi infm = ((xa == vinf) | (xb == vinf)) & ~eq & ~anyn;
+                vi inside = (ad <= vatol + vrtol * mx) & ~infm;
+                if constexpr (WantUlp) {
+                    vui ud = ulp_lanes<T>(ta, tb);
+                    const vui nanmask = (vui)__builtin_convertvector(anyn, typename VecOf<T>::vsi);
+                    ud = ud & ~nanmask;
+                    if (check_ulp && !ulp_all)
+                        inside &= VecOf<T>::widen((typename VecOf<T>::vsi)(ud <= vulp));
+                    v_ulp = ud > v_ulp ? ud : v_ulp;
+                }
+                inside |= eq | both;
+                c_over -= ~inside;
+                c_nm -= anyn & ~both;
+                c_nb -= both;
+                c_inf -= infm;
+                vmax = ad > vmax ? ad : vmax;
+                vd rel = mx > vzero ? ad / mx : vzero;
+                rel = infm ? vinf : rel;
+                rel = anyn ? vneg : rel;
+                brel = rel > brel ? rel : brel;
+            }
+            thr = brel * shrink;
+        }
+        const double m = hmax(vmax, -1.0);
         if (m > rs.best_abs) {
             for (size_t k = i; k < i + len; ++k) {
                 if (abs_diff(static_cast<double>(a[k]), static_cast<double>(b[k])) == m) {
@@ -205,11 +482,12 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
         }
         i += len;
     }
+    rs.run_max = std::max(rs.run_max, hmax(vmax, -1.0));
     rs.count_over += hsum(c_over);
     rs.nan_mismatch += hsum(c_nm);
     rs.nan_both += hsum(c_nb);
     rs.inf_mismatch += hsum(c_inf);
-    if (WantUlp) rs.max_ulp = std::max(rs.max_ulp, hmax(v_ulp, uint64_t{0}));
+    if (WantUlp) rs.max_ulp = std::max<uint64_t>(rs.max_ulp, hmax(v_ulp, UI{0}));
     if (i < n) run_float_scalar<T, WantUlp>(a + i, b + i, n - i, p, rs, base + static_cast<int64_t>(i));
 }
 

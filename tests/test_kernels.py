@@ -287,3 +287,57 @@ def test_empty_and_zero_d():
 def test_public_names_reexported():
     for name in ("divergence", "Divergence", "Accumulator", "assert_bounded"):
         assert name in tolerance.__all__ and hasattr(tolerance, name)
+
+
+# ---- the fast paths' corners: seeds, lanes without a compared pair, ULP bounds, scales --
+def _scaled_pairs(dtype, kind, n=6000, seed=5):
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    if kind == "zeros-then-values":
+        a = np.zeros(n, dt)
+        b = np.zeros(n, dt)
+        b[3000:] = rng.standard_normal(n - 3000).astype(dt)
+        a[3000:] = b[3000:] * np.asarray(1 + 1e-3, dt)
+    elif kind == "nan-block-then-zeros":
+        a = np.zeros(n, dt)
+        b = np.zeros(n, dt)
+        a[:1100] = np.nan
+        b[:1100:2] = np.nan
+        b[5000] = 1.0
+    elif kind == "tiny":
+        a = (rng.standard_normal(n) * 1e-305).astype(dt)
+        b = a + (rng.standard_normal(n) * 1e-310).astype(dt)
+        a[::7] = 5e-324 if dt == np.float64 else a[::7]
+    elif kind == "wide-scales":
+        e = rng.integers(-300 if dt == np.float64 else -40, 300 if dt == np.float64 else 38, n)
+        a = (rng.standard_normal(n) * 10.0 ** e).astype(dt)
+        b = np.nextafter(a, np.asarray(np.inf, dt)) if dt != np.float16 else a.copy()
+        b[::5] = a[::5] * np.asarray(-1.0, dt)
+    elif kind == "overflowing":
+        big = np.finfo(dt).max
+        a = np.full(n, big, dt)
+        b = np.full(n, -big, dt)
+        b[::2] = a[::2]
+    else:  # "ulp-steps": neighbours 0..5 ULP apart
+        a = rng.standard_normal(n).astype(dt)
+        b = a.copy()
+        for k in range(1, 6):
+            b[k::6] = np.nextafter(b[k::6], np.asarray(np.inf, dt))
+            b[k + 1::6] = b[k + 1::6]
+        b[::6] = np.nextafter(np.nextafter(a[::6], np.asarray(np.inf, dt)), np.asarray(np.inf, dt))
+    return a, b
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", ["zeros-then-values", "nan-block-then-zeros", "tiny",
+                                  "wide-scales", "overflowing", "ulp-steps"])
+@pytest.mark.parametrize("ulp", [None, 0, 1, 3, 2**33])
+def test_fast_path_corners_against_oracle(dtype, kind, ulp):
+    a, b = _scaled_pairs(dtype, kind)
+    a2, b2 = a.reshape(3, -1), b.reshape(3, -1)
+    kw = dict(atol=1e-300, rtol=1e-7, ulp=ulp)
+    o = oracle(a2, b2, **kw)
+    for name in KERNELS:
+        with kernel(name):
+            check_against_oracle(divergence(a2, b2, threads=1, **kw), o)
+            check_against_oracle(divergence(a2, b2, threads=2, **kw), o)
