@@ -8,42 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 import click
 
 from tolerance.cli import _options
 
-SHM_DIR = "/dev/shm"
-_NAME = re.compile(r"^tol-([0-9a-f]{1,8})-[0-9a-f]+[a-z]-[0-9a-f]{6}$")
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def stale_segments(shm_dir: str = SHM_DIR) -> list[tuple[str, int]]:
-    """(name, owner pid) of this project's segments whose owner process is gone."""
-    out = []
-    try:
-        names = sorted(os.listdir(shm_dir))
-    except OSError:
-        return out
-    for name in names:
-        m = _NAME.match(name)
-        if m:
-            pid = int(m.group(1), 16)
-            if not _alive(pid):
-                out.append((name, pid))
-    return out
+from tolerance.bootstrap.segments import SHM_DIR, remove_stale_segments, stale_segments
 
 
 @click.command()
@@ -58,16 +28,7 @@ def doctor(clean_shm: bool, as_json: bool) -> None:
                    else f"tolerance doctor: {msg}")
         return
     stale = stale_segments()
-    removed, failed = [], []
-    if clean_shm:
-        for name, pid in stale:
-            try:
-                os.unlink(os.path.join(SHM_DIR, name))
-                removed.append((name, pid))
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                failed.append((name, pid, str(exc)))
+    removed, failed = remove_stale_segments() if clean_shm else ([], [])
     if as_json:
         click.echo(json.dumps({
             "stale": [{"name": "/" + n, "owner_pid": p} for n, p in stale],

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tolerance._errors import EXIT_ERROR, ToleranceError
+from tolerance.bootstrap.segments import remove_orphaned_mpi_segments, remove_stale_segments
 from tolerance.collective.handshake import LOCAL_HOSTS
 from tolerance.collective.watch import WATCH_ENV, DeathWatch
 
@@ -116,50 +117,6 @@ def build_plan(cluster, stem: str, *, mpiexec: str, flavor: str, cluster_path: s
     return LaunchPlan(argv=argv, flavor=flavor, hostfile=hostfile, boxes=[b.name for b in boxes])
 
 
-_SHM_DIR = Path("/dev/shm")
-_MPI_SHM_PREFIXES = ("mpich_shm_", "psm2_shm", "vader_segment", "sm_segment")
-
-
-def _mapped_shm_names() -> set[str] | None:
-    """Names under /dev/shm that some live process maps (None when /proc cannot tell)."""
-    names: set[str] = set()
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return None
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    k = line.find("/dev/shm/")
-                    if k >= 0:
-                        names.add(line[k + 9:].split()[0])
-        except OSError:
-            continue
-    return names
-
-
-def remove_orphaned_mpi_segments(since: float) -> list[str]:
-    """After a job the runtime killed: MPI shared-memory segments made since `since` that
-    no live process maps are the dead job's (SIGKILLed ranks cannot unlink them)."""
-    if not _SHM_DIR.is_dir():
-        return []
-    mapped = _mapped_shm_names()
-    if mapped is None:
-        return []
-    removed = []
-    for entry in _SHM_DIR.iterdir():
-        if not entry.name.startswith(_MPI_SHM_PREFIXES) or entry.name in mapped:
-            continue
-        try:
-            if entry.stat().st_mtime >= since:
-                entry.unlink()
-                removed.append(entry.name)
-        except OSError:
-            continue
-    return removed
-
-
 def run_plan(plan: LaunchPlan, watch: DeathWatch) -> int:
     """Run the job (its output goes straight through); name the box that died, if one did."""
     started = time.time() - 1.0  # mtime granularity
@@ -175,7 +132,10 @@ def run_plan(plan: LaunchPlan, watch: DeathWatch) -> int:
             rc = proc.wait()
     if rc in (0, 1, 2, 3) and rc != 2:
         return rc
-    remove_orphaned_mpi_segments(started)  # an Abort or a killed rank leaves them behind
+    # An Abort or a killed rank leaves shared memory behind: the runtime's segments, and
+    # the mailboxes/windows of chips whose rank was killed while they ran.
+    remove_orphaned_mpi_segments(started)
+    remove_stale_segments()
     if rc == 2:
         return rc
     dead = watch.first_death()
