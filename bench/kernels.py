@@ -57,9 +57,9 @@ def bench_dtype(dtype, mib, repeat, nthreads):
         lambda: divergence(a, b, atol=1e-6, rtol=1e-6, ulp=4, threads=1), repeat))
     rows[f"full stats, {nthreads} threads"] = gbs(best_time(
         lambda: divergence(a, b, atol=1e-6, rtol=1e-6, ulp=4, threads=nthreads), repeat))
-    rows["no bounds (max_abs), 1 thread"] = gbs(best_time(
+    rows["no bounds (max_abs only*), 1 thread"] = gbs(best_time(
         lambda: divergence(a, b, threads=1), repeat))
-    rows["numpy max(abs(a-b))"] = gbs(best_time(lambda: np.max(np.abs(a - b)), max(2, repeat // 2)))
+    rows["numpy max(abs(a-b))"] = gbs(best_time(lambda: np.max(np.abs(a - b)), repeat))
     rows["read-only pass, 1 thread"] = gbs(best_time(lambda: _native._read_bandwidth(a, b, 1), repeat))
     rows[f"read-only pass, {nthreads} threads"] = gbs(best_time(
         lambda: _native._read_bandwidth(a, b, nthreads), repeat))
@@ -104,6 +104,7 @@ def main(argv=None):
     print(f"{'GB/s of input':<{w}}{'float32':>10}{'float64':>10}")
     for name in names:
         print(f"{name:<{w}}" + "".join(f"{out['dtypes'][d]['gbs'][name]:>10.2f}" for d in out["dtypes"]))
+    print("* the full kernel without bounds: there is no separate max_abs-only mode")
     print()
     for name in out["dtypes"]["float32"]["ratios"]:
         print(f"{name:<{w + 16}}" + "".join(f"{out['dtypes'][d]['ratios'][name]:>10.2f}"

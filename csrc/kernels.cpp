@@ -163,6 +163,8 @@ std::size_t kernel_size(int k) {
 bool is_float(int code) { return code == DT_F16 || code == DT_F32 || code == DT_F64; }
 bool is_unsigned(int code) { return code == DT_BOOL || (code >= DT_U8 && code <= DT_U64); }
 
+bool narrow_int(int code) { return !is_float(code) && code != DT_I64 && code != DT_U64; }
+
 int same_kernel(int code) {
     switch (code) {
         case DT_BOOL: return K_U8;
@@ -185,6 +187,9 @@ int compute_type(int ca, int cb) {
         throw std::invalid_argument("unknown dtype code");
     if (is_float(ca) != is_float(cb))
         throw std::invalid_argument("cannot compare a float dtype with an integer dtype");
+    // Integers of at most 32 bits are exact in float64, and so are their differences and
+    // magnitudes: they run on the (vectorized) float64 kernel with identical figures.
+    if (!is_float(ca) && narrow_int(ca) && narrow_int(cb)) return K_F64;
     if (same_kernel(ca) == same_kernel(cb)) return same_kernel(ca);
     if (is_float(ca)) return K_F64;
     if (is_unsigned(ca) && is_unsigned(cb)) return K_U64;
@@ -311,30 +316,39 @@ void run_row(const Plan& pl, const char* pa, const char* pb, std::size_t cnt, st
 // Folds the flat (step-major) element range [begin, end) into a fresh Stats.
 Stats walk(const Plan& pl, std::int64_t begin, std::int64_t end) {
     Stats st;
+    if (begin >= end) return st;
     const std::int64_t last = pl.dims.back();
     const std::size_t nd = pl.dims.size();
-    std::int64_t pos = begin;
-    while (pos < end) {
-        const std::int64_t s = pos / pl.inner;
-        const std::int64_t i0 = pos % pl.inner;
+    std::int64_t s = begin / pl.inner, i0 = begin % pl.inner;
+    const std::int64_t s_last = (end - 1) / pl.inner;
+    st.series.reserve(static_cast<std::size_t>(s_last - s + 1));
+    st.series_over.reserve(static_cast<std::size_t>(s_last - s + 1));
+    for (std::int64_t pos = begin; pos < end; ++s, i0 = 0) {
         const std::int64_t i1 = std::min(pl.inner, i0 + (end - pos));
+        const std::int64_t ioff = s == 0 ? pl.inner_offset : 0;
         RunStats rs;
         rs.best_abs = st.max_abs;  // seeds: only a greater value needs an index
         rs.best_rel = st.max_rel;
-        for (std::int64_t i = i0; i < i1;) {
-            const std::int64_t row = i / last, col = i % last;
-            const std::int64_t cnt = std::min(last - col, i1 - i);
-            std::int64_t oa = s * pl.sa0 + col * pl.sa.back(), ob = s * pl.sb0 + col * pl.sb.back();
-            std::int64_t r = row;
-            for (std::size_t d = nd - 1; d-- > 0;) {
-                const std::int64_t idx = r % pl.dims[d];
-                r /= pl.dims[d];
-                oa += idx * pl.sa[d];
-                ob += idx * pl.sb[d];
+        const char* pa = pl.a + s * pl.sa0;
+        const char* pb = pl.b + s * pl.sb0;
+        if (nd == 1) {  // one row per step: no index arithmetic
+            run_row(pl, pa + i0 * pl.sa[0], pb + i0 * pl.sb[0], static_cast<std::size_t>(i1 - i0),
+                    i0 + ioff, rs);
+        } else {
+            for (std::int64_t i = i0; i < i1;) {
+                const std::int64_t row = i / last, col = i % last;
+                const std::int64_t cnt = std::min(last - col, i1 - i);
+                std::int64_t oa = col * pl.sa.back(), ob = col * pl.sb.back();
+                std::int64_t r = row;
+                for (std::size_t d = nd - 1; d-- > 0;) {
+                    const std::int64_t idx = r % pl.dims[d];
+                    r /= pl.dims[d];
+                    oa += idx * pl.sa[d];
+                    ob += idx * pl.sb[d];
+                }
+                run_row(pl, pa + oa, pb + ob, static_cast<std::size_t>(cnt), i + ioff, rs);
+                i += cnt;
             }
-            run_row(pl, pl.a + oa, pl.b + ob, static_cast<std::size_t>(cnt),
-                    i + (s == 0 ? pl.inner_offset : 0), rs);
-            i += cnt;
         }
         st.fold_run(s + pl.step_offset, rs, i1 - i0);
         pos += i1 - i0;

@@ -341,6 +341,10 @@ inline bool fast_block_avx2(const double* a, const double* b, size_t len, const 
 template <class T, bool WantUlp>
 void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, RunStats& rs,
                    int64_t base) {
+    if (n < static_cast<size_t>(2 * L)) {  // too short for a vector: skip the set-up
+        run_float_scalar<T, WantUlp>(av, bv, n, p, rs, base);
+        return;
+    }
     using V = typename VecOf<T>::V;
     using vui = typename VecOf<T>::vui;
     using UI = typename VecOf<T>::UI;

@@ -214,33 +214,6 @@ def test_max_polls_stops_a_runaway(tmp_path):
     assert chip.status == "timeout" and "3 polls" in chip.reason
 
 
-@pytest.mark.skipif(box_module._chips.HAVE_BOOTSTRAP,
-                    reason="ChipGroup.poll() goes through Popen.poll(), which reports a child "
-                           "reaped elsewhere as exit 0; this covers the subprocess chip start")
-def test_reaped_elsewhere_is_vanished(tmp_path, monkeypatch):
-    real = box_module._chips.start_chips
-
-    def start_and_steal(configs):
-        group = real(configs)
-        pid = group.pids[0]
-
-        def steal():
-            os.kill(pid, signal.SIGKILL)
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-        threading.Thread(target=steal).start()
-        return group
-
-    monkeypatch.setattr(box_module._chips, "start_chips", start_and_steal)
-    spec = make_spec("import time; time.sleep(60)", timeout=20)
-    result = run_box(spec, make_box(tmp_path), claim_run_dir(tmp_path, "t"), poll=0.02)
-    (chip,) = result.chips
-    assert chip.status == "vanished", chip
-    assert chip.reason in ("process gone without an exit status", "killed by SIGKILL (no exit status)")
-
-
 def test_finished_without_output_is_failed(tmp_path):
     spec = make_spec("print('done, but wrote nothing')", outputs="*.npz")
     result = run_box(spec, make_box(tmp_path), claim_run_dir(tmp_path, "t"))

@@ -161,3 +161,8 @@ def summarize(rows: Iterable[Mapping[str, Any]], n_inputs: int, n_keys: int,
     n = {s: sum(1 for r in rows if r["status"] == s) for s in (PASS, FAIL, UNMEASURED)}
     return (f"{n_inputs} inputs, {n_keys} keys, {len(rows)} rows: {n[PASS]} pass, "
             f"{n[FAIL]} fail, {n[UNMEASURED]} unmeasured -> exit {exit_code}")
+
+
+def series_key(a: str, b: str, key: str, kind: str) -> str:
+    """The name of a row's per-step series in a series .npz (`kind`: max_abs | over)."""
+    return f"{a}__{b}__{key}__{kind}"

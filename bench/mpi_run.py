@@ -1,0 +1,116 @@
+"""Benchmark of the cross-rank compare (issue 6): streaming exchange vs gather-to-rank-0.
+
+For N = 2, 3, 4 ranks on this machine, one float32 key of --mib MiB per box (stored .npz,
+fixed seed): wall time of the compare phase, data bytes moved, peak RSS per rank; then
+the same with identical boxes. The naive baseline (every rank sends its whole array to
+rank 0, which diffs all pairs) runs in the same process tree for the ratio.
+
+    python bench/mpi_run.py [--mib 256] [--chunk-mb 16] [--json]
+
+Targets: per-rank peak RSS <= 256 MiB; identical boxes move 0 data bytes; each pair's
+data crosses at most once (streamed bytes <= pairs x array size).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "_mpi_run_worker.py"
+SEED = 20261124
+
+
+def mpiexec() -> str:
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else (shutil.which("mpiexec") or "mpiexec")
+
+
+def make_files(tmp: Path, n: int, mib: int, identical: bool) -> list[str]:
+    count = mib * (1 << 20) // 4
+    rng = np.random.default_rng(SEED)
+    base = rng.standard_normal(count, dtype=np.float32).reshape(-1, 1024)
+    paths = []
+    for k in range(n):
+        p = tmp / f"{'same' if identical else 'diff'}{k}.npz"
+        if not p.exists():
+            x = base if identical or k == 0 else base + np.float32(1e-6 * k)
+            np.savez(p, x=x)
+        paths.append(str(p))
+    return paths
+
+
+def run(mode: str, files: list[str], chunk_mb: float, tmp: Path) -> dict:
+    out = Path(tempfile.mkdtemp(dir=tmp))
+    argv = [mpiexec(), "-n", str(len(files)), sys.executable, str(WORKER), mode,
+            str(chunk_mb), str(out), *files]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if res.returncode != 0:
+        raise SystemExit(f"{mode} failed: {res.stderr[-2000:]}")
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(len(files))]
+    shutil.rmtree(out)
+    return {"wall_s": max(r["wall_s"] for r in ranks),
+            "rss_mib": [round(r["rss_mib"], 1) for r in ranks],
+            "bytes_sent": ranks[0]["bytes_sent"], "max_abs": ranks[0]["max_abs"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mib", type=int, default=256)
+    ap.add_argument("--chunk-mb", type=float, default=16.0)
+    ap.add_argument("--ranks", default="2,3,4")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="tolerance-bench-mpi-"))
+    results = []
+    try:
+        for n in [int(x) for x in args.ranks.split(",")]:
+            for identical in (False, True):
+                files = make_files(tmp, n, args.mib, identical)
+                s = run("stream", files, args.chunk_mb, tmp)
+                b = run("naive", files, args.chunk_mb, tmp)
+                pairs = n * (n - 1) // 2
+                key_bytes = args.mib << 20
+                results.append({
+                    "ranks": n, "boxes": "identical" if identical else "differ",
+                    "stream_wall_s": round(s["wall_s"], 3), "naive_wall_s": round(b["wall_s"], 3),
+                    "speedup": round(b["wall_s"] / s["wall_s"], 2),
+                    "stream_bytes": s["bytes_sent"], "naive_bytes": b["bytes_sent"],
+                    "pairs_x_key_bytes": pairs * key_bytes,
+                    "stream_peak_rss_mib": max(s["rss_mib"]), "naive_peak_rss_mib": max(b["rss_mib"]),
+                    "stream_rss_per_rank": s["rss_mib"],
+                    "same_max_abs": sorted(s["max_abs"].values()) == sorted(b["max_abs"].values()),
+                    "rss_target_met": max(s["rss_mib"]) <= 256,
+                    "each_pair_once": s["bytes_sent"] <= pairs * key_bytes,
+                    "identical_zero_bytes": (s["bytes_sent"] == 0) if identical else None,
+                })
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        print(json.dumps({"bench": "mpi_run", "mib": args.mib, "chunk_mb": args.chunk_mb,
+                          "cpus": os.cpu_count(), "results": results}, indent=1))
+        return
+    print(f"cross-rank compare, one float32 key of {args.mib} MiB per box, "
+          f"chunk {args.chunk_mb} MiB, {os.cpu_count()} cpus")
+    print(f"{'N':>2} {'boxes':<9} {'stream s':>9} {'naive s':>8} {'x':>5} "
+          f"{'stream MiB moved':>16} {'naive MiB moved':>15} {'stream RSS':>10} {'naive RSS':>9}  checks")
+    for r in results:
+        checks = [f"rss<=256:{'ok' if r['rss_target_met'] else 'MISS'}",
+                  f"pair-once:{'ok' if r['each_pair_once'] else 'MISS'}",
+                  f"same-result:{'ok' if r['same_max_abs'] else 'MISS'}"]
+        if r["identical_zero_bytes"] is not None:
+            checks.append(f"zero-bytes:{'ok' if r['identical_zero_bytes'] else 'MISS'}")
+        print(f"{r['ranks']:>2} {r['boxes']:<9} {r['stream_wall_s']:>9.2f} {r['naive_wall_s']:>8.2f} "
+              f"{r['speedup']:>5.2f} {r['stream_bytes'] / 2**20:>16.1f} {r['naive_bytes'] / 2**20:>15.1f} "
+              f"{r['stream_peak_rss_mib']:>10.1f} {r['naive_peak_rss_mib']:>9.1f}  {' '.join(checks)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Code fingerprint of a box root: is the same code about to run on every box?
+
+The fingerprint is git HEAD plus a hash of the uncommitted changes. A change to a `.py`
+file that leaves its AST unchanged (comments, blank lines, formatting) counts as no
+change, so a box whose checkout differs only cosmetically still agrees with the others.
+A root that is not a git checkout is fingerprinted from its files' contents.
+
+This module runs no MPI; the handshake compares what every rank computed here.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Folders that never hold the code of a run: outputs, builds, environments, caches.
+_SKIP_DIRS = frozenset({".git", "runs", "build", "dist", ".venv", "venv", "__pycache__",
+                        ".hypothesis", ".pytest_cache", "node_modules"})
+# A non-git root is walked for at most this many files: a fingerprint is a handshake
+# figure, not a backup; past the cap the walk says so in the fingerprint itself.
+_MAX_WALK_FILES = 20000
+_GIT_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class CodeFingerprint:
+    """What a box would run: `digest` is compared across boxes, `files` explains a mismatch."""
+
+    digest: str
+    head: str | None                      # git HEAD, or None outside a git checkout
+    files: dict[str, str] = field(default_factory=dict)  # changed path -> content hash
+
+    def to_dict(self) -> dict:
+        return {"digest": self.digest, "head": self.head, "files": dict(self.files)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CodeFingerprint":
+        return cls(digest=str(d["digest"]), head=d.get("head"), files=dict(d.get("files") or {}))
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def python_content_hash(source: bytes) -> str:
+    """Hash of a Python file's AST: comments, blank lines and layout do not change it.
+
+    A file that does not parse is hashed by its bytes (a syntax error is a real change).
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return "raw:" + _sha(source)
+    return "ast:" + _sha(ast.dump(tree, annotate_fields=True, include_attributes=False).encode())
+
+
+def content_hash(path: str, data: bytes) -> str:
+    return python_content_hash(data) if path.endswith(".py") else "raw:" + _sha(data)
+
+
+def _git(root: Path, *args: str) -> bytes:
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True,
+                          timeout=_GIT_TIMEOUT_S, stdin=subprocess.DEVNULL).stdout
+
+
+def _git_fingerprint(root: Path) -> CodeFingerprint | None:
+    try:
+        top = Path(_git(root, "rev-parse", "--show-toplevel").decode().strip())
+        head = _git(root, "rev-parse", "--verify", "-q", "HEAD").decode().strip() or None
+        status = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all",
+                      "--no-renames", ".")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    changed: dict[str, str] = {}
+    for entry in status.split(b"\0"):
+        if len(entry) < 4:
+            continue
+        code, rel = entry[:2].decode(), entry[3:].decode("utf-8", "surrogateescape")
+        path = top / rel
+        try:
+            now = path.read_bytes() if path.is_file() else None
+        except OSError:
+            now = None
+        if now is None:
+            changed[rel] = "deleted"
+            continue
+        h = content_hash(rel, now)
+        if code != "??" and head is not None:
+            try:
+                before = _git(top, "show", f"HEAD:{rel}")
+            except (OSError, subprocess.SubprocessError):
+                before = None
+            if before is not None and content_hash(rel, before) == h:
+                continue  # a change that leaves the AST as it was is no change
+        changed[rel] = h
+    blob = (head or "no-head").encode() + b"\0" + b"".join(
+        f"{k}\0{v}\0".encode("utf-8", "surrogateescape") for k, v in sorted(changed.items()))
+    return CodeFingerprint(digest=_sha(blob), head=head, files=changed)
+
+
+def _walk_fingerprint(root: Path) -> CodeFingerprint:
+    files: dict[str, str] = {}
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        for name in sorted(filenames):
+            count += 1
+            if count > _MAX_WALK_FILES:
+                files["<truncated>"] = str(_MAX_WALK_FILES)
+                break
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            try:
+                files[rel] = content_hash(rel, p.read_bytes())
+            except OSError:
+                files[rel] = "unreadable"
+    blob = b"".join(f"{k}\0{v}\0".encode("utf-8", "surrogateescape") for k, v in sorted(files.items()))
+    return CodeFingerprint(digest=_sha(b"walk\0" + blob), head=None, files=files)
+
+
+def code_fingerprint(root: str | os.PathLike) -> CodeFingerprint:
+    """The code fingerprint of a box root (git HEAD + uncommitted changes, AST-normalized)."""
+    root = Path(root)
+    return _git_fingerprint(root) or _walk_fingerprint(root)
+
+
+def differing_files(a: CodeFingerprint, b: CodeFingerprint) -> list[str]:
+    """Paths whose content differs between two fingerprints (for the refusal table)."""
+    keys = set(a.files) | set(b.files)
+    return sorted(k for k in keys if a.files.get(k) != b.files.get(k))

@@ -1,0 +1,210 @@
+"""One replicated run of a stem over MPI: one rank per box (DESIGN.md "A run, end to end").
+
+handshake -> run every box at once -> gather statuses -> streaming all-pairs compare ->
+rank 0 builds the report. Every rank returns the same exit code. Errors that every rank
+sees alike (config, box assignment, sync refusal) are agreed on and reported once by
+rank 0; anything else raised on one rank aborts the whole job (`mpi.abort_on_error`).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tolerance._errors import EXIT_ERROR, ToleranceError
+from tolerance.collective.exchange import ExchangeStats, exchange
+from tolerance.collective.fingerprint import code_fingerprint
+from tolerance.collective.handshake import (assign_boxes, check_hosts, make_rank_info,
+                                            sync_problems, this_host)
+from tolerance.collective.mpi import RankContext, abort_on_error, world
+from tolerance.collective.sources import NpzBlockSource, participant_label
+from tolerance.collective.watch import WATCH_ENV, announce, farewell
+from tolerance.compare.kernel import Accumulator
+from tolerance.config import load_default_cluster, load_spec
+from tolerance.runner import claim_run_dir, run_box
+
+_STATUS_TAG = 7301  # point-to-point tag of "my box is done" messages (any unused tag)
+_POLL_S = 0.05
+
+
+@dataclass
+class RunOutcome:
+    """What rank 0 knows at the end of a run (other ranks get `exit_code` only)."""
+
+    exit_code: int
+    error: str | None = None              # one line, when the run stopped before comparing
+    detail: list[str] = field(default_factory=list)  # extra lines (the sync table)
+    run_id: str | None = None
+    run_dir: Path | None = None
+    stem: str = ""
+    spec: object | None = None
+    infos: list = field(default_factory=list)        # handshake dicts, by rank
+    boxes: list = field(default_factory=list)        # BoxResult.to_dict(), by rank
+    participants: list = field(default_factory=list)
+    outcomes: list = field(default_factory=list)      # (PairOutcome, Divergence | None)
+    stats: ExchangeStats | None = None
+    timings: dict = field(default_factory=dict)
+    sync: bool = True
+
+
+def _agree(comm, problem: str | None) -> str | None:
+    """Every rank learns the first problem any rank hit (so all stop together)."""
+    problems = comm.allgather(problem)
+    return next((p for p in problems if p), None)
+
+
+def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync: bool = True,
+             chunk_mb: float = 16.0, threads: int | None = None, debug: bool = False,
+             progress: Callable[[str], None] | None = None) -> RunOutcome:
+    comm = world()
+    rank, nranks = comm.Get_rank(), comm.Get_size()
+    ctx = RankContext(comm)
+    t0 = time.monotonic()
+    with abort_on_error(ctx, debug=debug):
+        # 1. config, read by every rank from its own checkout.
+        problem = None
+        try:
+            cluster = load_default_cluster(cluster_path)
+            spec = load_spec(stem, specs_dir if specs_dir is not None else cluster.specs_dir)
+        except ToleranceError as exc:
+            problem = str(exc)
+        problem = _agree(comm, problem)
+        if problem:
+            return RunOutcome(EXIT_ERROR, error=problem, stem=stem)
+        where = str(cluster.path or "cluster.yaml")
+        names = list(cluster.names)
+        overrides = comm.allgather(os.environ.get("TOLERANCE_BOX") or None)
+        try:
+            chosen = assign_boxes(names, nranks, overrides, where)
+        except ToleranceError as exc:
+            return RunOutcome(EXIT_ERROR, error=str(exc), stem=stem)
+        box = cluster.box(chosen[rank])
+        ctx.box = box.name
+        if os.environ.get(WATCH_ENV):  # started by `tolerance launch`: hold a line to it
+            line = announce(os.environ[WATCH_ENV], rank, box.name, this_host(), os.getpid())
+            try:
+                return _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads,
+                                   progress, t0)
+            finally:
+                farewell(line)
+        return _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress, t0)
+
+
+def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress, t0):
+    rank = comm.Get_rank()
+    stem = spec.stem
+    where = str(cluster.path or "cluster.yaml")
+    names = list(cluster.names)
+    # 2. handshake.
+    info = make_rank_info(rank, box.name, code_fingerprint(box.root), spec.identity_hash())
+    infos = comm.allgather(info)
+    problem = None
+    try:
+        check_hosts(infos, {b.name: b.host for b in cluster.boxes}, where)
+    except ToleranceError as exc:
+        problem = str(exc)
+    problem = _agree(comm, problem)
+    if problem:
+        return RunOutcome(EXIT_ERROR, error=problem, stem=stem)
+    table = sync_problems(infos)
+    if table and sync:
+        return RunOutcome(EXIT_ERROR, error=table[0].rstrip(":"), detail=table[1:], stem=stem,
+                          infos=[i.to_dict() for i in infos])
+    t_handshake = time.monotonic()
+
+    # 3. one run id for every box; each box claims its own directory under its root.
+    run_id = None
+    if rank == 0:
+        run_id = claim_run_dir(box.root, stem).name
+    run_id = comm.bcast(run_id, root=0)
+    run_dir = Path(box.root) / "runs" / stem / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)  # rank 0 made it; another root may not have it
+
+    # 4. run every box at once; rank 0 follows the others' states.
+    result = _run_box_following(comm, spec, box, run_dir, names, progress)
+    boxes = comm.gather(result.to_dict(), root=0)
+    t_run = time.monotonic()
+
+    # 5. streaming all-pairs compare.
+    sources, failures = [], []
+    multi = len(box.chips) > 1
+    for chip in result.chips:
+        label = participant_label(box.name, chip.chip, multi)
+        if chip.status == "finished" and chip.output:
+            try:
+                sources.append(NpzBlockSource(label, chip.output))
+            except ToleranceError as exc:  # malformed output: an error, not a row
+                failures.append((label, f"box {box.name} chip {chip.chip} output "
+                                        f"unreadable: {exc}"))
+        else:
+            failures.append((label, f"box {box.name} chip {chip.chip} {chip.status}"
+                                    f"{': ' + chip.reason if chip.reason else ''}"))
+    participants, outcomes, stats = exchange(
+        comm, sources, failures, spec.keys, spec.bounds_for, spec.steps_axis,
+        int(chunk_mb * (1 << 20)), threads=threads,
+        progress=(lambda key, b, nb: progress(f"comparing {key}: block {b + 1}/{nb}"))
+        if progress else None)
+    for s in sources:
+        s.close()
+    t_cmp = time.monotonic()
+    if rank != 0:
+        return RunOutcome(0)
+    decoded = []
+    for o in outcomes:
+        div = Accumulator.from_bytes(o.acc).result(o.shape) if o.acc is not None else None
+        decoded.append((o, div))
+    return RunOutcome(
+        0, run_id=run_id, run_dir=run_dir, stem=stem, spec=spec,
+        infos=[i.to_dict() for i in infos], boxes=boxes, participants=participants,
+        outcomes=decoded, stats=stats, sync=sync,
+        timings={"handshake_s": t_handshake - t0, "run_s": t_run - t_handshake,
+                 "compare_s": t_cmp - t_run, "total_s": time.monotonic() - t0})
+
+
+def _run_box_following(comm, spec, box, run_dir, names, progress):
+    """run_box in a worker thread; the main thread alone talks MPI (funneled)."""
+    holder: dict = {}
+
+    def work() -> None:
+        try:
+            holder["result"] = run_box(spec, box, run_dir)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
+            holder["error"] = exc
+
+    t = threading.Thread(target=work, name=f"run-box-{box.name}", daemon=True)
+    t.start()
+    rank, nranks = comm.Get_rank(), comm.Get_size()
+    if rank != 0:
+        t.join()
+        if "error" in holder:
+            raise holder["error"]
+        comm.send((box.name, holder["result"].status), dest=0, tag=_STATUS_TAG)
+        return holder["result"]
+    from mpi4py import MPI  # noqa: PLC0415 - already initialized by world()
+
+    states = {n: "running" for n in names}
+    started = time.monotonic()
+    pending = nranks - 1
+    mine_done = False
+    while pending or not mine_done:
+        if not mine_done and not t.is_alive():
+            mine_done = True
+            if "error" in holder:
+                raise holder["error"]
+            states[box.name] = holder["result"].status
+        while pending and comm.Iprobe(source=MPI.ANY_SOURCE, tag=_STATUS_TAG):
+            name, status = comm.recv(source=MPI.ANY_SOURCE, tag=_STATUS_TAG)
+            states[name] = status
+            pending -= 1
+        if progress:
+            progress(f"running {time.monotonic() - started:5.1f} s  " +
+                     "  ".join(f"{n}: {s}" for n, s in states.items()))
+        if pending or not mine_done:
+            time.sleep(_POLL_S)
+    return holder["result"]
+
+
+__all__ = ["RunOutcome", "run_stem"]

@@ -1,0 +1,37 @@
+"""A box's output as a source of blocks for the exchange, through the io layer's reader."""
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+import numpy as np
+
+from tolerance.io import Archive
+
+
+def participant_label(box: str, chip: str, multi_chip: bool) -> str:
+    """The box name, or `box/chip` when the box runs the stem on several chips."""
+    if not multi_chip:
+        return box
+    return f"{box}/{re.sub(r'[^A-Za-z0-9_.-]+', '-', chip)}"
+
+
+class NpzBlockSource:
+    """One chip's output file, opened once (validated, nothing loaded)."""
+
+    def __init__(self, label: str, path) -> None:
+        self.label = label
+        self.path = str(path)
+        self._archive = Archive(self.path)  # raises FormatError naming the file
+
+    def meta(self, key: str) -> tuple[tuple[int, ...], str] | str:
+        if key not in self._archive:
+            return f"key {key!r} is missing from {self.path}"
+        m = self._archive[key]
+        return tuple(m.shape), m.dtype.str
+
+    def blocks(self, key: str, steps_axis: int | None, per_block: int) -> Iterator[np.ndarray]:
+        return self._archive[key].chunks(steps_axis, per_block)
+
+    def close(self) -> None:
+        self._archive.close()

@@ -1,0 +1,42 @@
+"""Shared fixtures of the bootstrap tests (imported by tests/test_bootstrap*.py)."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pytest
+
+SHM = "/dev/shm"
+TEST_TIMEOUT_S = 30
+
+pytestmark_linux = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                      reason="inspects /dev/shm (Linux)")
+
+
+def tol_segments() -> set[str]:
+    """This project's segments in /dev/shm (other programs on a shared machine have theirs)."""
+    try:
+        return {n for n in os.listdir(SHM) if n.startswith("tol-")}
+    except FileNotFoundError:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_segments():
+    """Every test leaves /dev/shm as it found it, failures included; and none runs forever."""
+    before = tol_segments()
+
+    def _alarm(signum, frame):
+        raise TimeoutError(f"test ran longer than {TEST_TIMEOUT_S} s")
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(TEST_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    after = tol_segments()
+    assert after - before == set(), f"leaked segments: {sorted(after - before)}"
+    assert len(after) == len(before)

@@ -1,0 +1,93 @@
+"""Run under mpiexec by tests/test_collective_mpi.py: the exchange over in-memory sources.
+
+argv: OUT.json NPARTS CHUNK_BYTES MODE   (MODE: random | identical | partial)
+Participant p lives on rank p % size, so the same participants spread over any rank count.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+
+from tolerance.collective.exchange import exchange
+from tolerance.collective.mpi import RankContext, abort_on_error, world
+
+
+def arrays_of(p: int, mode: str) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1234)
+    base = rng.standard_normal((37, 5, 3)).astype(np.float32)
+    flat = rng.standard_normal(101)
+    ints = rng.integers(-1000, 1000, size=(12, 4), dtype=np.int64)
+    if mode == "identical":
+        return {"z_b": base, "omega_b": flat, "n": ints}
+    r = np.random.default_rng(p + 1)
+    z = base.copy()
+    if mode == "partial":          # participants 0 and 1 equal; later steps differ for p >= 2
+        if p >= 2:
+            z[20:] += np.float32(1e-3) * r.standard_normal(z[20:].shape).astype(np.float32)
+    else:
+        z += np.float32(1e-4) * r.standard_normal(z.shape).astype(np.float32)
+        z[3, 1, 2] = np.nan if p % 2 else z[3, 1, 2]
+    out = {"z_b": z, "omega_b": flat + (p * 1e-9), "n": ints + (p % 2)}
+    if p == 3:
+        out["z_b"] = z[:30]        # a shape mismatch for every pair with participant 3
+        del out["n"]               # and a missing key
+    return out
+
+
+class MemSource:
+    def __init__(self, label, arrays):
+        self.label = label
+        self.arrays = arrays
+
+    def meta(self, key):
+        if key not in self.arrays:
+            return f"key {key!r} is missing"
+        a = self.arrays[key]
+        return a.shape, a.dtype.str
+
+    def blocks(self, key, axis, per):
+        a = self.arrays[key]
+        if axis is None:
+            flat = a.reshape(-1)
+            for lo in range(0, max(flat.size, 1), per):
+                yield flat[lo:lo + per]
+            return
+        n = a.shape[axis]
+        if n == 0:
+            yield a
+            return
+        for lo in range(0, n, per):
+            idx = [slice(None)] * a.ndim
+            idx[axis] = slice(lo, lo + per)
+            yield a[tuple(idx)]
+
+
+def main() -> None:
+    out, nparts, chunk, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    comm = world()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    with abort_on_error(RankContext(comm)):
+        sources = [MemSource(f"p{p}", arrays_of(p, mode)) for p in range(nparts) if p % size == rank]
+        bounds = {"z_b": SimpleNamespace(atol=1e-4, rtol=0.0, ulp=None),
+                  "omega_b": SimpleNamespace(atol=0.0, rtol=1e-9, ulp=None),
+                  "n": SimpleNamespace(atol=0.0, rtol=0.0, ulp=None)}
+        steps_axis = int(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[5] != "none" else (
+            None if len(sys.argv) > 5 else 0)
+        parts, outcomes, stats = exchange(comm, sources, [], ["z_b", "omega_b", "n"],
+                                          bounds.__getitem__, steps_axis, chunk)
+        if rank == 0:
+            from tolerance.compare.kernel import Accumulator
+            rows = []
+            for o in outcomes:
+                a, b = parts[o.a].label, parts[o.b].label
+                d = Accumulator.from_bytes(o.acc).result(o.shape).to_dict() if o.acc else None
+                rows.append({"a": a, "b": b, "key": o.key, "reason": o.reason, "div": d})
+            with open(out, "w") as f:
+                json.dump({"rows": rows, "bytes_sent": stats.bytes_sent}, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""The native mailbox on its own: layout, validation of corrupted images (random and
+adversarial), names, the many-mailbox wait, and the child-side bring-up run in-process."""
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import struct
+import sys
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from _bootstrap_helpers import no_leaked_segments  # noqa: F401 (autouse fixture)
+from tolerance import _native
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /dev/shm")
+
+OFF = _native.MAILBOX_OFFSETS
+SIZE = _native.MAILBOX_SIZE
+MailboxError = _native.MailboxError
+
+
+def test_layout_constants():
+    assert SIZE == 4096 and _native.LAYOUT_VERSION == 1 and _native.BUFFER_ALIGN == 64
+    assert (OFF["magic"], OFF["version"], OFF["state"], OFF["child_pid"]) == (0, 8, 12, 16)
+    assert OFF["error"] == 32 and OFF["context"] == 544
+    assert OFF["buffers"] + 64 * _native.MAX_BUFFERS <= SIZE
+
+
+class Box:
+    """A created mailbox (and optional window) unlinked at the end."""
+
+    def __init__(self):
+        self.mb = _native.Mailbox.create(_native.make_segment_name("m"))
+        self.window = None
+
+    def raw(self) -> bytes:
+        with open("/dev/shm" + self.mb.name, "rb") as fh:
+            return fh.read()
+
+    def poke(self, offset: int, data: bytes) -> None:
+        with open("/dev/shm" + self.mb.name, "r+b") as fh:
+            mm = mmap.mmap(fh.fileno(), SIZE)
+            mm[offset:offset + len(data)] = data
+            mm.close()
+
+    def close(self):
+        if self.window is not None:
+            self.window.close()
+        self.mb.close()
+        self.mb.unlink()
+
+
+@pytest.fixture
+def box():
+    b = Box()
+    yield b
+    b.close()
+
+
+def _bring_up(box, buffers=(), chip="cpu:*", window=True):
+    wname = _native.make_segment_name("w") if buffers and window else ""
+    ok, info, env, win = _native.chip_bring_up(box.mb.name, chip, 1, 3, 0, wname, list(buffers))
+    box.window = win
+    if win is not None or wname:
+        # the parent owns the window name: unlink it as ChipGroup.close would
+        box_unlink = wname
+
+        def _close(orig=box.close):
+            orig()
+            _native.unlink_segment(box_unlink)
+        box.close = _close
+    return ok, info, env
+
+
+@pytest.fixture
+def success_image(box):
+    ok, info, _ = _bring_up(box, [("alpha", 24), ("beta", 100), ("g", 0)])
+    assert ok, info
+    return box.raw()
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def test_fresh_mailbox_is_idle(box):
+    assert box.mb.state() == "IDLE" and box.mb.raw_state() == 0
+    rep = box.mb.read()
+    assert rep == {"state": "IDLE", "child_pid": 0, "error_code": 0, "error": "", "context": None}
+    raw = box.raw()
+    assert len(raw) == SIZE and struct.unpack_from("<Q", raw, 0)[0] == _native.MAILBOX_MAGIC
+    assert raw[12:] == bytes(SIZE - 12)
+
+
+def test_in_process_bring_up_publishes_the_context(box):
+    ok, info, env = _bring_up(box, [("alpha", 24), ("beta", 100), ("g", 0)])
+    assert ok and env == []
+    rep = box.mb.read()
+    assert rep["state"] == "SUCCESS" and rep["child_pid"] == os.getpid()
+    ctx = rep["context"]
+    assert ctx == info
+    assert (ctx["device"], ctx["device_id"], ctx["rank"], ctx["nranks"]) == ("cpu", -1, 1, 3)
+    assert ctx["buffers"] == [("alpha", 0, 24), ("beta", 64, 100), ("g", 192, 0)]
+    assert ctx["window_size"] == 192 and box.window.size == 192
+    mv = memoryview(box.window)
+    assert len(mv) == 192 and not mv.readonly
+    # a second bring-up on a used mailbox is refused
+    with pytest.raises(MailboxError, match="already in state SUCCESS"):
+        _native.chip_bring_up(box.mb.name, "cpu:*", 0, 1, 0, "", [])
+
+
+def test_bring_up_failures_are_published_errors(box):
+    ok, info, _ = _bring_up(box, chip="cpu:9999")
+    assert not ok and info == "chip cpu:9999: core 9999 exceeds the supported maximum 1023"
+    rep = box.mb.read()
+    assert rep["state"] == "ERROR" and rep["error"] == info and rep["error_code"] != 0
+
+
+def _phys() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.parametrize("nbytes,why", [(1 << 62, "output window too large"),
+                                        (1 << 45, "exceeds this machine's memory")])
+def test_window_too_large_is_an_error(box, nbytes, why):
+    if nbytes <= _phys():
+        pytest.skip("this machine has more memory than the test asks for")
+    ok, info, _ = _bring_up(box, [("huge", nbytes)])
+    assert not ok and why in info and info.startswith("chip cpu:*: ")
+    assert box.mb.read()["state"] == "ERROR"
+
+
+def test_window_larger_than_free_shared_memory_is_an_error(box):
+    vfs = os.statvfs("/dev/shm")
+    free = vfs.f_bavail * vfs.f_frsize
+    if free + 64 > _phys():
+        pytest.skip("/dev/shm is not smaller than memory here")
+    ok, info, _ = _bring_up(box, [("big", free + 64)])
+    assert not ok and "does not fit in shared memory (/dev/shm has" in info
+    assert box.mb.read()["state"] == "ERROR"
+
+
+def test_error_message_is_bounded_and_utf8_safe(box):
+    _native.chip_fail(box.mb.name, "é" * 1000)
+    rep = box.mb.read()
+    assert rep["state"] == "ERROR"
+    assert len(rep["error"].encode()) <= _native.ERROR_CAP - 1 and set(rep["error"]) == {"é"}
+
+
+def test_names_and_errors_of_segments():
+    names = {_native.make_segment_name("m") for _ in range(2000)}
+    assert len(names) == 2000
+    pat = re.compile(rf"^/tol-{os.getpid():x}-[0-9a-f]+m-[0-9a-f]{{6}}$")
+    assert all(len(n) <= 30 and pat.match(n) for n in names)
+    for bad in ["noslash", "/a/b", "/" + "x" * 40, ""]:
+        with pytest.raises(MailboxError, match="invalid shared-memory segment name"):
+            _native.Mailbox.create(bad)
+    name = _native.make_segment_name("m")
+    with pytest.raises(MailboxError, match="cannot open mailbox"):
+        _native.chip_fail(name, "x")
+    assert _native.unlink_segment(name) is False
+
+
+def test_create_is_exclusive(box):
+    with pytest.raises(MailboxError, match="cannot create mailbox .*exists"):
+        _native.Mailbox.create(box.mb.name)
+
+
+def test_open_refuses_a_foreign_segment(box):
+    box.poke(0, b"XXXXXXXX")
+    with pytest.raises(MailboxError, match="is not a tolerance mailbox"):
+        _native.chip_fail(box.mb.name, "x")
+
+
+def test_closed_mailbox_is_an_error(box):
+    box.mb.close()
+    assert box.mb.closed
+    with pytest.raises(MailboxError, match="closed"):
+        box.mb.read()
+    with pytest.raises(MailboxError, match="closed"):
+        _native.wait_all([box.mb], [-1], 0.1)
+
+
+# --------------------------------------------------------------------------- the wait
+
+
+def test_wait_times_out_with_its_deadline(box):
+    t = time.monotonic()
+    assert _native.wait_all([box.mb], [-1], 0.2) == ("timeout", 0, 0)
+    assert 0.19 < time.monotonic() - t < 1.0
+
+
+def test_wait_wakes_on_publish_from_another_thread():
+    boxes = [Box() for _ in range(3)]
+    try:
+        def publish():
+            time.sleep(0.1)
+            _native.chip_fail(boxes[2].mb.name, "late failure")
+
+        th = threading.Thread(target=publish)
+        t = time.monotonic()
+        th.start()
+        kind, idx, state = _native.wait_all([b.mb for b in boxes], [-1] * 3, 30)
+        th.join()
+        assert (kind, idx, state) == ("error", 2, 3)
+        assert time.monotonic() - t < 1.0
+    finally:
+        for b in boxes:
+            b.close()
+
+
+def test_wait_sees_every_state(box, success_image):
+    assert _native.wait_all([box.mb], [-1], 5) == ("ready", 0, 0)
+    box.poke(OFF["state"], struct.pack("<I", 9))
+    assert _native.wait_all([box.mb], [-1], 5) == ("corrupt", 0, 9)
+    with pytest.raises(ValueError):
+        _native.wait_all([box.mb], [-1], -1)
+
+
+def test_bench_helper():
+    for mode in ("futex", "sleep1ms"):
+        lat = _native._bench_wake_latency(mode, 3)
+        assert len(lat) == 3 and all(x > 0 for x in lat)
+
+
+# --------------------------------------------------------------------------- corrupted images
+
+
+def _with(image: bytes, offset: int, data: bytes) -> bytes:
+    b = bytearray(image)
+    b[offset:offset + len(data)] = data
+    return bytes(b)
+
+
+def test_valid_image_parses(success_image):
+    rep = _native.parse_mailbox(success_image)
+    assert rep["state"] == "SUCCESS" and [b[0] for b in rep["context"]["buffers"]] == ["alpha", "beta", "g"]
+
+
+ADVERSARIAL = [
+    ("size 4095", lambda im: im[:-1], "image has 4095 bytes"),
+    ("size 8192", lambda im: im + im, "image has 8192 bytes"),
+    ("empty", lambda im: b"", "image has 0 bytes"),
+    ("bad magic", lambda im: _with(im, 0, b"\0" * 8), "bad magic 0x0000000000000000"),
+    ("version", lambda im: _with(im, 8, struct.pack("<I", 2)), "layout version 2, expected 1"),
+    ("state", lambda im: _with(im, 12, struct.pack("<I", 4)), "invalid state 0x00000004"),
+    ("state max", lambda im: _with(im, 12, b"\xff" * 4), "invalid state 0xffffffff"),
+    ("no pid", lambda im: _with(im, 16, struct.pack("<i", 0)), "child pid 0"),
+    ("huge error len", lambda im: _with(im, 24, struct.pack("<I", 1 << 31)), "error length"),
+    ("error len at cap", lambda im: _with(im, 24, struct.pack("<I", 512)), "error length 512"),
+    ("unterminated error", lambda im: _with(_with(im, 24, struct.pack("<I", 5)), 32, b"A" * 512),
+     "not terminated"),
+    ("short error", lambda im: _with(_with(im, 24, struct.pack("<I", 5)), 32, b"AB\0"),
+     "not terminated at its length 5"),
+    ("unterminated device", lambda im: _with(im, OFF["device"], b"cpuxxxxx"), "device is not terminated"),
+    ("device name", lambda im: _with(im, OFF["device"], b"tpu\0"), "unknown device 'tpu'"),
+    ("device bytes", lambda im: _with(im, OFF["device"], b"\x80pu\0"), "unknown device '\\x80pu'"),
+    ("cpu with id", lambda im: _with(im, OFF["device_id"], struct.pack("<i", 2)), "device id 2"),
+    ("rank", lambda im: _with(im, OFF["rank"], struct.pack("<i", 3)), "rank 3 of 3"),
+    ("nranks", lambda im: _with(im, OFF["nranks"], struct.pack("<i", 0)), "rank 1 of 0"),
+    ("nbuffers", lambda im: _with(im, OFF["nbuffers"], struct.pack("<I", 1000)),
+     "1000 buffers exceed the maximum 50"),
+    ("huge window", lambda im: _with(im, OFF["window_size"], struct.pack("<Q", 1 << 63)),
+     "window size"),
+    ("unterminated window", lambda im: _with(im, OFF["window_name"], b"/" + b"w" * 31),
+     "window name is not terminated"),
+    ("window name", lambda im: _with(im, OFF["window_name"], b"no-slash\0"), "invalid window name"),
+    ("no window", lambda im: _with(im, OFF["window_name"], b"\0"), "buffers without a window name"),
+    ("unterminated cpus", lambda im: _with(im, OFF["cpus"], b"1" * 256), "cpu list is not terminated"),
+    ("unterminated buffer name", lambda im: _with(im, OFF["buffers"], b"n" * 48),
+     "buffer name is not terminated"),
+    ("empty buffer name", lambda im: _with(im, OFF["buffers"], b"\0"), "buffer 0 has no name"),
+    ("duplicate name", lambda im: _with(im, OFF["buffers"] + 64, b"alpha\0"), "'alpha' listed twice"),
+    ("misaligned", lambda im: _with(im, OFF["buffers"] + 48, struct.pack("<Q", 8)), "misaligned"),
+    ("overflowing", lambda im: _with(_with(im, OFF["buffers"] + 48, struct.pack("<Q", 2**64 - 64)),
+                                     OFF["buffers"] + 56, struct.pack("<Q", 128)), "outside the window"),
+    ("past the end", lambda im: _with(im, OFF["buffers"] + 56, struct.pack("<Q", 193)),
+     "outside the window"),
+]
+
+
+@pytest.mark.parametrize("label,mutate,why", ADVERSARIAL, ids=[a[0] for a in ADVERSARIAL])
+def test_adversarial_images_are_clean_errors(success_image, label, mutate, why):
+    with pytest.raises(MailboxError, match="^mailbox corrupted: ") as ei:
+        _native.parse_mailbox(mutate(success_image))
+    assert why in str(ei.value)
+
+
+def test_non_utf8_text_is_replaced_not_raised(success_image):
+    rep = _native.parse_mailbox(_with(success_image, OFF["buffers"], b"\xff\xfe\0"))
+    assert rep["context"]["buffers"][0][0] == "\ufffd\ufffd"
+
+
+def test_corrupted_live_mailbox_reads_as_an_error(box, success_image):
+    box.poke(OFF["buffers"] + 56, struct.pack("<Q", 1 << 40))
+    with pytest.raises(MailboxError, match="outside the window"):
+        box.mb.read()
+
+
+def _check_invariants(rep: dict) -> None:
+    assert rep["state"] in ("IDLE", "BOOTING", "SUCCESS", "ERROR")
+    assert len(rep["error"]) < _native.ERROR_CAP
+    ctx = rep["context"]
+    if ctx is not None:
+        for name, off, nbytes in ctx["buffers"]:
+            assert name and off % 64 == 0 and off + nbytes <= ctx["window_size"]
+
+
+def _parse_or_error(image: bytes) -> None:
+    try:
+        rep = _native.parse_mailbox(image)
+    except MailboxError as exc:
+        assert str(exc).startswith("mailbox corrupted: ")
+    else:
+        _check_invariants(rep)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(min_size=4096, max_size=4096))
+def test_random_images(data):
+    _parse_or_error(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.integers(0, 3), st.binary(min_size=4096 - 16, max_size=4096 - 16))
+def test_random_images_with_a_valid_header(state, rest):
+    head = struct.pack("<QII", _native.MAILBOX_MAGIC, 1, state)
+    _parse_or_error(head + rest)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(st.integers(0, 4095), st.integers(0, 255)), min_size=1, max_size=12))
+def test_mutated_valid_images(success_image, flips):
+    b = bytearray(success_image)
+    for off, val in flips:
+        b[off] = val
+    _parse_or_error(bytes(b))
