@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from tolerance.compare.rows import (SCHEMA, incompatibility, row_from_divergence,
-                                    row_to_json, rows_exit_code, unmeasured_row)
+                                    row_to_json, rows_exit_code, series_key,
+                                    unmeasured_row)
 from tolerance.io.npz import DEFAULT_CHUNK_BYTES, Archive, Member, normalize_axis, plan_chunk
 
 _END = object()
@@ -102,8 +103,8 @@ class DiffResult:
         """`<a>__<b>__<key>__max_abs` and `..__over` for every measured row."""
         out: dict[str, np.ndarray] = {}
         for (a, b, key), (s, over) in self.series.items():
-            out[f"{a}__{b}__{key}__max_abs"] = s
-            out[f"{a}__{b}__{key}__over"] = over
+            out[series_key(a, b, key, "max_abs")] = s
+            out[series_key(a, b, key, "over")] = over
         return out
 
 
