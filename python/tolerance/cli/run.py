@@ -13,7 +13,9 @@ import sys
 import click
 
 from tolerance.cli import _options
-from tolerance.cli._format import Progress, format_rows, summary_line
+from tolerance.cli._progress import Progress
+
+_NO_SYNC_WARNING = "WARNING: --no-sync: the boxes' code was NOT checked to be the same"
 
 
 @click.command("run")
@@ -32,7 +34,8 @@ def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str 
         sync_mode: str, no_sync: bool, chunk_mb: float, threads: int | None) -> None:
     """Run STEM on every box at once (one MPI rank per box) and compare the outputs."""
     from tolerance.collective.job import run_stem
-    from tolerance.collective.report import build_rows, exit_code_of, report_document, write_report
+    from tolerance.collective.mpi import world
+
     sync = sync_mode == "verify" and not no_sync
     debug = bool(ctx.obj and ctx.obj.get("debug"))
     progress = Progress(sys.stderr)
@@ -40,7 +43,6 @@ def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str 
                        chunk_mb=chunk_mb, threads=threads, debug=debug,
                        progress=progress.update if progress.live else None)
     progress.clear()
-    from tolerance.collective.mpi import world
     comm = world()
     code = outcome.exit_code
     if comm.Get_rank() == 0:
@@ -49,32 +51,39 @@ def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str 
             for line in outcome.detail:
                 click.echo(line, err=True)
         else:
-            code = _report(outcome, build_rows, exit_code_of, report_document, write_report)
-    code = comm.bcast(code, root=0)
-    ctx.exit(code)
+            code = _report(outcome)
+    ctx.exit(comm.bcast(code, root=0))
 
 
-def _report(outcome, build_rows, exit_code_of, report_document, write_report) -> int:
-    warn = "WARNING: --no-sync: the boxes' code was NOT checked to be the same"
+def _report(outcome) -> int:
+    """Rank 0: print the rows and the summary, write the report files; the exit code."""
+    from tolerance.collective.report import (build_rows, exit_code_of, report_document,
+                                             write_report)
+    from tolerance.compare.rows import describe_bounds, format_row, run_head, summarize
+
     if not outcome.sync:
-        click.echo(warn, err=True)
+        click.echo(_NO_SYNC_WARNING, err=True)
     click.echo(f"tolerance run {outcome.stem}  run {outcome.run_id}  "
                f"{len(outcome.infos)} boxes: " + " ".join(i["box"] for i in outcome.infos))
     for b in outcome.boxes:
         for c in b.get("chips", []):
             if c.get("status") != "finished":
-                tail = (c.get("stderr_tail") or "").strip().splitlines()[-1:] or [""]
+                tail = [ln for ln in (c.get("stderr_tail") or []) if ln.strip()][-1:]
                 click.echo(f"(warn) box {b.get('box')} chip {c.get('chip')}: {c.get('status')}"
                            f"{': ' + c['reason'] if c.get('reason') else ''}"
-                           f"{'  | ' + tail[0] if tail[0] else ''}")
+                           f"{'  | ' + tail[0].strip() if tail else ''}")
     rows, series = build_rows(outcome)
     code = exit_code_of(rows, outcome.boxes, outcome.participants)
     doc = report_document(outcome, rows, code)
-    for line in format_rows(rows, outcome.spec.bounds_for, style="run"):
-        click.echo(line)
+    width = max((len(run_head(r)) for r in rows), default=0)
+    steps = outcome.spec.steps_axis is not None
+    for r in rows:
+        b = outcome.spec.bounds_for(r["key"])
+        click.echo(format_row(r, head_width=width, steps=steps,
+                              bounds=describe_bounds(b.atol, b.rtol, b.ulp)))
     paths = write_report(outcome.run_dir, doc, series)
-    click.echo(summary_line(rows, extra=f"data moved {doc['bytes_moved']} B  "
-                                        f"report {paths['report']}"))
+    click.echo(summarize(rows, len(outcome.participants), len(outcome.spec.keys), code)
+               + f"; data moved {doc['bytes_moved']} B; report {paths['report']}")
     if not outcome.sync:
-        click.echo(warn, err=True)
+        click.echo(_NO_SYNC_WARNING, err=True)
     return code

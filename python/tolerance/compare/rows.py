@@ -130,20 +130,30 @@ def describe_bounds(atol: float = 0.0, rtol: float = 0.0, ulp: int | None = None
     return " ".join(parts) if parts else "exact"
 
 
+def run_head(row: Mapping[str, Any]) -> str:
+    """The head of a `tolerance run` line: `max‖z_b[pc2] − z_b[mac]‖ =`."""
+    return f"max‖{row['key']}[{row['a']}] − {row['key']}[{row['b']}]‖ ="
+
+
 def format_row(row: Mapping[str, Any], *, widths: tuple[int, int, int] = (0, 0, 0),
-               bounds: str = "exact", steps: bool = True) -> str:
+               bounds: str = "exact", steps: bool = True, head_width: int | None = None) -> str:
     """One aligned console line, e.g.
     `a.npz  b.npz  z_b  max|a-b| 3.2e-07 @ step 812  rel 4.1e-08  ulp 3  onset 790  FAIL (atol 1e-07)`
+    With `head_width` (the `tolerance run` style) the line opens with `run_head(row)` padded
+    to that width: `max‖z_b[pc2] − z_b[mac]‖ = 3.2e-07 @ step 812 ...`.
     """
-    wa, wb, wk = widths
-    head = f"{row['a']:<{wa}}  {row['b']:<{wb}}  {row['key']:<{wk}}  "
+    if head_width is not None:
+        head, label = f"{run_head(row):<{head_width}} ", ""
+    else:
+        wa, wb, wk = widths
+        head, label = f"{row['a']:<{wa}}  {row['b']:<{wb}}  {row['key']:<{wk}}  ", "max|a-b| "
     if row["status"] == UNMEASURED:
-        return head + f"max|a-b| {'nan':<8}  (warn) unmeasured: {row['reason']}"
+        return head + f"{label}{'nan':<8}  (warn) unmeasured: {row['reason']}"
     where = ""
     if row["argmax"] is not None and len(row["argmax"]) and row["max_abs"] != 0:
         where = (f"@ step {row['step']}" if steps
                  else "@ [" + ",".join(str(i) for i in row["argmax"]) + "]")
-    parts = [f"max|a-b| {_g(row['max_abs']):<8} {where:<13}", f"rel {_g(row['max_rel']):<8}"]
+    parts = [f"{label}{_g(row['max_abs']):<8} {where:<13}", f"rel {_g(row['max_rel']):<8}"]
     parts.append(f"ulp {row['max_ulp']:<5}" if row["max_ulp"] is not None else " " * 9)
     parts.append(f"{'over ' + str(row['count_over']) + '/' + str(row['size']):<18}")
     if steps:

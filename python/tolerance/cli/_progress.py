@@ -1,0 +1,29 @@
+"""A live status line on a terminal (stderr), for `tolerance run`; silent elsewhere."""
+from __future__ import annotations
+
+import shutil
+from typing import TextIO
+
+
+class Progress:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.live = bool(getattr(stream, "isatty", lambda: False)())
+        self._shown = False
+
+    def _width(self) -> int:
+        return max(20, shutil.get_terminal_size((100, 20)).columns - 1)
+
+    def update(self, text: str) -> None:
+        if not self.live:
+            return
+        width = self._width()
+        self.stream.write("\r" + text[:width].ljust(width))
+        self.stream.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            self.stream.write("\r" + " " * self._width() + "\r")
+            self.stream.flush()
+            self._shown = False
