@@ -145,41 +145,8 @@ class _Inflater:
         self.pos += len(block)
         self.tail = block
 
-    def read(self, n: int) -> bytes:
-        """Exactly n more bytes of the member (fewer is an error)."""
-        m = self.member
-        if self.produced + n > m.file_size:
-            raise _err(m.path, m.key, "read past the declared member size")
-        parts = []
-        want = n
-        d = self.d
-        while want:
-            if not self.tail:
-                if d.eof:  # type: ignore[attr-defined]
-                    raise _err(m.path, m.key, "deflate stream ends before the header's "
-                               "shape x itemsize")
-                self._feed()
-            before = len(self.tail)
-            try:
-                out = d.decompress(self.tail, want)  # type: ignore[attr-defined]
-            except zlib.error as exc:
-                raise _err(m.path, m.key, f"corrupt deflate stream ({exc})") from None
-            self.tail = d.unconsumed_tail  # type: ignore[attr-defined]
-            if d.eof and not out and want:  # type: ignore[attr-defined]
-                raise _err(m.path, m.key, "deflate stream ends before the header's "
-                           "shape x itemsize")
-            if not out and self.tail and len(self.tail) == before:
-                raise _err(m.path, m.key, "corrupt deflate stream (no progress)")
-            if out:
-                parts.append(out)
-                want -= len(out)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        self.produced += n
-        self.crc = zlib.crc32(data, self.crc)
-        return data
-
-    def readinto(self, buf: memoryview) -> None:
-        """Fill buf exactly (one copy from zlib's output into buf)."""
+    def _fill(self, buf: memoryview) -> None:
+        """Inflate exactly len(buf) bytes into buf, never past the declared member size."""
         m = self.member
         n = len(buf)
         if self.produced + n > m.file_size:
@@ -187,11 +154,13 @@ class _Inflater:
         d = self.d
         filled = 0
         while filled < n:
-            if not self.tail:
-                if d.eof:  # type: ignore[attr-defined]
-                    raise _err(m.path, m.key, "deflate stream ends before the header's "
-                               "shape x itemsize")
+            # zlib may hold inflated output back (max_length): ask it with no new input
+            # before calling the stream truncated
+            if not self.tail and self.pos < self.end and not d.eof:  # type: ignore[attr-defined]
                 self._feed()
+            if d.eof:  # type: ignore[attr-defined]
+                raise _err(m.path, m.key, "deflate stream ends before the header's "
+                           "shape x itemsize")
             before = len(self.tail)
             try:
                 out = d.decompress(self.tail, n - filled)  # type: ignore[attr-defined]
@@ -204,9 +173,26 @@ class _Inflater:
             elif d.eof:  # type: ignore[attr-defined]
                 raise _err(m.path, m.key, "deflate stream ends before the header's "
                            "shape x itemsize")
+            elif not self.tail and self.pos >= self.end:
+                raise _err(m.path, m.key, "deflate stream is truncated (ends before the "
+                           "header's shape x itemsize)")
             elif self.tail and len(self.tail) == before:
                 raise _err(m.path, m.key, "corrupt deflate stream (no progress)")
         self.produced += n
+
+    def read(self, n: int) -> bytes:
+        """The next n bytes (headers: small, so the CRC is folded here, in this thread)."""
+        if self.worker is not None:
+            raise RuntimeError("read() after readinto(): the CRC is being folded elsewhere")
+        buf = bytearray(n)
+        self._fill(memoryview(buf))
+        self.crc = zlib.crc32(buf, self.crc)
+        return bytes(buf)
+
+    def readinto(self, buf: memoryview) -> None:
+        """Fill buf exactly (one copy from zlib's output into buf); the CRC is folded in a
+        thread of its own, overlapping the next inflation."""
+        self._fill(buf)
         if self.worker is None:
             self.worker = _CrcWorker(self.crc)
         self.worker.add(buf)  # buf is not written again: the chunk it belongs to is new
@@ -220,8 +206,8 @@ class _Inflater:
         m = self.member
         d = self.d
         while not d.eof:  # type: ignore[attr-defined]
-            if not self.tail:
-                self._feed_or_truncated()
+            if not self.tail and self.pos < self.end:
+                self._feed()
             before = len(self.tail)
             try:
                 out = d.decompress(self.tail, 1)  # type: ignore[attr-defined]
@@ -231,6 +217,8 @@ class _Inflater:
             if out:
                 raise _err(m.path, m.key, "deflate stream holds more data than the header's "
                            "shape x itemsize (zip bomb?)")
+            if not d.eof and not self.tail and self.pos >= self.end:  # type: ignore[attr-defined]
+                raise _err(m.path, m.key, "deflate stream is truncated (no end marker)")
             if not d.eof and self.tail and len(self.tail) == before:  # type: ignore[attr-defined]
                 raise _err(m.path, m.key, "corrupt deflate stream (no progress)")
         if self.worker is not None:
@@ -239,13 +227,6 @@ class _Inflater:
         if (self.crc & 0xFFFFFFFF) != m.crc:
             raise _err(m.path, m.key, f"CRC-32 mismatch (directory {m.crc:08x}, data "
                        f"{self.crc & 0xFFFFFFFF:08x})")
-
-    def _feed_or_truncated(self) -> None:
-        m = self.member
-        if self.pos >= self.end:
-            raise _err(m.path, m.key, "deflate stream is truncated (no end marker)")
-        self._feed()
-
 
 @dataclass
 class Member:
