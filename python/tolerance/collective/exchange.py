@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from tolerance.collective.plan import block_ranges, normalize_axis, pair_owner
 from tolerance.compare.kernel import Accumulator
+from tolerance.compare.rows import incompatibility
 
 # 128-bit digests: a collision between two different blocks that would hide a real
 # difference has probability ~2^-128 per pair of blocks; blake2b is in every Python.
@@ -69,7 +70,6 @@ class ExchangeStats:
     bytes_sent: int = 0          # data bytes (array payloads) this rank sent
     blocks: int = 0              # blocks hashed
     blocks_equal: int = 0        # (pair, block) folds that moved no data
-    per_pair_bytes: dict = field(default_factory=dict)  # (a, b, key) -> data bytes moved for it
 
 
 def block_digest(block: np.ndarray) -> bytes:
@@ -81,21 +81,16 @@ def block_digest(block: np.ndarray) -> bytes:
     return h.digest()
 
 
-def pair_problem(key: str, a_label: str, b_label: str, a_meta, b_meta, ulp) -> str | None:
-    """Why a pair of metas cannot be compared, or None. Mirrors `tolerance diff`'s rules."""
+def pair_problem(a_label: str, b_label: str, a_meta, b_meta, ulp,
+                 steps_axis: int | None) -> str | None:
+    """Why a pair cannot be compared (the reason of its unmeasured row), or None: a side
+    without the key, then the same checks as `tolerance diff` (compare.rows)."""
     for label, meta in ((a_label, a_meta), (b_label, b_meta)):
         if isinstance(meta, str):
             return f"{label}: {meta}"
     (sa, da), (sb, db) = a_meta, b_meta
-    if tuple(sa) != tuple(sb):
-        return f"shape mismatch: {a_label} {tuple(sa)} vs {b_label} {tuple(sb)}"
-    ka, kb = np.dtype(da), np.dtype(db)
-    kind = {"b": "int", "i": "int", "u": "int", "f": "float"}
-    if kind.get(ka.kind) != kind.get(kb.kind):
-        return f"dtype mismatch: {a_label} {ka} vs {b_label} {kb}"
-    if ulp is not None and (ka.kind != "f" or ka.newbyteorder("=") != kb.newbyteorder("=")):
-        return f"ulp bound needs the same float type: {a_label} {ka} vs {b_label} {kb}"
-    return None
+    return incompatibility(tuple(sa), np.dtype(da), tuple(sb), np.dtype(db), ulp=ulp,
+                           steps_axis=steps_axis)
 
 
 def exchange(comm, sources: Sequence[BlockSource], failures: Sequence[tuple[str, str]],
@@ -140,8 +135,8 @@ def exchange(comm, sources: Sequence[BlockSource], failures: Sequence[tuple[str,
         by_shape: dict[tuple, list[tuple[int, int]]] = {}
         for i in range(n):
             for j in range(i + 1, n):
-                why = pair_problem(key, participants[i].label, participants[j].label,
-                                   metas[i], metas[j], bounds.ulp)
+                why = pair_problem(participants[i].label, participants[j].label,
+                                   metas[i], metas[j], bounds.ulp, steps_axis)
                 if why is not None:
                     outcomes.append(PairOutcome(i, j, key, reason=why))
                     continue
@@ -154,7 +149,6 @@ def exchange(comm, sources: Sequence[BlockSource], failures: Sequence[tuple[str,
     # Gather every rank's owned outcomes to rank 0, in a global order.
     all_outcomes = comm.gather(outcomes, root=0)
     total_sent = comm.reduce(stats.bytes_sent, root=0)
-    pair_bytes = comm.gather(stats.per_pair_bytes, root=0)
     if rank != 0:
         return participants, [], stats
     merged: dict[tuple[int, int, str], PairOutcome] = {}
@@ -162,10 +156,6 @@ def exchange(comm, sources: Sequence[BlockSource], failures: Sequence[tuple[str,
         for o in part:
             merged[(o.a, o.b, o.key)] = o
     stats.bytes_sent = int(total_sent)
-    stats.per_pair_bytes = {}
-    for d in pair_bytes:
-        for k, v in d.items():
-            stats.per_pair_bytes[k] = stats.per_pair_bytes.get(k, 0) + v
     key_order = {k: i for i, k in enumerate(keys)}
     ordered = sorted(merged.values(), key=lambda o: (key_order[o.key], o.a, o.b))
     return participants, ordered, stats
@@ -216,11 +206,6 @@ def _compare_shape(comm, rank, participants, local_index, metas, key, shape, pai
                 keep.append(buf)
                 requests.append(comm.Isend(buf, dest=dest, tag=other))
                 stats.bytes_sent += buf.nbytes
-                for i, j in pairs:
-                    if other in (i, j) and participants[pair_owner(i, j, n)].rank == dest \
-                            and digests[i] != digests[j]:
-                        k = (participants[i].label, participants[j].label, key)
-                        stats.per_pair_bytes[k] = stats.per_pair_bytes.get(k, 0) + buf.nbytes
         received: dict[int, np.ndarray] = {}
         for other, dest in sorted(wanted):
             if dest == rank:
