@@ -352,7 +352,8 @@ inline bool fast_block_avx2(const double* a, const double* b, size_t len, const 
 //      underflow since rtol*mx >= 2^-249 when non-zero). A = fl32(atol), R = fl32(rtol)
 //      are within 2^-24 relative (normal float32), so R*mx + A = B(1+e'), |e'| <= 2^-24,
 //      and fma32(R, mx, A) is within 2^-23 B + 2^-150 of B (the absolute term for a
-//      subnormal result). With |values| < 2^100 nothing overflows.
+//      subnormal result); (3) applies this to the constants with the margins folded in.
+//      With |values| < 2^100 nothing overflows.
 //  (3) The margins are folded into the constants: lo = max(fma32(Rlo, mx, Alo), 0) and
 //      hi = fma32(Rhi, mx, Ahi), Rlo = fl32(rtol(1-2^-18)), Alo = fl32(atol(1-2^-18) -
 //      2^-120), Rhi = fl32(rtol(1+2^-18)), Ahi = fl32(atol(1+2^-18) + 2^-120) (each
@@ -374,7 +375,11 @@ inline bool fast_block_avx2(const double* a, const double* b, size_t len, const 
 //      its largest x and largest d64. A block whose largest d32 is below Rf (the largest
 //      float32 <= the running float64 maximum) cannot raise it: d32 < Rf => x <= Rf (x
 //      rounds to d32) => d64 <= Rf. Otherwise the lanes with d32 equal to the block's
-//      largest are rescanned in float64 for the exact maximum.
+//      largest are rescanned in float64 for the exact maximum (deferred: PreMax). Two
+//      lanes with different d32 can still share one d64 (x on both sides of a float32
+//      midpoint), so the first index of a new best_abs is searched over the whole run.
+//  The test is `d32 >= max(fl32(t*mx), 2^-149)` for (4): false exactly when d32 == 0 or
+//  d32 < fl32(t*mx).
 //  (6) max_ulp and the ULP bound are integer arithmetic on the float32 bit patterns.
 struct PreF32 {
     bool on = false;
