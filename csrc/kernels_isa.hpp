@@ -12,6 +12,7 @@
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -329,6 +330,246 @@ inline bool fast_block_avx2(const double* a, const double* b, size_t len, const 
     thr_io = as_vd(_mm256_mul_pd(as_pd(brel_io), shrink));
     return true;
 }
+
+// ---- float32 pre-filter: the whole block in float32 lanes, exact figures -----------------
+// The float32 fast block above converts every element to float64 (the contract computes
+// |a-b| and the bound test in float64). This pre-filter decides each lane in float32 with
+// proven error margins and gives up (returns false, the caller then refolds the block on
+// the exact float64 path) when a lane lies too near its bound, when the block holds a value
+// of magnitude >= 2^100 (this also catches NaN, inf and a float32 difference that
+// overflows), or when the parameters are outside the range the margins are proven for.
+// Figures it returns are bit-identical to the float64 path's.
+//
+// Notation: x = |a-b| exactly (reals), d32 = fl32(x) (float32 subtraction, correctly
+// rounded), d64 = fl64(x) (the contract's value), mx = max(|a|,|b|) (a float32, exact in
+// float64), B = atol + rtol*mx in reals with the float64 atol/rtol, B64 = fl64(atol +
+// fl64(rtol*mx)) (the contract's bound).
+//  (1) d32(1-2^-23) <= x <= d32(1+2^-23): rounding to nearest moves a normal value by at
+//      most half an ulp, and where d32 < 2^-126 the subtraction of two float32 is exact.
+//      d32 == 0 <=> x == 0 <=> d64 == 0. Rounding is monotone: x <= y => fl(x) <= fl(y).
+//  (2) Parameters: atol and rtol are each 0 or in [2^-100, 2^100] (rtol <= 2^20); then
+//      B64 = B(1+e), |e| <= 2^-52 (two float64 roundings of non-negative terms, no
+//      underflow since rtol*mx >= 2^-249 when non-zero). A = fl32(atol), R = fl32(rtol)
+//      are within 2^-24 relative (normal float32), so R*mx + A = B(1+e'), |e'| <= 2^-24,
+//      and fma32(R, mx, A) is within 2^-23 B + 2^-150 of B (the absolute term for a
+//      subnormal result); (3) applies this to the constants with the margins folded in.
+//      With |values| < 2^100 nothing overflows.
+//  (3) The margins are folded into the constants: lo = max(fma32(Rlo, mx, Alo), 0) and
+//      hi = fma32(Rhi, mx, Ahi), Rlo = fl32(rtol(1-2^-18)), Alo = fl32(atol(1-2^-18) -
+//      2^-120), Rhi = fl32(rtol(1+2^-18)), Ahi = fl32(atol(1+2^-18) + 2^-120) (each
+//      rounding adds <= 2^-24 relative, or 2^-150 absolute below 2^-126). As in (2):
+//      lo <= B(1-2^-19) when lo > 0, and hi >= B(1+2^-19) + 2^-121.
+//      Certainly inside: d32 <= lo. Either d32 == 0 (inside, d64 == 0 <= B64), or
+//      x <= lo(1+2^-23) < B(1-2^-52) <= B64, so d64 = fl64(x) <= B64 by monotonicity.
+//      Certainly outside: d32 > hi >= 2^-121 (normal), x >= d32(1-2^-23) > B(1+2^-20),
+//      d64 >= x(1-2^-53) > B(1+2^-52) >= B64. Any lane neither => the block is refolded.
+//      With atol == rtol == 0 the test is exact: lo = hi = 0 and d32 > 0 <=> d64 > 0.
+//  (4) max_rel: a lane whose running float64 maximum is r >= 2^-100 gets the float32
+//      threshold t = fl32(fl64(r(1-2^-20))) <= r(1-2^-21) (t = 0 when r < 2^-100). The
+//      lane is skipped (its relative difference cannot exceed r) when d32 == 0, or when
+//      d32 < p = fl32(t*mx): p is the nearest float32 to t*mx, so a float32 strictly
+//      below it is below t*mx in reals (also when p is subnormal or inf). Then
+//      d64 <= x(1+2^-53) <= d32(1+2^-23)(1+2^-53) < r*mx, so fl64(d64/mx) <= r. Other
+//      lanes of the 8 get their exact float64 division, as on the float64 path.
+//  (5) max_abs: d32 is monotone in x, so the lanes with the largest d32 of the block hold
+//      its largest x and largest d64. A block whose largest d32 is below Rf (the largest
+//      float32 <= the running float64 maximum) cannot raise it: d32 < Rf => x <= Rf (x
+//      rounds to d32) => d64 <= Rf. Otherwise the lanes with d32 equal to the block's
+//      largest are rescanned in float64 for the exact maximum (deferred: PreMax). Two
+//      lanes with different d32 can still share one d64 (x on both sides of a float32
+//      midpoint), so the first index of a new best_abs is searched over the whole run.
+//  The test is `d32 >= max(fl32(t*mx), 2^-149)` for (4): false exactly when d32 == 0 or
+//  d32 < fl32(t*mx).
+//  (6) max_ulp and the ULP bound are integer arithmetic on the float32 bit patterns.
+struct PreF32 {
+    bool on = false;
+    float Alo = 0.0f, Rlo = 0.0f, Ahi = 0.0f, Rhi = 0.0f;
+};
+inline PreF32 pre_f32_params(const Params& p) {
+    PreF32 c;
+    auto ok = [](double v, double hi) { return v == 0.0 || (v >= 0x1p-100 && v <= hi); };
+    if (!ok(p.atol, 0x1p100) || !ok(p.rtol, 0x1p20)) return c;
+    c.on = true;
+    if (p.atol == 0.0 && p.rtol == 0.0) return c;  // lo = hi = 0: the exact test
+    const double eta = 0x1p-120;
+    c.Alo = static_cast<float>(p.atol * (1.0 - 0x1p-18) - eta);
+    c.Rlo = static_cast<float>(p.rtol * (1.0 - 0x1p-18));
+    c.Ahi = static_cast<float>(p.atol * (1.0 + 0x1p-18) + eta);
+    c.Rhi = static_cast<float>(p.rtol * (1.0 + 0x1p-18));
+    return c;
+}
+
+inline __m128 rel_threshold32(__m256d r) {  // (4): t = fl32(r(1-2^-20)), 0 below 2^-100
+    const __m256d t = _mm256_mul_pd(r, _mm256_set1_pd(1.0 - 0x1p-20));
+    return _mm256_cvtpd_ps(_mm256_and_pd(t, _mm256_cmp_pd(r, _mm256_set1_pd(0x1p-100), _CMP_GE_OQ)));
+}
+
+template <bool WantUlp>
+inline bool pre_block_f32(const float* a, const float* b, size_t len, const Params& p,
+                          const PreF32& c, bool check_ulp, vd& brel_io, int64_t& over,
+                          uint64_t& ulpmax, float& m32) {
+    const __m256i mag = _mm256_set1_epi32(0x7fffffff);
+    const __m256 absf = _mm256_castsi256_ps(mag);
+    const __m256 Alo = _mm256_set1_ps(c.Alo), Rlo = _mm256_set1_ps(c.Rlo);
+    const __m256 Ahi = _mm256_set1_ps(c.Ahi), Rhi = _mm256_set1_ps(c.Rhi);
+    const __m256 zf = _mm256_setzero_ps(), minsub = _mm256_set1_ps(0x1p-149f);
+    const __m256d zero = _mm256_setzero_pd();
+    const __m256i lim = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(
+        p.ulp > 0xffffffffu ? 0xffffffffu : p.ulp)));
+    const __m256i ones = _mm256_set1_epi32(-1);
+    __m256d rel0 = as_pd(brel_io), rel1 = rel0;
+    __m256 t32 = _mm256_set_m128(rel_threshold32(rel1), rel_threshold32(rel0));
+    __m256 vmax = _mm256_set1_ps(-1.0f);
+    __m256 unc = _mm256_setzero_ps();
+    __m256i nin = _mm256_setzero_si256();  // per-lane inside counts (<= 128 a lane)
+    __m256i nf = _mm256_setzero_si256(), um = _mm256_setzero_si256();
+    // The exact float64 relative differences of the 8 pairs at j, folded into the maxima.
+    auto rel_exact = [&](size_t j) {
+        const __m256 fa = _mm256_loadu_ps(a + j), fb = _mm256_loadu_ps(b + j);
+        const __m256 mx = _mm256_castsi256_ps(_mm256_max_epu32(
+            _mm256_and_si256(_mm256_castps_si256(fa), mag), _mm256_and_si256(_mm256_castps_si256(fb), mag)));
+        const __m256d absd = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffff));
+        const __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(fa));
+        const __m256d a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(fa, 1));
+        const __m256d b0 = _mm256_cvtps_pd(_mm256_castps256_ps128(fb));
+        const __m256d b1 = _mm256_cvtps_pd(_mm256_extractf128_ps(fb, 1));
+        const __m256d m0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mx));
+        const __m256d m1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mx, 1));
+        const __m256d d0 = _mm256_and_pd(_mm256_sub_pd(a0, b0), absd);
+        const __m256d d1 = _mm256_and_pd(_mm256_sub_pd(a1, b1), absd);
+        const __m256d r0 = _mm256_and_pd(_mm256_cmp_pd(m0, zero, _CMP_GT_OQ), _mm256_div_pd(d0, m0));
+        const __m256d r1 = _mm256_and_pd(_mm256_cmp_pd(m1, zero, _CMP_GT_OQ), _mm256_div_pd(d1, m1));
+        rel0 = _mm256_max_pd(r0, rel0);
+        rel1 = _mm256_max_pd(r1, rel1);
+        t32 = _mm256_set_m128(rel_threshold32(rel1), rel_threshold32(rel0));
+    };
+    // 8 pairs at j; returns the lanes that may raise max_rel (4)
+    auto step = [&](size_t j) {
+        const __m256 fa = _mm256_loadu_ps(a + j), fb = _mm256_loadu_ps(b + j);
+        const __m256i ia = _mm256_castps_si256(fa), ib = _mm256_castps_si256(fb);
+        const __m256i ua = _mm256_and_si256(ia, mag), ub = _mm256_and_si256(ib, mag);
+        const __m256i umx = _mm256_max_epu32(ua, ub);
+        nf = _mm256_max_epu32(nf, umx);
+        __m256i ulp_in = ones;
+        if constexpr (WantUlp) {  // ordered images differ by < 2^32: max - min in 32 bits
+            const __m256i oa = _mm256_sign_epi32(ua, ia), ob = _mm256_sign_epi32(ub, ib);
+            const __m256i ud = _mm256_sub_epi32(_mm256_max_epi32(oa, ob), _mm256_min_epi32(oa, ob));
+            um = _mm256_max_epu32(um, ud);
+            if (check_ulp) ulp_in = _mm256_cmpeq_epi32(_mm256_max_epu32(ud, lim), lim);
+        }
+        const __m256 mx = _mm256_castsi256_ps(umx);
+        const __m256 d = _mm256_and_ps(_mm256_sub_ps(fa, fb), absf);
+        vmax = _mm256_max_ps(vmax, d);
+        // (3): inside (bound and ULP) counted per lane; lo < d <= hi: not certain
+        const __m256 lo = _mm256_max_ps(_mm256_fmadd_ps(Rlo, mx, Alo), zf);
+        const __m256 hi = _mm256_fmadd_ps(Rhi, mx, Ahi);
+        const __m256 in_hi = _mm256_cmp_ps(d, hi, _CMP_LE_OQ);
+        unc = _mm256_or_ps(unc, _mm256_andnot_ps(_mm256_cmp_ps(d, lo, _CMP_LE_OQ), in_hi));
+        nin = _mm256_sub_epi32(nin, _mm256_and_si256(_mm256_castps_si256(in_hi), ulp_in));
+        return _mm256_cmp_ps(d, _mm256_max_ps(_mm256_mul_ps(t32, mx), minsub), _CMP_GE_OQ);
+    };
+    // a lane that compared nothing yet (rel < 0) must take its first value whatever it is
+    if (_mm256_movemask_pd(_mm256_cmp_pd(rel0, zero, _CMP_LT_OQ)) != 0) rel_exact(0);
+    size_t j = 0;
+    for (; j + 16 <= len; j += 16) {
+        // one cache line of each input a step: ask for the lines 2 KiB ahead (the hardware
+        // prefetcher alone leaves a single thread short of the memory bandwidth here)
+        // (an address past the end is harmless: a prefetch never faults)
+        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(a + j) + 2048), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(b + j) + 2048), _MM_HINT_T0);
+        const __m256 c0 = step(j), c1 = step(j + 8);
+        if (_mm256_movemask_ps(_mm256_or_ps(c0, c1))) {
+            if (_mm256_movemask_ps(c0)) rel_exact(j);
+            if (_mm256_movemask_ps(c1)) rel_exact(j + 8);  // c1 used the older, lower t32
+        }
+    }
+    if (j < len && _mm256_movemask_ps(step(j))) rel_exact(j);
+    if (_mm256_movemask_ps(unc) != 0) return false;
+    alignas(32) std::uint32_t nfv[8], umv[8], ninv[8];
+    alignas(32) float mv[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(ninv), nin);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(nfv), nf);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(umv), um);
+    _mm256_store_ps(mv, vmax);
+    int64_t cnt = static_cast<int64_t>(len);
+    float m = -1.0f;
+    uint64_t u = ulpmax;
+    for (int k = 0; k < 8; ++k) {
+        if (nfv[k] >= 0x71800000u) return false;  // |value| >= 2^100, inf or NaN
+        cnt -= ninv[k];
+        u = std::max<uint64_t>(u, umv[k]);
+        m = std::max(m, mv[k]);
+    }
+    ulpmax = u;
+    over = cnt;
+    m32 = m;
+    brel_io = as_vd(_mm256_max_pd(rel0, rel1));
+    return true;
+}
+
+// (5): the exact float64 maximum of |a-b| over the lanes whose float32 |a-b| equals m32.
+inline double pre_block_max64(const float* a, const float* b, size_t len, float m32) {
+    const __m256 absf = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 vm = _mm256_set1_ps(m32);
+    double m = -1.0;
+    for (size_t j = 0; j < len; j += 8) {
+        const __m256 d = _mm256_and_ps(_mm256_sub_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j)), absf);
+        unsigned bits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(d, vm, _CMP_EQ_OQ)));
+        while (bits) {
+            const size_t k = j + static_cast<size_t>(__builtin_ctz(bits));
+            bits &= bits - 1;
+            m = std::max(m, abs_diff(static_cast<double>(a[k]), static_cast<double>(b[k])));
+        }
+    }
+    return m;
+}
+
+// (5), deferred: the blocks of a run whose largest float32 |a-b| equals the run's largest
+// so far (r32) are remembered, and rescanned in float64 only when the run ends, when the
+// list is full, or before a block on the float64 path (which then finds exact maxima
+// before it, as it expects). A block whose largest is above r32 empties the list.
+struct PreMax {
+    float r32;
+    int nc = 0;
+    size_t at[8];
+    size_t len[8];
+    explicit PreMax(double running) {  // the largest float32 <= the running maximum
+        r32 = running < 0.0 ? -1.0f : static_cast<float>(running);
+        if (static_cast<double>(r32) > running)
+            r32 = std::nextafter(r32, -std::numeric_limits<float>::infinity());
+    }
+    // Folds the remembered blocks into vmax; a new best_abs gets the first index of its
+    // value among a[0..end) (a lane of another block may hold the same float64 value).
+    void flush(const float* a, const float* b, vd& vmax, RunStats& rs, int64_t base, size_t end) {
+        if (nc == 0) return;
+        double m64 = -1.0;
+        for (int c = 0; c < nc; ++c) m64 = std::max(m64, pre_block_max64(a + at[c], b + at[c], len[c], r32));
+        nc = 0;
+        vmax[0] = std::max(vmax[0], m64);
+        const double m = hmax(vmax, -1.0);
+        if (m > rs.best_abs) {
+            for (size_t k = 0; k < end; ++k) {
+                if (abs_diff(static_cast<double>(a[k]), static_cast<double>(b[k])) == m) {
+                    rs.best_abs = m;
+                    rs.arg_abs = base + static_cast<int64_t>(k);
+                    break;
+                }
+            }
+        }
+    }
+    void add(const float* a, const float* b, vd& vmax, RunStats& rs, int64_t base, size_t i,
+             size_t n, float m32) {
+        if (m32 > r32) {
+            r32 = m32;
+            nc = 0;
+        }
+        if (m32 < r32) return;  // cannot raise the maximum
+        if (nc == 8) flush(a, b, vmax, rs, base, i);
+        at[nc] = i;
+        len[nc] = n;
+        ++nc;
+    }
+};
 #else
 #define TOLERANCE_AVX2_FAST 0
 #endif
@@ -362,10 +603,16 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
     const vui vulp = splat<vui>(ulp_lim);
     const bool ulp_all = p.ulp >= std::numeric_limits<UI>::max();  // every distance fits
     const double shrink = 1.0 - 0x1p-50;
+#if TOLERANCE_AVX2_FAST
+    [[maybe_unused]] const PreF32 pre = std::is_same_v<T, float> ? pre_f32_params(p) : PreF32{};
+#endif
 
     vi c_over = splat<vi>(int64_t{0}), c_nm = c_over, c_nb = c_over, c_inf = c_over;
     vui v_ulp = splat<vui>(UI{0});
     vd vmax = splat<vd>(rs.run_max);
+#if TOLERANCE_AVX2_FAST
+    [[maybe_unused]] PreMax premax(rs.run_max);
+#endif
     vd brel = splat<vd>(rs.best_rel);
     vd thr = brel * shrink;
     size_t i = 0;
@@ -377,7 +624,29 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
         vd f_max = vmax, f_rel = brel, f_thr = thr;
         bool finite = true;
 #if TOLERANCE_AVX2_FAST
-        if constexpr (true) {
+        bool pre_done = false;
+        if constexpr (std::is_same_v<T, float>) {
+            if (pre.on) {
+                int64_t cnt = 0;
+                uint64_t um = 0;
+                float m32 = 0.0f;
+                vd p_rel = brel;
+                if (pre_block_f32<WantUlp>(a + i, b + i, len, p, pre, check_ulp && !ulp_all, p_rel,
+                                           cnt, um, m32)) {
+                    pre_done = true;
+                    f_over[0] += cnt;
+                    f_ulp[0] = std::max(f_ulp[0], static_cast<UI>(um));
+                    f_rel = p_rel;
+                    f_thr = p_rel * shrink;
+                    premax.add(a, b, f_max, rs, base, i, len, m32);
+                } else {
+                    premax.flush(a, b, vmax, rs, base, i);
+                    f_max = vmax;
+                }
+            }
+        }
+        if (pre_done) {
+        } else if constexpr (true) {
             int64_t cnt = 0;
             uint64_t um = 0;
             finite = fast_block_avx2<WantUlp>(a + i, b + i, len, p, check_ulp && !ulp_all, f_max,
@@ -482,6 +751,9 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
         }
         i += len;
     }
+#if TOLERANCE_AVX2_FAST
+    if constexpr (std::is_same_v<T, float>) premax.flush(a, b, vmax, rs, base, i);
+#endif
     rs.run_max = std::max(rs.run_max, hmax(vmax, -1.0));
     rs.count_over += hsum(c_over);
     rs.nan_mismatch += hsum(c_nm);
