@@ -6,6 +6,7 @@ ordered-integer ULP images from integer views with Python-int distances, Python 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -136,3 +137,16 @@ def same_divergence(d1, d2) -> None:
         assert getattr(d1, k) == getattr(d2, k), (k, getattr(d1, k), getattr(d2, k))
     assert d1.series.tobytes() == d2.series.tobytes()
     assert d1.series_over.tobytes() == d2.series_over.tobytes()
+
+
+@contextlib.contextmanager
+def kernel(name):
+    """Run the block with the native kernel path `name` forced (restored afterwards)."""
+    from tolerance import _native
+
+    before = _native.kernel_isa()
+    assert _native._set_kernel(name) == name
+    try:
+        yield
+    finally:
+        _native._set_kernel(before)

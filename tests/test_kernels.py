@@ -7,7 +7,6 @@ threads 1 == threads N.
 """
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from _oracle import FLOATS, check_against_oracle, oracle, same_divergence
+from _oracle import FLOATS, check_against_oracle, kernel, oracle, same_divergence
 import tolerance
 from tolerance import Accumulator, divergence
 from tolerance import _native
@@ -24,16 +23,6 @@ KERNELS = _native._available_kernels()
 INTS = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-@contextlib.contextmanager
-def kernel(name):
-    before = _native.kernel_isa()
-    assert _native._set_kernel(name) == name
-    try:
-        yield
-    finally:
-        _native._set_kernel(before)
 
 
 # ---- strategies -----------------------------------------------------------------------

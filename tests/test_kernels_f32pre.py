@@ -6,14 +6,13 @@ the running maxima, then check every figure against the oracle and against the s
 kernel, bit for bit."""
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _oracle import check_against_oracle, oracle, same_divergence
+from _oracle import check_against_oracle, kernel, oracle, same_divergence
 from tolerance import divergence
 from tolerance import _native
 
@@ -21,16 +20,6 @@ KERNELS = _native._available_kernels()
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 F32 = np.float32
-
-
-@contextlib.contextmanager
-def kernel(name):
-    before = _native.kernel_isa()
-    assert _native._set_kernel(name) == name
-    try:
-        yield
-    finally:
-        _native._set_kernel(before)
 
 
 def d64(a, b):
