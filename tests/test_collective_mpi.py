@@ -7,7 +7,6 @@ import sys
 from itertools import combinations
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import tolerance

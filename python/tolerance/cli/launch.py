@@ -49,7 +49,7 @@ def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: s
         plan = build_plan(cluster, stem, mpiexec=mpiexec, flavor=flavor, cluster_path=path,
                           specs_dir=specs_abs, extra=extra)
         if plan.hostfile:
-            click.echo(f"# hostfile:\n" + "".join(f"#   {l}\n" for l in plan.hostfile.splitlines()),
+            click.echo("# hostfile:\n" + "".join(f"#   {ln}\n" for ln in plan.hostfile.splitlines()),
                        nl=False)
         click.echo(plan.shell())
         ctx.exit(0)

@@ -91,7 +91,7 @@ def summary_markdown(doc: dict) -> str:
         lines.append(f"| {r['a']} | {r['b']} | {r['key']} | {_num(r['max_abs'])} | "
                      f"{_opt(r['step'])} | {_num(r['max_rel'])} | {_opt(r['max_ulp'])} | "
                      f"{_opt(r['onset'])} | {_opt(r['count_over'])} | {verdict} |")
-    lines += ["", f"Bounds: " + "; ".join(
+    lines += ["", "Bounds: " + "; ".join(
         f"`{k}` atol {v['atol']:g} rtol {v['rtol']:g} ulp {v['ulp'] if v['ulp'] is not None else '-'}"
         for k, v in doc["bounds"].items()),
         f"Data bytes moved between boxes: {doc['bytes_moved']}",

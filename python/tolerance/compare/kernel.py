@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import struct
-import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Tuple
