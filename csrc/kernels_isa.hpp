@@ -171,12 +171,26 @@ inline typename VecOf<T>::vui ulp_lanes(typename VecOf<T>::V ta, typename VecOf<
 inline __m256d as_pd(vd v) { return (__m256d)v; }
 inline vd as_vd(__m256d v) { return (vd)v; }
 
+// 8 float32 pairs widened to float64 (exact): |a-b| and max(|a|,|b|), low and high halves.
+// `mx` is max(|a|,|b|) already taken in float32 (exact: it is one of the inputs).
+struct Widened8 {
+    __m256d d0, d1, m0, m1;
+};
+inline Widened8 widen8(__m256 fa, __m256 fb, __m256 mx) {
+    const __m256d absd = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffff));
+    const __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(fa));
+    const __m256d a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(fa, 1));
+    const __m256d b0 = _mm256_cvtps_pd(_mm256_castps256_ps128(fb));
+    const __m256d b1 = _mm256_cvtps_pd(_mm256_extractf128_ps(fb, 1));
+    return {_mm256_and_pd(_mm256_sub_pd(a0, b0), absd), _mm256_and_pd(_mm256_sub_pd(a1, b1), absd),
+            _mm256_cvtps_pd(_mm256_castps256_ps128(mx)), _mm256_cvtps_pd(_mm256_extractf128_ps(mx, 1))};
+}
+
 template <bool WantUlp>
 inline bool fast_block_avx2(const float* a, const float* b, size_t len, const Params& p,
                             bool check_ulp, vd& vmax_io, vd& brel_io, vd& thr_io, int64_t& over,
                             uint64_t& ulpmax) {
     const __m256i mag = _mm256_set1_epi32(0x7fffffff);
-    const __m256d absd = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffff));
     const __m256d atol = _mm256_set1_pd(p.atol), rtol = _mm256_set1_pd(p.rtol);
     const __m256d zero = _mm256_setzero_pd(), shrink = _mm256_set1_pd(1.0 - 0x1p-50);
     const __m256i lim = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(
@@ -205,15 +219,8 @@ inline bool fast_block_avx2(const float* a, const float* b, size_t len, const Pa
                 ulpbits = ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(le))) & 0xffu;
             }
         }
-        const __m256 mx32 = _mm256_castsi256_ps(umx);
-        const __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(fa));
-        const __m256d a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(fa, 1));
-        const __m256d b0 = _mm256_cvtps_pd(_mm256_castps256_ps128(fb));
-        const __m256d b1 = _mm256_cvtps_pd(_mm256_extractf128_ps(fb, 1));
-        const __m256d m0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mx32));
-        const __m256d m1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mx32, 1));
-        const __m256d d0 = _mm256_and_pd(_mm256_sub_pd(a0, b0), absd);
-        const __m256d d1 = _mm256_and_pd(_mm256_sub_pd(a1, b1), absd);
+        const Widened8 w = widen8(fa, fb, _mm256_castsi256_ps(umx));
+        const __m256d d0 = w.d0, d1 = w.d1, m0 = w.m0, m1 = w.m1;
         const __m256d o0 = _mm256_cmp_pd(d0, _mm256_add_pd(atol, _mm256_mul_pd(rtol, m0)), _CMP_GT_OQ);
         const __m256d o1 = _mm256_cmp_pd(d1, _mm256_add_pd(atol, _mm256_mul_pd(rtol, m1)), _CMP_GT_OQ);
         const unsigned bits = static_cast<unsigned>(_mm256_movemask_pd(o0)) |
@@ -432,15 +439,8 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
         const __m256 fa = _mm256_loadu_ps(a + j), fb = _mm256_loadu_ps(b + j);
         const __m256 mx = _mm256_castsi256_ps(_mm256_max_epu32(
             _mm256_and_si256(_mm256_castps_si256(fa), mag), _mm256_and_si256(_mm256_castps_si256(fb), mag)));
-        const __m256d absd = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffff));
-        const __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(fa));
-        const __m256d a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(fa, 1));
-        const __m256d b0 = _mm256_cvtps_pd(_mm256_castps256_ps128(fb));
-        const __m256d b1 = _mm256_cvtps_pd(_mm256_extractf128_ps(fb, 1));
-        const __m256d m0 = _mm256_cvtps_pd(_mm256_castps256_ps128(mx));
-        const __m256d m1 = _mm256_cvtps_pd(_mm256_extractf128_ps(mx, 1));
-        const __m256d d0 = _mm256_and_pd(_mm256_sub_pd(a0, b0), absd);
-        const __m256d d1 = _mm256_and_pd(_mm256_sub_pd(a1, b1), absd);
+        const Widened8 w = widen8(fa, fb, mx);
+        const __m256d d0 = w.d0, d1 = w.d1, m0 = w.m0, m1 = w.m1;
         const __m256d r0 = _mm256_and_pd(_mm256_cmp_pd(m0, zero, _CMP_GT_OQ), _mm256_div_pd(d0, m0));
         const __m256d r1 = _mm256_and_pd(_mm256_cmp_pd(m1, zero, _CMP_GT_OQ), _mm256_div_pd(d1, m1));
         rel0 = _mm256_max_pd(r0, rel0);
