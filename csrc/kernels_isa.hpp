@@ -171,6 +171,17 @@ inline typename VecOf<T>::vui ulp_lanes(typename VecOf<T>::V ta, typename VecOf<
 inline __m256d as_pd(vd v) { return (__m256d)v; }
 inline vd as_vd(__m256d v) { return (vd)v; }
 
+// The exact relative differences of 8 pairs (0 where max(|a|,|b|) is 0) folded into the
+// running maxima, and the thresholds below which a later pair cannot raise them.
+inline void fold_rel(__m256d d0, __m256d d1, __m256d m0, __m256d m1, __m256d shrink,
+                     __m256d& rel0, __m256d& rel1, __m256d& thr0, __m256d& thr1) {
+    const __m256d zero = _mm256_setzero_pd();
+    rel0 = _mm256_max_pd(_mm256_and_pd(_mm256_cmp_pd(m0, zero, _CMP_GT_OQ), _mm256_div_pd(d0, m0)), rel0);
+    rel1 = _mm256_max_pd(_mm256_and_pd(_mm256_cmp_pd(m1, zero, _CMP_GT_OQ), _mm256_div_pd(d1, m1)), rel1);
+    thr0 = _mm256_mul_pd(rel0, shrink);
+    thr1 = _mm256_mul_pd(rel1, shrink);
+}
+
 // 8 float32 pairs widened to float64 (exact): |a-b| and max(|a|,|b|), low and high halves.
 // `mx` is max(|a|,|b|) already taken in float32 (exact: it is one of the inputs).
 struct Widened8 {
@@ -232,12 +243,7 @@ inline bool fast_block_avx2(const float* a, const float* b, size_t len, const Pa
         const __m256d c1 = _mm256_cmp_pd(d1, _mm256_mul_pd(thr1, m1), _CMP_GT_OQ);
         if (force || _mm256_movemask_pd(_mm256_or_pd(c0, c1))) {
             force = false;
-            const __m256d r0 = _mm256_and_pd(_mm256_cmp_pd(m0, zero, _CMP_GT_OQ), _mm256_div_pd(d0, m0));
-            const __m256d r1 = _mm256_and_pd(_mm256_cmp_pd(m1, zero, _CMP_GT_OQ), _mm256_div_pd(d1, m1));
-            rel0 = _mm256_max_pd(r0, rel0);
-            rel1 = _mm256_max_pd(r1, rel1);
-            thr0 = _mm256_mul_pd(rel0, shrink);
-            thr1 = _mm256_mul_pd(rel1, shrink);
+            fold_rel(d0, d1, m0, m1, shrink, rel0, rel1, thr0, thr1);
         }
     }
     alignas(32) std::uint32_t nfv[8], umv[8];
@@ -318,12 +324,7 @@ inline bool fast_block_avx2(const double* a, const double* b, size_t len, const 
                                         _mm256_cmp_pd(m1, tiny, _CMP_LT_OQ));
         if (force || _mm256_movemask_pd(_mm256_or_pd(c0, c1))) {
             force = false;
-            const __m256d r0 = _mm256_and_pd(_mm256_cmp_pd(m0, zero, _CMP_GT_OQ), _mm256_div_pd(d0, m0));
-            const __m256d r1 = _mm256_and_pd(_mm256_cmp_pd(m1, zero, _CMP_GT_OQ), _mm256_div_pd(d1, m1));
-            rel0 = _mm256_max_pd(r0, rel0);
-            rel1 = _mm256_max_pd(r1, rel1);
-            thr0 = _mm256_mul_pd(rel0, shrink);
-            thr1 = _mm256_mul_pd(rel1, shrink);
+            fold_rel(d0, d1, m0, m1, shrink, rel0, rel1, thr0, thr1);
         }
     }
     alignas(32) double cv[4];

@@ -39,16 +39,22 @@ def context():
     """This chip's ChipContext (in a ``python:`` workload, or an exec'd one via the env)."""
     global _context
     if _context is None:
-        raw = os.environ.get(CONTEXT_ENV)
-        if not raw:
-            raise RuntimeError("not running inside a tolerance chip")
+        data = _published("not running inside a tolerance chip")
         from tolerance.bootstrap import ChipContext
 
-        data = json.loads(raw)
-        _load_buffers(data)
         _context = ChipContext.from_published(data["published"], list(_buffers),
                                               pid=os.getpid())
     return _context
+
+
+def _published(missing: str) -> dict:
+    """The chip's published context from its environment (buffers loaded), else RuntimeError."""
+    raw = os.environ.get(CONTEXT_ENV)
+    if not raw:
+        raise RuntimeError(missing)
+    data = json.loads(raw)
+    _load_buffers(data)
+    return data
 
 
 def _load_buffers(data: dict) -> None:
@@ -66,12 +72,7 @@ def buffer(name: str, shape: Any = None, dtype: Any = None):
     import numpy as np
 
     if _window is None:
-        raw = os.environ.get(CONTEXT_ENV)
-        if not raw:
-            raise RuntimeError("not running inside a tolerance chip with an output window")
-        data = json.loads(raw)
-        _load_buffers(data)
-        pub = data["published"]
+        pub = _published("not running inside a tolerance chip with an output window")["published"]
         if not pub["window_name"]:
             raise KeyError(f"this chip declared no output buffers (asked for {name!r})")
         from tolerance import _native

@@ -21,9 +21,10 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from tolerance.collective.plan import block_ranges, normalize_axis, pair_owner
+from tolerance.collective.plan import block_ranges, pair_owner
 from tolerance.compare.kernel import Accumulator
 from tolerance.compare.rows import incompatibility
+from tolerance.io.npz import normalize_axis
 
 # 128-bit digests: a collision between two different blocks that would hide a real
 # difference has probability ~2^-128 per pair of blocks; blake2b is in every Python.

@@ -56,11 +56,3 @@ def block_ranges(shape: Sequence[int], steps_axis: int | None,
         return per, [(0, 0)]
     return per, [(lo, min(lo + per, nsteps)) for lo in range(0, nsteps, per)]
 
-
-def normalize_axis(steps_axis: int | None, ndim: int) -> int | None:
-    """The non-negative steps axis for an array of `ndim` dims (None for one step or 0-d)."""
-    if steps_axis is None or ndim == 0:
-        return None
-    if not -ndim <= steps_axis < ndim:
-        raise ValueError(f"steps axis {steps_axis} is out of range for {ndim}-d arrays")
-    return steps_axis % ndim
