@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from tolerance.chip import buffer
+from tolerance.bootstrap.child import buffer
 
 
 def fill(ctx, out_dir):

@@ -99,7 +99,7 @@ def test_python_workload_writes_window_buffers(tmp_path):
 def test_exec_workload_sees_chip_env_and_writes_buffer(tmp_path):
     script = textwrap.dedent("""
         import os, json
-        from tolerance.chip import buffer, context
+        from tolerance.bootstrap.child import buffer, context
         keys = ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                 "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "MY_VAR"]
         print(json.dumps({k: os.environ.get(k) for k in keys} | {"cwd": os.getcwd(),
@@ -460,20 +460,20 @@ def test_doctor_cleans_only_stale_segments():
 
 
 def test_shim_outside_a_chip(tmp_path, monkeypatch):
-    import tolerance.chip as chip
+    import tolerance.bootstrap.child as chip
 
     monkeypatch.delenv(chip.CONTEXT_ENV, raising=False)
     with pytest.raises(RuntimeError, match="not running inside a tolerance chip"):
         chip.buffer("z")
-    out = subprocess.run([sys.executable, "-m", "tolerance.chip"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "tolerance.bootstrap.child"], capture_output=True, text=True,
                          timeout=30)
-    assert out.returncode == 2 and "usage: python -m tolerance.chip" in out.stderr
+    assert out.returncode == 2 and "usage: python -m tolerance.bootstrap.child" in out.stderr
 
 
 def test_shim_reports_an_unreadable_config_through_the_mailbox(tmp_path):
     mb = _native.Mailbox.create(_native.make_segment_name("m"))
     try:
-        out = subprocess.run([sys.executable, "-m", "tolerance.chip", mb.name,
+        out = subprocess.run([sys.executable, "-m", "tolerance.bootstrap.child", mb.name,
                               "@" + str(tmp_path / "missing.json")],
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 3

@@ -16,7 +16,7 @@ from typing import Callable
 
 from tolerance._errors import EXIT_ERROR, ToleranceError
 from tolerance.collective.exchange import ExchangeStats, exchange
-from tolerance.collective.fingerprint import code_fingerprint
+from tolerance.collective.code_fingerprint import code_fingerprint
 from tolerance.collective.handshake import (assign_boxes, check_hosts, make_rank_info,
                                             sync_problems, this_host)
 from tolerance.collective.mpi import RankContext, abort_on_error, world

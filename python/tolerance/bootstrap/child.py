@@ -1,4 +1,4 @@
-"""The chip child: ``python -m tolerance.chip MAILBOX CONFIG``.
+"""The chip child: ``python -m tolerance.bootstrap.child MAILBOX CONFIG``.
 
 Started by :class:`tolerance.bootstrap.ChipGroup` (never by hand). CONFIG is the chip's JSON
 config, inline or ``@path``. The shim opens its mailbox, brings the chip up in native code
@@ -136,7 +136,7 @@ def _inject(fault: str, mailbox: str, cfg: dict) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m tolerance.chip MAILBOX CONFIG-JSON|@PATH "
+        print("usage: python -m tolerance.bootstrap.child MAILBOX CONFIG-JSON|@PATH "
               "(started by tolerance.bootstrap.ChipGroup)", file=sys.stderr)
         return 2
     mailbox, raw = args
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         buffers = [(str(n), int(nb)) for n, _shape, _dt, nb in cfg["buffers"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         msg = f"chip config unreadable: {type(exc).__name__}: {exc}"
-        print(f"tolerance.chip: {msg}", file=sys.stderr)
+        print(f"tolerance.bootstrap.child: {msg}", file=sys.stderr)
         _native.chip_fail(mailbox, msg)
         return 3
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   int(cfg.get("threads") or 0),
                                                   str(cfg.get("window") or ""), buffers)
     if not ok:
-        print(f"tolerance.chip: {info}", file=sys.stderr)
+        print(f"tolerance.bootstrap.child: {info}", file=sys.stderr)
         return 3
 
     global _window
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             os.execvpe(argv_w[0], argv_w, os.environ)
         except OSError as exc:
-            print(f"tolerance.chip: chip {chip}: cannot exec {argv_w[0]!r}: {exc}", file=sys.stderr)
+            print(f"tolerance.bootstrap.child: chip {chip}: cannot exec {argv_w[0]!r}: {exc}", file=sys.stderr)
             return 127
 
     import importlib
