@@ -293,3 +293,16 @@ def test_rank_that_loses_its_launcher_is_told():
     assert _wait(lambda: len(lost) == 1, 3)
     assert "silent" in lost[0] or "closed" in lost[0]
     watch.close()
+
+
+def test_go_comes_once_every_box_said_hello():
+    watch = Watch({}, boxes=["a", "b"])
+    try:
+        a = RankLine.open(watch.env_value, rank=0, box="a", host="vm", pid=1)
+        assert not a._go.wait(0.5)              # b has not said hello: MPI must not start
+        b = RankLine.open(watch.env_value, rank=1, box="b", host="vm", pid=2)
+        assert a._go.wait(3) and b._go.wait(3)
+        a.bye()
+        b.bye()
+    finally:
+        watch.close()

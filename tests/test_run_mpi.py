@@ -223,5 +223,7 @@ def test_launch_dry_run_prints_the_command_and_starts_nothing(tmp_path):
     out = CliRunner().invoke(main, ["launch", "lorenz", "--cluster", str(cluster), "--specs",
                                     str(SPECS), "--dry-run", "--mpiexec", mpiexec()])
     assert out.exit_code == 0, out.output
-    assert out.output.count("TOLERANCE_BOX") == 3 and " : " in out.output
+    assert out.output.count("tolerance-rank") == 3 and " : " in out.output
+    for box in ("haswell", "sandybridge", "prescott"):
+        assert f"python {box} -m tolerance run lorenz" in out.output
     assert not (tmp_path / "runs").exists()

@@ -69,8 +69,10 @@ def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: s
         click.echo(plan.shell())
         ctx.exit(0)
     remote = is_remote(cluster)
-    watch = (Watch(inputs, lost_after=lost_after, bind_host="0.0.0.0", advertise_host=this_host())
-             if remote else Watch(inputs, lost_after=lost_after))
+    names = [b.name for b in cluster.boxes]
+    watch = (Watch(inputs, lost_after=lost_after, bind_host="0.0.0.0", advertise_host=this_host(),
+                   boxes=names)
+             if remote else Watch(inputs, lost_after=lost_after, boxes=names))
     hostfile = None
     try:
         plan = build_plan(cluster, stem, mpiexec=mpiexec, flavor=flavor, run_args=run_args,

@@ -95,6 +95,7 @@ def _open_line() -> RankLine | None:
     box = os.environ.get(BOX_ENV) or "?"
     line = RankLine.open(value, rank=env_rank(), box=box, host=this_host(), pid=os.getpid())
     line.on_lost = _end_box(line, env_rank())
+    line.wait_go()
     return line
 
 

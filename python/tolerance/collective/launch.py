@@ -44,6 +44,7 @@ from tolerance.collective.watch import WATCH_ENV, Watch
 _VERSION_TIMEOUT_S = 20
 DEFAULT_HELLO_WITHIN_S = 25.0
 _TERM_GRACE_S = 2.0
+_END_GRACE_S = 5.0
 _GONE_WITHIN_S = 10.0
 _START_MARK = "@tolerance-start "
 
@@ -234,9 +235,41 @@ def _signal_name(sig: int) -> str:
         return f"signal {sig}"
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (the runtime's ssh clients, proxies, local ranks)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return []
+    for e in entries:
+        try:
+            with open(f"/proc/{e}/stat", encoding="ascii", errors="replace") as f:
+                ppid = int(f.read().rsplit(")", 1)[-1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(e))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
-    """End mpiexec and everything it started on this host: TERM, a grace, then KILL."""
+    """End mpiexec and everything it started on this host: TERM, a grace, then KILL.
+
+    The runtime may put its ssh clients in process groups of their own, so every
+    descendant is signalled by pid as well as mpiexec's group."""
+    known: set[int] = set()
     for sig, grace in ((signal.SIGTERM, _TERM_GRACE_S), (signal.SIGKILL, 5.0)):
+        known |= set(_descendants(proc.pid))
+        for pid in known:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             os.killpg(proc.pid, sig)
         except (ProcessLookupError, PermissionError):
@@ -245,7 +278,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             continue
-        try:  # the leader is gone; stragglers of its group go too
+        if sig == signal.SIGTERM:
+            known |= set(_descendants(proc.pid))
+            for pid in known:   # what outlived mpiexec's TERM goes now
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
@@ -390,6 +430,13 @@ def run_plan(plan: LaunchPlan, watch: Watch, *, stem: str,
         if why is not None:
             job.ending.set()
             watch.end_all()
+            # each reachable rank ends its chips and itself on `end`: give them that moment
+            # before the runtime's kill (which would not wait for the chips)
+            deadline = time.monotonic() + _END_GRACE_S
+            while time.monotonic() < deadline and proc.poll() is None and any(
+                    p.closed_at is None and p.box not in lost
+                    for p in watch.snapshot().values()):
+                time.sleep(0.05)
             _kill_group(proc)
             rc = proc.returncode
         else:

@@ -7,6 +7,9 @@ It does four things the MPI runtime does not:
   the launcher ignore every other connection;
 - **the job's inputs**: the launcher answers a hello with the registry and spec content
   (`collective.inputs`), so a box never needs a controller path;
+- **a start barrier**: once every box has said hello the launcher says `go`, and only
+  then do the ranks start MPI (whose start blocks on a peer that never comes, with no
+  Python thread running);
 - **heartbeats both ways**: a rank silent for longer than `lost_after` is lost (its host
   or its link is gone), and a rank whose launcher is silent (or gone) ends itself and its
   chips, so a host that comes back holds no orphans;
@@ -75,7 +78,8 @@ class Watch:
     """The launcher's side: accepts authenticated lines, hands out inputs, beats, follows."""
 
     def __init__(self, inputs: dict, *, lost_after: float = DEFAULT_LOST_AFTER_S,
-                 bind_host: str = "127.0.0.1", advertise_host: str | None = None) -> None:
+                 bind_host: str = "127.0.0.1", advertise_host: str | None = None,
+                 boxes: list[str] | None = None) -> None:
         self.secret = secrets.token_hex(16)
         self.lost_after = float(lost_after)
         self._payload = json.dumps({"inputs": inputs, "lost_after": self.lost_after}).encode()
@@ -87,6 +91,8 @@ class Watch:
         self._lock = threading.Lock()
         self.peers: dict[str, _Peer] = {}        # by box
         self.ignored = 0                          # connections without the secret
+        self.boxes = list(boxes or [])            # `go` once every one of these said hello
+        self.went = False
         self.changed = threading.Event()
         self._stop = threading.Event()
         for target, name in ((self._accept, "accept"), (self._beat, "beat")):
@@ -134,6 +140,15 @@ class Watch:
                 return None
             self.peers[peer.box] = peer
         peer.send(f"inputs {len(self._payload)}\n".encode() + self._payload)
+        with self._lock:
+            go = (not self.went and bool(self.boxes)
+                  and all(b in self.peers for b in self.boxes))
+            if go:
+                self.went = True
+            peers = list(self.peers.values())
+        if go:
+            for p in peers:
+                p.send(b"go\n")
         return peer
 
     def _follow(self, conn: socket.socket) -> None:
@@ -247,6 +262,7 @@ class RankLine:
         self.who = who
         self._send_lock = threading.Lock()
         self._done = threading.Event()
+        self._go = threading.Event()
         self.on_lost: Callable[[str], None] = self._default_lost
         threading.Thread(target=self._read, daemon=True, name="tolerance-line-read").start()
         threading.Thread(target=self._beat, daemon=True, name="tolerance-line-beat").start()
@@ -305,6 +321,8 @@ class RankLine:
                 line, buf = buf.split(b"\n", 1)
                 if line == b"end":
                     why = "the launcher ended the job"
+                elif line == b"go":
+                    self._go.set()
             if why is not None:
                 break
             if len(buf) > _LINE_MAX:
@@ -328,6 +346,13 @@ class RankLine:
                          "ending this box\n")
         sys.stderr.flush()
         os._exit(EXIT_ERROR)
+
+    def wait_go(self) -> None:
+        """Block until every box has said hello (the launcher says `go`): MPI starts only
+        then, so a box that never starts leaves the others nothing to clean but themselves.
+        (While MPI initializes, this process runs no Python thread.)"""
+        while not self._go.wait(0.5):
+            pass
 
     def phase(self, name: str) -> None:
         self._send(f"phase {name}\n".encode())
