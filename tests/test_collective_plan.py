@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from tolerance._errors import ToleranceError
-from tolerance.collective.fingerprint import code_fingerprint, differing_files
+from tolerance.collective.code_fingerprint import code_fingerprint, differing_files
 from tolerance.collective.handshake import (RankInfo, assign_boxes, check_hosts, host_matches,
                                             sync_problems)
 from tolerance.collective.launch import build_plan

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from tolerance._errors import ToleranceError
-from tolerance.collective.fingerprint import CodeFingerprint, differing_files
+from tolerance.collective.code_fingerprint import CodeFingerprint, differing_files
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
 

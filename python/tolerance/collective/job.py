@@ -18,7 +18,7 @@ from typing import Callable
 from tolerance._errors import EXIT_ERROR, ToleranceError
 from tolerance.collective.exchange import ExchangeStats, exchange
 from tolerance.bootstrap.segments import mapped_by_self
-from tolerance.collective.fingerprint import code_fingerprint
+from tolerance.collective.code_fingerprint import code_fingerprint
 from tolerance.collective.inputs import content_hash, parse_inputs, resolve_inputs
 from tolerance.collective.handshake import (assign_boxes, check_hosts, make_rank_info,
                                             sync_problems, this_host)
@@ -72,7 +72,7 @@ def _end_box(line: RankLine, rank_hint: int):
                          "ending this box and its chips\n")
         sys.stderr.flush()
         try:
-            from tolerance.bootstrap import _close_all_at_exit  # noqa: PLC0415
+            from tolerance.bootstrap._registry import _close_all_at_exit  # noqa: PLC0415
             _close_all_at_exit()          # kill and reap every chip, unlink their segments
         except Exception:  # noqa: BLE001 - ending regardless
             pass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tolerance.runner.box import (STATUSES, BoxResult, ChipResult, chip_env, newest_output,
                                   run_box)
-from tolerance.runner.fingerprint import environment_fingerprint
+from tolerance.runner.env_fingerprint import environment_fingerprint
 from tolerance.runner.rundir import claim_run_dir, open_run_dir, utc_stamp
 
 __all__ = ["STATUSES", "BoxResult", "ChipResult", "chip_env", "claim_run_dir",

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 def _context(out_dir: str, context_file: str):
     if os.environ.get("TOLERANCE_CHIP_CONTEXT"):
         try:
-            from tolerance.chip import context  # type: ignore[attr-defined]
+            from tolerance.bootstrap.child import context  # type: ignore[attr-defined]
 
             return context()
         except (ImportError, RuntimeError, KeyError, ValueError):

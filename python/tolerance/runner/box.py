@@ -15,7 +15,7 @@ from typing import Any
 from tolerance._errors import ToleranceError
 from tolerance.config import Box, Chip, Spec
 from tolerance.runner import _chips
-from tolerance.runner.fingerprint import environment_fingerprint
+from tolerance.runner.env_fingerprint import environment_fingerprint
 
 STATUSES = ("finished", "failed", "vanished", "timeout")
 STDOUT_LOG, STDERR_LOG, CONTEXT_FILE = "stdout.log", "stderr.log", "chip.json"
