@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import click
 
@@ -29,11 +30,13 @@ from tolerance.cli import _options
               help="Seconds a box may be silent on the watch line before it counts as lost.")
 @click.option("--hello-within", type=click.FloatRange(min=1.0), default=25.0,
               show_default=True, help="Seconds every box has to start and say hello.")
+@_options.bounds_file
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str | None,
            sync_mode: str, no_sync: bool, dry_run: bool, mpiexec_path: str | None,
            mpiexec_args: tuple[str, ...], lost_after: float, hello_within: float,
+           bounds_path: str | None,
            extra: tuple[str, ...]) -> None:
     """Run STEM on every box of the registry: one MPI rank per box.
 
@@ -52,6 +55,11 @@ def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: s
 
     inputs = resolve_inputs(stem, cluster_path, specs_dir)
     cluster, _spec = parse_inputs(inputs)
+    if bounds_path is not None:  # checked here, handed to every rank as an absolute path
+        from tolerance.config.bounds_file import load_bounds_file
+
+        load_bounds_file(bounds_path)
+        extra = ("--bounds", str(Path(bounds_path).resolve())) + tuple(extra)
     if len(cluster.boxes) < 2:
         raise ToleranceError(f"{cluster.path}: boxes: a run needs at least 2 boxes, "
                              f"found {len(cluster.boxes)}")
