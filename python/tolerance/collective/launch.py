@@ -59,8 +59,8 @@ _PRELUDE = (
 
 # Lines of the MPI runtimes' own reports of a job they ended (the launcher says it in one).
 _NOISE = re.compile(
-    r"^\s*(=+$|BAD TERMINATION|PID \d+ RUNNING AT|EXIT CODE:|CLEANING UP REMAINING|"
-    r"YOUR APPLICATION TERMINATED|This typically refers|Please see the FAQ|\[mpiexec@|"
+    r"^[=\s]*(=+$|BAD TERMINATION|PID \d+ RUNNING AT|EXIT CODE:|CLEANING UP REMAINING|"
+    r"YOUR APPLICATION TERMINATED|YOU CAN IGNORE THE BELOW|This typically refers|Please see the FAQ|\[mpiexec@|"
     r"\[proxy:|\[prterun|prterun |mpiexec noticed|mpirun noticed|Primary job|"
     r"Warning: Permanently added|-{20,}$)")
 _SSH = (re.compile(r"ssh: connect to host (\S+) port \d+: (.+)"),
