@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
-import xxhash
 
 from tolerance.compare.rows import (KERNEL_REFUSED, KEY_NOT_EVERYWHERE, MISSING_KEY, NO_OUTPUT,
                                     SCHEMA, Problem, Row, as_bound, incompatibility,
                                     measured_row, rows_exit_code, unmeasured_row)
+from tolerance.io.digest import block_digest
 from tolerance.io.npz import DEFAULT_CHUNK_BYTES, Archive, normalize_axis, plan_blocks
 
 _END = object()
@@ -128,18 +128,6 @@ def _drive(gens: list[Iterator[np.ndarray]], prefetch: bool = True
                 f.cancel()
             wait(pending)
         pool.shutdown(wait=True)
-
-
-# --------------------------------------------------------------------------- digests
-
-def block_digest(block: np.ndarray) -> bytes:
-    """xxh3-128 of a block's dtype, shape and C-order bytes. Two different blocks share a
-    digest with probability ~2^-128, so equal digests stand for equal blocks."""
-    h = xxhash.xxh3_128()
-    h.update(block.dtype.str.encode())
-    h.update(repr(block.shape).encode())
-    h.update(np.ascontiguousarray(block).reshape(-1).view(np.uint8).data)
-    return h.digest()
 
 
 # --------------------------------------------------------------------------- sources, transports
@@ -496,8 +484,12 @@ def open_inputs(paths: Sequence[str | os.PathLike[str]],
     """Open and validate every input (a directory means its newest .npz by st_mtime)."""
     from tolerance.io.npz import resolve_input
 
+    from tolerance.io.reference import is_reference_dir
+
     resolved = [resolve_input(p) for p in paths]
-    labels = list(labels) if labels is not None else unique_labels(resolved)
+    # a reference directory is labelled by its own name, not by its arrays.npz
+    named = [Path(p) if is_reference_dir(p) else r for p, r in zip(paths, resolved)]
+    labels = list(labels) if labels is not None else unique_labels(named)
     out: list[DiffInput] = []
     try:
         for lab, p in zip(labels, resolved):
@@ -517,5 +509,5 @@ def open_inputs(paths: Sequence[str | os.PathLike[str]],
 
 
 __all__ = ["BlockSource", "DiffInput", "DiffResult", "EngineStats", "LocalTransport",
-           "MissingKey", "PairOutcome", "PartialKey", "SCHEMA", "Transport", "block_digest", "compare_key",
+           "MissingKey", "PairOutcome", "PartialKey", "SCHEMA", "Transport", "compare_key",
            "diff_inputs", "open_inputs", "outcome_rows", "pair_owner", "unique_labels"]
