@@ -364,6 +364,32 @@ def outcome_rows(outcomes: Sequence[PairOutcome], labels: Sequence[str], keys: S
 
 # --------------------------------------------------------------------------- diff: local inputs
 
+class MemberSource:
+    """One array member (or None where the input lacks the key) as a BlockSource."""
+
+    def __init__(self, label: str, member: Any) -> None:
+        self.label = label
+        self.member = member
+
+    def meta(self, key: str):
+        if self.member is None:
+            return Problem(MISSING_KEY, f"key {key!r} is missing from {self.label}")
+        return tuple(self.member.shape), self.member.dtype.str
+
+    def blocks(self, key: str, steps_axis: int | None, per_block: int) -> Iterator[np.ndarray]:
+        return self.member.chunks(steps_axis, per_block)
+
+
+def compare_members(members: Sequence[Any], labels: Sequence[str], key: str, bound: Any, *,
+                    steps_axis: int | None = 0, threads: int | None = None,
+                    budget: int = DEFAULT_CHUNK_BYTES) -> list[Row]:
+    """The rows (pairs i<j) of one key over io members on this process (None: lacking)."""
+    local = {i: MemberSource(lab, m) for i, (lab, m) in enumerate(zip(labels, members))}
+    outcomes = compare_key(LocalTransport(), local, labels, key, bound, steps_axis,
+                           threads=threads, budget=budget)
+    return outcome_rows(outcomes, labels, [key], lambda _k: bound)
+
+
 @dataclass
 class DiffInput:
     label: str
@@ -509,5 +535,5 @@ def open_inputs(paths: Sequence[str | os.PathLike[str]],
 
 
 __all__ = ["BlockSource", "DiffInput", "DiffResult", "EngineStats", "LocalTransport",
-           "MissingKey", "PairOutcome", "PartialKey", "SCHEMA", "Transport", "compare_key",
+           "MemberSource", "MissingKey", "PairOutcome", "PartialKey", "SCHEMA", "Transport", "compare_key", "compare_members",
            "diff_inputs", "open_inputs", "outcome_rows", "pair_owner", "unique_labels"]
