@@ -22,7 +22,7 @@ DEFAULT_TIMEOUT = 600.0
 PLACEHOLDERS = ("out", "chip", "python")
 
 _SPEC_KEYS = ("schema", "description", "command", "python", "outputs", "keys", "bounds",
-              "steps_axis", "env", "timeout", "bounds_file")
+              "steps_axis", "env", "timeout", "bounds_file", "code")
 _BOUND_KEYS = ("atol", "rtol", "ulp")
 _ENTRY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
                     r":[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -80,6 +80,7 @@ class Spec:
     path: Path | None = None
     #: a calibrated bounds file (`tolerance calibrate`), resolved against the spec's folder
     bounds_file: Path | None = None
+    code: tuple[str, ...] = ()   # globs of untracked files that count as code (fingerprint)
     #: keys whose bound came from a bounds file (a later file may replace them; a bound
     #: written in the spec itself never is)
     calibrated: tuple[str, ...] = ()
@@ -118,6 +119,8 @@ class Spec:
             "steps_axis": self.steps_axis,
             "env": dict(sorted(self.env.items())),
             "timeout": self.timeout,
+            # only when set, so that every spec without it keeps its identity
+            **({"code": list(self.code)} if self.code else {}),
         }
 
     def published(self) -> dict[str, Any]:
@@ -356,11 +359,22 @@ def parse_spec(data: Any, *, stem: str, display: str | None = None,
         t = ck.number(doc["timeout"], "timeout", positive=True)
         timeout = t if t is not None else timeout
 
+    code: tuple[str, ...] = ()
+    if doc.get("code") is not None:
+        globs = ck.string_list(doc["code"], "code")
+        for i, g in enumerate(globs or []):
+            parts = PurePosixPath(g).parts
+            if g.startswith("/") or "\\" in g or ".." in parts:
+                ck.add(key_path("code", i), f"{g!r} must be a glob relative to the box root "
+                                            "(no absolute path, no '..')")
+        code = tuple(globs or ())
+
     if ck.problems:
         raise SchemaProblems(ck.problems)
     return Spec(stem=stem, command=command, python=python, outputs=outputs, keys=keys,
                 default_bounds=default, key_bounds=key_bounds, steps_axis=steps_axis, env=env,
-                timeout=timeout, description=description, path=path, bounds_file=bounds_file)
+                timeout=timeout, description=description, path=path, bounds_file=bounds_file,
+                code=code)
 
 
 def spec_path(stem: str, specs_dir: Path | str) -> Path:
