@@ -18,6 +18,10 @@ from tolerance.io import write_json, write_npz, write_text
 SCHEMA = "tolerance.run/1"
 
 
+def _opt_g(x) -> str:  # an unset bound is shown as "-", not as 0
+    return "-" if x is None else f"{x:g}"
+
+
 def build_rows(outcome) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Rows in the diff row format, and the series arrays keyed like `tolerance diff --series`."""
     labels = [p.label for p in outcome.participants]
@@ -92,7 +96,7 @@ def summary_markdown(doc: dict) -> str:
                      f"{_opt(r['step'])} | {_num(r['max_rel'])} | {_opt(r['max_ulp'])} | "
                      f"{_opt(r['onset'])} | {_opt(r['count_over'])} | {verdict} |")
     lines += ["", "Bounds: " + "; ".join(
-        f"`{k}` atol {v['atol']:g} rtol {v['rtol']:g} ulp {v['ulp'] if v['ulp'] is not None else '-'}"
+        f"`{k}` atol {_opt_g(v['atol'])} rtol {_opt_g(v['rtol'])} ulp {v['ulp'] if v['ulp'] is not None else '-'}"
         for k, v in doc["bounds"].items()),
         f"Data bytes moved between boxes: {doc['bytes_moved']}",
         f"Exit code: {doc['exit_code']}", ""]

@@ -162,7 +162,7 @@ def _drive(gens: list[Iterator[np.ndarray]], prefetch: bool = True
 
 
 def compare_key(members: Sequence[Member | None], labels: Sequence[str], key: str, *,
-                atol: float = 0.0, rtol: float = 0.0, ulp: int | None = None,
+                atol: float | None = None, rtol: float | None = None, ulp: int | None = None,
                 steps_axis: int | None = 0, threads: int | None = None,
                 budget: int = DEFAULT_CHUNK_BYTES,
                 ) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], tuple[Any, Any]]]:
@@ -251,7 +251,7 @@ def open_inputs(paths: Sequence[str | os.PathLike[str]],
 
 
 def diff_inputs(inputs: Sequence[DiffInput], *, keys: Sequence[str] | None = None,
-                atol: float = 0.0, rtol: float = 0.0, ulp: int | None = None,
+                atol: float | None = None, rtol: float | None = None, ulp: int | None = None,
                 steps_axis: int | None = 0, threads: int | None = None,
                 budget: int = DEFAULT_CHUNK_BYTES,
                 on_rows: Callable[[list[dict[str, Any]]], None] | None = None,

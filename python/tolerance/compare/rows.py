@@ -119,11 +119,12 @@ def _g(x: float) -> str:
     return f"{x:.2g}"
 
 
-def describe_bounds(atol: float = 0.0, rtol: float = 0.0, ulp: int | None = None) -> str:
+def describe_bounds(atol: float | None = None, rtol: float | None = None,
+                    ulp: int | None = None) -> str:
     parts = []
-    if atol:
+    if atol is not None:
         parts.append(f"atol {atol:g}")
-    if rtol:
+    if rtol is not None:
         parts.append(f"rtol {rtol:g}")
     if ulp is not None:
         parts.append(f"ulp {ulp}")
