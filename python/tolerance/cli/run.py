@@ -15,7 +15,8 @@ import click
 from tolerance.cli import _options
 from tolerance.cli._progress import Progress
 
-_NO_SYNC_WARNING = "WARNING: --no-sync: the boxes' code was NOT checked to be the same"
+_NO_SYNC_WARNING = ("WARNING: --no-sync: the boxes ran without the same-code check "
+                    "(their fingerprints are in report.json)")
 
 
 @click.command("run")
@@ -57,7 +58,9 @@ def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str 
                 click.echo(line, err=True)
         else:
             code = _report(outcome)
-    ctx.exit(comm.bcast(code, root=0))
+    code = comm.bcast(code, root=0)
+    outcome.close_line()
+    ctx.exit(code)
 
 
 def _report(outcome) -> int:

@@ -14,7 +14,6 @@ each rank holds, so no rank can wait on a collective its peers skipped.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -24,12 +23,8 @@ import numpy as np
 from tolerance.collective.plan import block_ranges, pair_owner
 from tolerance.compare.kernel import Accumulator
 from tolerance.compare.rows import incompatibility
+from tolerance.io.digest import block_digest
 from tolerance.io.npz import normalize_axis
-
-# 128-bit digests: a collision between two different blocks that would hide a real
-# difference has probability ~2^-128 per pair of blocks; blake2b is in every Python.
-_DIGEST_BYTES = 16
-
 
 class BlockSource(Protocol):
     """One participant's arrays, read block by block (never whole)."""
@@ -71,15 +66,6 @@ class ExchangeStats:
     bytes_sent: int = 0          # data bytes (array payloads) this rank sent
     blocks: int = 0              # blocks hashed
     blocks_equal: int = 0        # (pair, block) folds that moved no data
-
-
-def block_digest(block: np.ndarray) -> bytes:
-    """blake2b-128 of a block's dtype, shape and C-order bytes."""
-    h = hashlib.blake2b(digest_size=_DIGEST_BYTES)
-    h.update(block.dtype.str.encode())
-    h.update(repr(block.shape).encode())
-    h.update(np.ascontiguousarray(block).data)
-    return h.digest()
 
 
 def pair_problem(a_label: str, b_label: str, a_meta, b_meta, ulp,

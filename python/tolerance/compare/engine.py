@@ -230,8 +230,12 @@ def open_inputs(paths: Sequence[str | os.PathLike[str]],
     """Open and validate every input (a directory means its newest .npz by st_mtime)."""
     from tolerance.io.npz import resolve_input
 
+    from tolerance.io.reference import is_reference_dir
+
     resolved = [resolve_input(p) for p in paths]
-    labels = list(labels) if labels is not None else unique_labels(resolved)
+    # a reference directory is labelled by its own name, not by its arrays.npz
+    named = [Path(p) if is_reference_dir(p) else r for p, r in zip(paths, resolved)]
+    labels = list(labels) if labels is not None else unique_labels(named)
     out: list[DiffInput] = []
     try:
         for lab, p in zip(labels, resolved):

@@ -117,6 +117,18 @@ class Spec:
             "timeout": self.timeout,
         }
 
+    def published(self) -> dict[str, Any]:
+        """`normalized()` with every box-local knob stripped: what a reference publishes.
+
+        The parser already refuses box-local keys and env variables in a spec; this
+        strips them again so that no path can carry one into a published manifest.
+        """
+        d = self.normalized()
+        d["env"] = {k: v for k, v in d["env"].items() if k not in BOX_LOCAL_ENV}
+        for k in _BOX_LOCAL_KEYS:
+            d.pop(k, None)
+        return d
+
     def identity_hash(self) -> str:
         """sha256 (hex) of the canonical JSON of `normalized()`: equal on every box that
         runs the same spec, whatever the box-local knobs."""
@@ -152,6 +164,72 @@ def _bounds(ck: Checker, raw: Any, path: str, base: Bounds) -> Bounds | None:
         return None
     return Bounds(atol=None if atol is None else float(atol),  # type: ignore[arg-type]
                   rtol=None if rtol is None else float(rtol), ulp=ulp)
+
+
+def _bounds_section(ck: Checker, raw: Any, keys: tuple[str, ...]
+                    ) -> tuple[Bounds, dict[str, Bounds]]:
+    """A `bounds:` mapping (`default` and one entry per key) -> (default, per-key bounds)."""
+    default = Bounds()
+    key_bounds: dict[str, Bounds] = {}
+    if raw is None:
+        return default, key_bounds
+    bdoc = ck.mapping(raw, "bounds")
+    if bdoc is None:
+        return default, key_bounds
+    if "default" in bdoc:
+        default = _bounds(ck, bdoc["default"], key_path("bounds", "default"), Bounds()) or default
+    for key, braw in bdoc.items():
+        if key == "default":
+            continue
+        kp = key_path("bounds", key)
+        if key in _BOUND_KEYS and key not in keys:
+            ck.add(kp, f"put {key} under bounds.default or under a key "
+                       f"(bounds.{keys[0] if keys else 'KEY'}.{key})")
+            continue
+        if key not in keys:
+            ck.add(kp, f"{key!r} is not one of keys ({', '.join(keys)})")
+            continue
+        b = _bounds(ck, braw, kp, default)
+        if b is not None:
+            key_bounds[key] = b
+    return default, key_bounds
+
+
+def load_bounds(path: Path | str, keys: tuple[str, ...]) -> dict[str, Bounds]:
+    """A bounds file (`bounds:` as in a spec: `default` and one entry per key) -> every
+    key's resolved bound. Raises SchemaProblems listing every problem."""
+    p = Path(path)
+    data = load_yaml(p, str(p))
+    ck = Checker(str(p))
+    doc = ck.mapping(data, "")
+    if doc is not None:
+        ck.keys(doc, "", ("bounds",))
+        if "bounds" not in doc:
+            ck.add("bounds", "missing (write 'bounds: {default: {atol: ...}, KEY: {...}}')")
+    if ck.problems:
+        raise SchemaProblems(ck.problems)
+    default, key_bounds = _bounds_section(ck, doc["bounds"], tuple(keys))
+    if ck.problems:
+        raise SchemaProblems(ck.problems)
+    return {k: key_bounds.get(k, default) for k in keys}
+
+
+def spec_differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted names of the fields where two spec documents differ (sorted)."""
+    out: list[str] = []
+    for k in sorted(set(a) | set(b), key=str):
+        name = f"{prefix}{k}"
+        va, vb = a.get(k, _ABSENT), b.get(k, _ABSENT)
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            out.extend(spec_differences(va, vb, name + "."))
+        elif va != vb or type(va) is not type(vb) and not (
+                isinstance(va, (int, float)) and isinstance(vb, (int, float))
+                and not isinstance(va, bool) and not isinstance(vb, bool)):
+            out.append(name)
+    return out
+
+
+_ABSENT = object()
 
 
 def _command(ck: Checker, raw: Any, path: str) -> tuple[str, ...] | None:
@@ -246,27 +324,7 @@ def parse_spec(data: Any, *, stem: str, display: str | None = None,
             ck.add("keys", "must list at least one key")
         keys = tuple(items)
 
-    default = Bounds()
-    key_bounds: dict[str, Bounds] = {}
-    if "bounds" in doc and doc["bounds"] is not None:
-        bdoc = ck.mapping(doc["bounds"], "bounds")
-        if bdoc is not None:
-            if "default" in bdoc:
-                default = _bounds(ck, bdoc["default"], key_path("bounds", "default"), Bounds()) or default
-            for key, raw in bdoc.items():
-                if key == "default":
-                    continue
-                kp = key_path("bounds", key)
-                if key in _BOUND_KEYS and key not in keys:
-                    ck.add(kp, f"put {key} under bounds.default or under a key "
-                               f"(bounds.{keys[0] if keys else 'KEY'}.{key})")
-                    continue
-                if key not in keys:
-                    ck.add(kp, f"{key!r} is not one of keys ({', '.join(keys)})")
-                    continue
-                b = _bounds(ck, raw, kp, default)
-                if b is not None:
-                    key_bounds[key] = b
+    default, key_bounds = _bounds_section(ck, doc.get("bounds"), keys)
 
     steps_axis: int | None = 0
     if "steps_axis" in doc and doc["steps_axis"] is not None:

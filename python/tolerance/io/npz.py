@@ -671,9 +671,18 @@ def newest_npz(directory: str | os.PathLike[str]) -> Path:
 
 
 def resolve_input(path: str | os.PathLike[str]) -> Path:
-    """A file path as is; a directory -> its newest `.npz` (newest_npz)."""
+    """A file path as is; a reference directory -> its validated arrays.npz; another
+    directory -> its newest `.npz` (newest_npz)."""
     p = Path(path)
     if p.is_dir():
+        from tolerance.io.reference import is_reference_dir, read_reference
+
+        if is_reference_dir(p):  # a published reference: its arrays, once validated
+            ref = read_reference(p)
+            if ref.arrays_path is None:
+                raise FormatError(f"{p}: a digests-only reference holds no arrays to diff "
+                                  "(use tolerance verify)")
+            return ref.arrays_path
         return newest_npz(p)
     if not p.exists():
         raise FormatError(f"{p}: no such file or directory")
