@@ -106,7 +106,7 @@ def verify(ctx: click.Context, stem: str, against: str, box_name: str | None,
         for r in rows:
             b = bounds[r["key"]] if bounds is not None else ref.bounds.get(r["key"], {})
             get = b.get if isinstance(b, dict) else (lambda k, b=b: getattr(b, k))
-            text = describe_bounds(get("atol") or 0.0, get("rtol") or 0.0, get("ulp"))
+            text = describe_bounds(get("atol"), get("rtol"), get("ulp"))
             click.echo(format_row(r, widths=(wa, wb, wk), bounds=text,
                                   steps=ref.steps_axis is not None))
         click.echo(summarize(rows, 1 + len(result.chips), len({r["key"] for r in rows}), code)
