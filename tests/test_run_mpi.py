@@ -167,7 +167,11 @@ def test_a_rank_killed_mid_compare_ends_the_job_naming_the_box(tmp_path):
 
 
 def _git(root, *args):
-    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, timeout=30)
+    # one fixed date: the three roots' commits are the same commit, whenever they are made
+    env = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+           "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
+    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, timeout=30,
+                   env=env)
 
 
 def _box_roots(tmp_path, change: str | None):

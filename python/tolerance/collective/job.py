@@ -166,7 +166,8 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
     # 1. handshake.
     if line is not None:
         line.phase("handshake")
-    info = make_rank_info(rank, box.name, code_fingerprint(box.root), content_hash(inputs))
+    info = make_rank_info(rank, box.name, code_fingerprint(box.root, spec.code),
+                           content_hash(inputs))
     infos = comm.allgather(info)
     if line is not None:
         line.shm(mapped_by_self())  # the launcher sweeps only this job's segments
