@@ -12,7 +12,8 @@ from tolerance.collective.handshake import (RankInfo, assign_boxes, check_hosts,
                                             sync_problems)
 from tolerance.collective.launch import build_plan
 from tolerance.collective.watch import RankLine, Watch
-from tolerance.collective.plan import block_ranges, pair_owner
+from tolerance.compare.engine import pair_owner
+from tolerance.io.npz import plan_blocks
 
 
 @pytest.mark.parametrize("n", range(2, 9))
@@ -32,13 +33,14 @@ def test_pair_owner_rejects_bad_pairs():
         pair_owner(2, 1, 3)
 
 
+@pytest.mark.parametrize("itemsize", [1, 2, 4, 8])
 @pytest.mark.parametrize("shape,axis,budget", [
     ((10, 4), 0, 64), ((10, 4), 0, 1), ((10, 4), 1, 80), ((7,), None, 16), ((), None, 8),
     ((0, 3), 0, 100), ((3, 0), 0, 100), ((5, 6, 7), 2, 5 * 6 * 8 * 3),
 ])
-def test_block_ranges_cover_the_axis_in_order(shape, axis, budget):
+def test_block_ranges_cover_the_axis_in_order(shape, axis, budget, itemsize):
     import math
-    per, ranges = block_ranges(shape, axis, budget)
+    per, ranges = plan_blocks(shape, axis, itemsize, budget)
     extent = math.prod(shape) if axis is None else shape[axis]
     if extent == 0:
         assert ranges == [(0, 0)]
@@ -46,6 +48,8 @@ def test_block_ranges_cover_the_axis_in_order(shape, axis, budget):
     assert ranges[0][0] == 0 and ranges[-1][1] == extent
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
     assert all(0 < hi - lo <= per for lo, hi in ranges)
+    if axis is not None and per > 1:  # a block holds whole steps within the budget
+        assert per * itemsize * math.prod(shape) // shape[axis] <= budget
 
 
 def _git(root, *args):

@@ -86,23 +86,35 @@ def test_lorenz_on_the_default_boxes_fails_from_step_0(lorenz_run):
         assert len(s.files) == 2 * len(doc["rows"])
 
 
+@pytest.fixture(scope="module")
+def lorenz_run_small_blocks(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lorenz-small")
+    res = run_job(write_cluster(root, default_boxes()), "lorenz", "--chunk-mb", "0.0625")
+    return root, res
+
+
 @pytest.mark.skipif(not X86, reason="OPENBLAS_CORETYPE names x86-64 kernels")
-def test_report_rows_equal_tolerance_diff_on_the_same_files(lorenz_run):
-    root, res = lorenz_run
+@pytest.mark.parametrize("which", ["default", "small"])
+def test_report_rows_equal_tolerance_diff_on_the_same_files(lorenz_run, lorenz_run_small_blocks,
+                                                            which):
+    root, res = lorenz_run if which == "default" else lorenz_run_small_blocks
+    assert res.returncode == 1, res.stderr
     doc = report_of(root, "lorenz")
     outputs = [b["chips"][0]["output"] for b in doc["boxes"]]
-    for key, bounds in doc["bounds"].items():
-        args = ["diff", *outputs, "--keys", key, "--json", "--atol", repr(bounds["atol"]),
-                "--rtol", repr(bounds["rtol"])]
-        out = CliRunner().invoke(main, args)
-        assert out.exit_code in (0, 1, 3), out.output
-        diff_rows = json.loads(out.stdout)["rows"]
-        run_rows = [r for r in doc["rows"] if r["key"] == key]
-        assert len(diff_rows) == len(run_rows) == 3
-        for d, r in zip(diff_rows, run_rows):
-            for f in ("status", "max_abs", "argmax", "step", "max_rel", "max_ulp", "count_over",
-                      "size", "nan_mismatch", "nan_both", "inf_mismatch", "onset"):
-                assert d[f] == r[f], (key, f, d, r)
+    for chunk_mb in ("0.0625", "1", "16", "64"):
+        for key, bounds in doc["bounds"].items():
+            args = ["diff", *outputs, "--keys", key, "--json", "--atol", repr(bounds["atol"]),
+                    "--rtol", repr(bounds["rtol"]), "--chunk-mb", chunk_mb]
+            out = CliRunner().invoke(main, args)
+            assert out.exit_code in (0, 1, 3), out.output
+            diff_rows = json.loads(out.stdout)["rows"]
+            run_rows = [r for r in doc["rows"] if r["key"] == key]
+            assert len(diff_rows) == len(run_rows) == 3
+            for d, r in zip(diff_rows, run_rows):
+                for f in ("status", "code", "bound", "max_abs", "argmax", "step", "max_rel",
+                          "max_ulp", "count_over", "size", "nan_mismatch", "nan_both",
+                          "inf_mismatch", "onset"):
+                    assert d[f] == r[f], (which, chunk_mb, key, f, d, r)
 
 
 def test_stable_stays_within_bound(tmp_path):
@@ -148,7 +160,9 @@ def test_a_failing_box_is_unmeasured_and_the_others_compared(tmp_path):
 
 def test_a_rank_killed_mid_compare_ends_the_job_naming_the_box(tmp_path):
     cluster = write_cluster(tmp_path, [{"name": n} for n in ("a", "b", "c")])
-    env = {**os.environ, "TOLERANCE_TEST_KILL_BOX": "b"}
+    faults = str(Path(__file__).with_name("_faults"))  # a test-only sitecustomize
+    env = {**os.environ, "TOLERANCE_TEST_KILL_BOX": "b",
+           "PYTHONPATH": os.pathsep.join(filter(None, [faults, os.environ.get("PYTHONPATH")]))}
     argv = [sys.executable, "-m", "tolerance", "launch", "stable", "--cluster", str(cluster),
             "--specs", str(SPECS), "--mpiexec", mpiexec()]
     t0, t0_wall = time.monotonic(), time.time() - 1

@@ -33,6 +33,10 @@ steps_axis = click.option("--steps-axis", default="0", show_default=True, callba
                           help="Axis that indexes steps, or 'none' for one step.")
 threads = click.option("--threads", type=click.IntRange(min=1), default=None,
                        help="Kernel threads (default: the cores this process may use).")
+chunk_mb = click.option("--chunk-mb", type=click.FloatRange(min=0.0625, max=1024), default=16.0,
+                        show_default=True,
+                        help="Byte budget of one block (whole steps) per input: what is read, "
+                             "hashed and, in a run, sent between boxes at a time.")
 as_json = click.option("--json", "as_json", is_flag=True,
                        help="Print exactly one JSON document on stdout.")
 quiet = click.option("-q", "--quiet", is_flag=True, help="Print only the summary line.")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from tolerance._errors import EXIT_ERROR, ToleranceError
-from tolerance.collective.exchange import ExchangeStats, exchange
+from tolerance.collective.exchange import exchange
 from tolerance.bootstrap.segments import mapped_by_self
 from tolerance.collective.code_fingerprint import code_fingerprint
 from tolerance.collective.inputs import content_hash, parse_inputs, resolve_inputs
@@ -25,7 +25,7 @@ from tolerance.collective.handshake import (assign_boxes, check_hosts, make_rank
 from tolerance.collective.mpi import RankContext, abort_on_error, world
 from tolerance.collective.sources import NpzBlockSource, participant_label
 from tolerance.collective.watch import WATCH_ENV, RankLine, env_rank
-from tolerance.compare.kernel import Accumulator
+from tolerance.compare.engine import EngineStats, outcome_rows
 from tolerance.config.spec import with_run_overrides
 from tolerance.runner import claim_run_dir, run_box
 
@@ -48,8 +48,8 @@ class RunOutcome:
     infos: list = field(default_factory=list)        # handshake dicts, by rank
     boxes: list = field(default_factory=list)        # BoxResult.to_dict(), by rank
     participants: list = field(default_factory=list)
-    outcomes: list = field(default_factory=list)      # (PairOutcome, Divergence | None)
-    stats: ExchangeStats | None = None
+    rows: list = field(default_factory=list)          # compare.rows.Row, in (key, a, b) order
+    stats: EngineStats | None = None
     timings: dict = field(default_factory=dict)
     sync: bool = True
     line: object | None = None                        # the watch line, when launched
@@ -232,14 +232,11 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
     t_cmp = time.monotonic()
     if rank != 0:
         return RunOutcome(0)
-    decoded = []
-    for o in outcomes:
-        div = Accumulator.from_bytes(o.acc).result(o.shape) if o.acc is not None else None
-        decoded.append((o, div))
+    rows = outcome_rows(outcomes, [p.label for p in participants], spec.keys, spec.bounds_for)
     return RunOutcome(
         0, run_id=run_id, run_dir=run_dir, stem=stem, spec=spec,
         infos=[i.to_dict() for i in infos], boxes=boxes, participants=participants,
-        outcomes=decoded, stats=stats, sync=sync,
+        rows=rows, stats=stats, sync=sync,
         timings={"handshake_s": t_handshake - t0, "run_s": t_run - t_handshake,
                  "compare_s": t_cmp - t_run, "total_s": time.monotonic() - t0})
 
