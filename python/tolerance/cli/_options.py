@@ -19,12 +19,16 @@ def _nonneg(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     return value
 
 
-atol = click.option("--atol", type=float, default=0.0, show_default=True, callback=_nonneg,
-                    help="Absolute bound: inside when |a-b| <= atol + rtol*max(|a|,|b|).")
-rtol = click.option("--rtol", type=float, default=0.0, show_default=True, callback=_nonneg,
+# Each bound is optional: an element is inside when it meets every bound that is set, and
+# with none set inside means equal (an unset bound is not a zero bound).
+atol = click.option("--atol", type=float, default=None, callback=_nonneg,
+                    help="Absolute bound: inside when |a-b| <= atol + rtol*max(|a|,|b|) "
+                         "(an unset atol counts 0 there when --rtol is set).")
+rtol = click.option("--rtol", type=float, default=None, callback=_nonneg,
                     help="Relative bound (symmetric: no input is the reference).")
 ulp = click.option("--ulp", type=click.IntRange(min=0), default=None,
-                   help="Also require the ULP distance to be <= this (same float type only).")
+                   help="Require the ULP distance to be <= this (same float type only); "
+                        "alone, it means 'within ULP'. No bound at all: equal required.")
 steps_axis = click.option("--steps-axis", default="0", show_default=True, callback=_steps_axis,
                           help="Axis that indexes steps, or 'none' for one step.")
 threads = click.option("--threads", type=click.IntRange(min=1), default=None,

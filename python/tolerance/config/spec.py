@@ -52,10 +52,12 @@ BOX_LOCAL_ENV = THREAD_VARS + ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
 
 @dataclass(frozen=True)
 class Bounds:
-    """The bound of one key: inside when |a-b| <= atol + rtol*max(|a|,|b|) (and ULP <= ulp)."""
+    """The bound of one key. Each part is optional (None = unset): an element is inside when
+    it meets every bound that is set (|a-b| <= atol + rtol*max(|a|,|b|) when atol or rtol is
+    set, ULP <= ulp when ulp is set); a key with no bound set must be equal."""
 
-    atol: float = 0.0
-    rtol: float = 0.0
+    atol: float | None = None
+    rtol: float | None = None
     ulp: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -156,17 +158,20 @@ def _bounds(ck: Checker, raw: Any, path: str, base: Bounds) -> Bounds | None:
     ck.keys(data, path, _BOUND_KEYS)
     before = len(ck.problems)
     atol, rtol, ulp = base.atol, base.rtol, base.ulp
-    if "atol" in data:
-        atol = ck.number(data["atol"], key_path(path, "atol"), minimum=0.0)
+    if "atol" in data:  # `atol: null` unsets an inherited bound
+        atol = None if data["atol"] is None else \
+            ck.number(data["atol"], key_path(path, "atol"), minimum=0.0)
     if "rtol" in data:
-        rtol = ck.number(data["rtol"], key_path(path, "rtol"), minimum=0.0)
+        rtol = None if data["rtol"] is None else \
+            ck.number(data["rtol"], key_path(path, "rtol"), minimum=0.0)
     if "ulp" in data and data["ulp"] is not None:
         ulp = ck.integer(data["ulp"], key_path(path, "ulp"), minimum=0)
     elif "ulp" in data:
         ulp = None
     if len(ck.problems) > before:
         return None
-    return Bounds(atol=float(atol), rtol=float(rtol), ulp=ulp)  # type: ignore[arg-type]
+    return Bounds(atol=None if atol is None else float(atol),  # type: ignore[arg-type]
+                  rtol=None if rtol is None else float(rtol), ulp=ulp)
 
 
 def _bounds_section(ck: Checker, raw: Any, keys: tuple[str, ...]
