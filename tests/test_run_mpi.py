@@ -249,3 +249,24 @@ def test_launch_dry_run_prints_the_command_and_starts_nothing(tmp_path):
     for box in ("haswell", "sandybridge", "prescott"):
         assert f"python {box} -m tolerance run lorenz" in out.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_sync_push_by_hand_ships_rank_0s_commit(tmp_path):
+    roots = _box_roots(tmp_path, None)
+    (roots[0] / "model.py").write_text("def step(x):\n    return 4 * x\n")
+    _git(roots[0], "commit", "-q", "-am", "newer model")
+    head = subprocess.run(["git", "-C", str(roots[0]), "rev-parse", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    (roots[2] / "model.py").write_text("def step(x):\n    return 5 * x\n")   # a real change
+    boxes = [{"name": n, "root": str(r)} for n, r in zip("abc", roots)]
+    cluster = write_cluster(tmp_path, boxes)
+    res = run_job(cluster, "stable", "--sync", "push")
+    assert res.returncode == 2, res.stdout + res.stderr
+    errs = [ln for ln in res.stderr.splitlines() if ln.startswith("tolerance: error:")]
+    assert len(errs) == 1 and "box c" in errs[0] and "model.py" in errs[0], res.stderr
+    _git(roots[2], "checkout", "-q", "--", "model.py")
+    res = run_job(cluster, "stable", "--sync", "push")
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = report_of(roots[0], "stable")
+    assert doc["sync"] == "push" and [b["commit"] for b in doc["boxes"]] == [head] * 3
+    assert (roots[1] / "model.py").read_text() == "def step(x):\n    return 4 * x\n"

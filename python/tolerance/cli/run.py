@@ -23,10 +23,12 @@ _NO_SYNC_WARNING = ("WARNING: --no-sync: the boxes ran without the same-code che
 @click.argument("stem")
 @_options.cluster
 @_options.specs
-@click.option("--sync", "sync_mode", type=click.Choice(["verify", "off"]), default="verify",
-              show_default=True, help="Refuse to run unless every box runs the same code.")
+@click.option("--sync", "sync_mode", type=click.Choice(["verify", "push", "off"]), default="verify",
+              show_default=True,
+              help="verify: refuse unless every box runs the same code; push: first check "
+                   "rank 0's (the launcher's) commit out on every clean box; off: run anyway.")
 @click.option("--no-sync", "no_sync", is_flag=True,
-              help="Same as --sync off: run even if the boxes' code differs (warned loudly).")
+              help="Same as --sync off: run without the same-code check (warned loudly).")
 @_options.chunk_mb
 @_options.threads
 @_options.bounds_file
@@ -40,10 +42,11 @@ def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str 
     from tolerance.collective.job import run_stem
     from tolerance.collective.mpi import world
 
-    sync = sync_mode == "verify" and not no_sync
+    sync = sync_mode in ("verify", "push") and not no_sync
+    push = sync_mode == "push" and not no_sync
     debug = bool(ctx.obj and ctx.obj.get("debug"))
     progress = Progress(sys.stderr)
-    outcome = run_stem(stem, cluster_path=cluster_path, specs_dir=specs_dir, sync=sync,
+    outcome = run_stem(stem, cluster_path=cluster_path, specs_dir=specs_dir, sync=sync, push=push,
                        chunk_mb=chunk_mb, threads=threads, debug=debug,
                        progress=progress.update if progress.live else None,
                        run_dir=run_dir, env=run_env, bounds_path=bounds_path)

@@ -168,3 +168,73 @@ def differing_files(a: CodeFingerprint, b: CodeFingerprint) -> list[str]:
     """Paths whose content differs between two fingerprints (for the refusal table)."""
     keys = set(a.files) | set(b.files)
     return sorted(k for k in keys if a.files.get(k) != b.files.get(k))
+
+
+# ----------------------------------------------------------------- --sync push
+_BUNDLE_MAX = 256 << 20
+
+
+def make_push(checkout: str | os.PathLike) -> dict:
+    """`--sync push`: the checkout's HEAD as a git bundle (what every box checks out)."""
+    import base64
+    import tempfile
+
+    from tolerance._errors import ToleranceError
+
+    where = Path(checkout)
+    try:
+        commit = _git(where, "rev-parse", "--verify", "-q", "HEAD").decode().strip()
+    except (OSError, subprocess.SubprocessError):
+        raise ToleranceError(f"--sync push: {where} is not a git checkout with a commit "
+                             "(push ships the controller's HEAD)") from None
+    with tempfile.TemporaryDirectory(prefix="tolerance-push-") as tmp:
+        path = Path(tmp) / "head.bundle"
+        try:
+            _git(where, "bundle", "create", "-q", str(path), "HEAD")
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ToleranceError(f"--sync push: {where}: git bundle failed: {exc}") from None
+        if path.stat().st_size > _BUNDLE_MAX:
+            raise ToleranceError(f"--sync push: {where}: the bundle of HEAD is "
+                                 f"{path.stat().st_size >> 20} MiB (more than "
+                                 f"{_BUNDLE_MAX >> 20} MiB)")
+        data = path.read_bytes()
+    return {"commit": commit, "bundle": base64.b64encode(data).decode("ascii")}
+
+
+def apply_push(root: str | os.PathLike, push: dict, box: str) -> str | None:
+    """Check the pushed commit out in a box root; None when done, else why it was refused.
+
+    A root whose tree is clean (or differs only AST-neutrally) is brought to the commit; a
+    root with real local changes is refused, naming its files: nothing of it is touched.
+    """
+    import base64
+    import tempfile
+
+    root = Path(root)
+    commit = str(push["commit"])
+    fp = _git_fingerprint(root)
+    if fp is None:
+        return f"box {box}: --sync push: its root {root} is not a git checkout"
+    if fp.files:
+        files = sorted(fp.files)
+        shown = ", ".join(files[:5]) + (f" (+{len(files) - 5} more)" if len(files) > 5 else "")
+        return (f"box {box}: --sync push refused: its root {root} has local changes "
+                f"({shown}); commit or discard them, or run with --sync verify")
+    if fp.head == commit:
+        return None
+    with tempfile.TemporaryDirectory(prefix="tolerance-push-") as tmp:
+        path = Path(tmp) / "head.bundle"
+        path.write_bytes(base64.b64decode(push["bundle"]))
+        try:
+            _git(root, "fetch", "-q", "--no-tags", str(path), "HEAD")
+            got = _git(root, "rev-parse", "FETCH_HEAD").decode().strip()
+            if got != commit:
+                return f"box {box}: --sync push: the bundle holds {got[:12]}, not {commit[:12]}"
+            _git(root, "checkout", "-q", "--detach", commit)
+        except subprocess.CalledProcessError as exc:
+            said = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+            return (f"box {box}: --sync push: git in {root} failed: "
+                    f"{said[-1] if said else exc}")
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"box {box}: --sync push: git in {root} failed: {exc}"
+    return None

@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 from tolerance._errors import EXIT_ERROR, ToleranceError
 from tolerance.collective.exchange import exchange
 from tolerance.bootstrap.segments import mapped_by_self
-from tolerance.collective.code_fingerprint import code_fingerprint
+from tolerance.collective.code_fingerprint import apply_push, code_fingerprint, make_push
 from tolerance.collective.inputs import content_hash, parse_inputs, resolve_inputs
 from tolerance.collective.handshake import (assign_boxes, check_hosts, make_rank_info,
                                             sync_problems, this_host)
@@ -53,6 +53,7 @@ class RunOutcome:
     timings: dict = field(default_factory=dict)
     sync: bool = True
     line: object | None = None                        # the watch line, when launched
+    push: bool = False                                # --sync push brought every box to one commit
 
     def close_line(self) -> None:
         """Say `bye` to the launcher: this rank ended normally."""
@@ -103,8 +104,8 @@ def _open_line() -> RankLine | None:
 def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync: bool = True,
              chunk_mb: float = 16.0, threads: int | None = None, debug: bool = False,
              progress: Callable[[str], None] | None = None, run_dir: str | None = None,
-             env: Mapping[str, str] | None = None, bounds_path: str | None = None
-             ) -> RunOutcome:
+             env: Mapping[str, str] | None = None, bounds_path: str | None = None,
+             push: bool = False) -> RunOutcome:
     """One replicated run of `stem`, this process being one rank.
 
     run_dir: the run directory to use instead of claiming `runs/<stem>/<stamp>` (relative
@@ -151,9 +152,29 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
             return RunOutcome(EXIT_ERROR, error=str(exc), stem=stem, line=line)
         box = cluster.box(chosen[rank])
         ctx.box = box.name
+        if push:  # --sync push: every box checks the controller's commit out first
+            problem = None
+            shipped = inputs.get("push") if line is not None else None
+            if line is None and rank == 0:
+                try:
+                    shipped = make_push(box.root)   # by hand: rank 0's checkout is the controller's
+                except ToleranceError as exc:
+                    problem = str(exc)
+            if line is None:
+                shipped, problem = comm.bcast((shipped, problem), root=0)
+            if problem is None and not shipped:
+                problem = "--sync push: the launcher sent no commit (launch with --sync push)"
+            if problem is None:
+                if line is not None:
+                    line.phase("checking out the pushed commit")
+                problem = apply_push(box.root, shipped, box.name)
+            problem = _agree(comm, problem)
+            if problem:
+                return RunOutcome(EXIT_ERROR, error=problem, stem=stem, line=line)
         outcome = _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads,
                               progress, t0, line, inputs, run_dir)
         outcome.line = line
+        outcome.push = push
         return outcome
 
 

@@ -134,14 +134,16 @@ def run_document(outcome: Any, rows: Sequence[Row], exit_code: int) -> dict[str,
         b = by_box.get(info["box"], {})
         boxes.append({"name": info["box"], "rank": info["rank"], "host": info["hostname"],
                       "pid": info["pid"], "arch": info["arch"], "versions": info["versions"],
-                      "code": info["code"], "status": b.get("status"),
+                      "code": info["code"], "commit": (info["code"] or {}).get("head"),
+                      "status": b.get("status"),
                       "env_fingerprint": b.get("env_fingerprint"), "chips": b.get("chips", [])})
     return {
         "schema": RUN_SCHEMA,
         "run_id": outcome.run_id,
         "stem": outcome.stem,
         "spec_hash": spec.identity_hash(),
-        "sync": "verify" if outcome.sync else "off",
+        "sync": ("push" if getattr(outcome, "push", False) else "verify") if outcome.sync
+                else "off",
         "run_dir": str(outcome.run_dir),
         "steps_axis": spec.steps_axis,
         "bounds": {k: spec.bounds_for(k).to_dict() for k in spec.keys},
