@@ -29,12 +29,16 @@ def _g(x: float) -> str:
     return f"{x:.2g}"
 
 
+def _opt_g(x: Any) -> str:  # an unset bound is shown as "-", not as 0
+    return "-" if x is None else f"{x:g}"
+
+
 def describe_bounds(bound: Any) -> str:
     """`atol 1e-07 rtol 1e-09 ulp 4`, or `exact` when no bound is set."""
     parts = []
-    if bound.atol:
+    if bound.atol is not None:  # an unset bound is not a zero bound: 0 is shown, None not
         parts.append(f"atol {bound.atol:g}")
-    if bound.rtol:
+    if bound.rtol is not None:
         parts.append(f"rtol {bound.rtol:g}")
     if bound.ulp is not None:
         parts.append(f"ulp {bound.ulp}")
@@ -170,7 +174,7 @@ def summary_markdown(doc: dict) -> str:
                      f"{_opt(r['step'])} | {_num(r['max_rel'])} | {_opt(r['max_ulp'])} | "
                      f"{_opt(r['onset'])} | {_opt(r['count_over'])} | {verdict} |")
     lines += ["", "Bounds: " + "; ".join(
-        f"`{k}` atol {v['atol']:g} rtol {v['rtol']:g} ulp {v['ulp'] if v['ulp'] is not None else '-'}"
+        f"`{k}` atol {_opt_g(v['atol'])} rtol {_opt_g(v['rtol'])} ulp {v['ulp'] if v['ulp'] is not None else '-'}"
         for k, v in doc["bounds"].items()),
         f"Data bytes moved between boxes: {doc['bytes_moved']}",
         f"Exit code: {doc['exit_code']}", ""]
