@@ -212,7 +212,7 @@ def test_spec_defaults():
     s = parse_spec(minimal(), stem="s")
     assert s.command == ("run", "{out}") and s.python is None
     assert s.outputs == "*.npz" and s.keys == ("z_b", "omega_b")
-    assert s.bounds_for("z_b") == Bounds(0.0, 0.0, None) and s.steps_axis == 0
+    assert s.bounds_for("z_b") == Bounds(None, None, None) and s.steps_axis == 0
     assert s.env == {} and s.timeout == 600.0
 
 
@@ -220,9 +220,13 @@ def test_spec_bounds_per_key_fall_back_to_default():
     s = parse_spec(minimal(bounds={"default": {"atol": 1e-6, "ulp": 4},
                                    "z_b": {"rtol": 1e-3}, "omega_b": {"ulp": None}}), stem="s")
     assert s.bounds_for("z_b") == Bounds(atol=1e-6, rtol=1e-3, ulp=4)
-    assert s.bounds_for("omega_b") == Bounds(atol=1e-6, rtol=0.0, ulp=None)
-    assert s.bounds_for("not_listed") == Bounds(atol=1e-6, rtol=0.0, ulp=4)
+    assert s.bounds_for("omega_b") == Bounds(atol=1e-6, rtol=None, ulp=None)
+    assert s.bounds_for("not_listed") == Bounds(atol=1e-6, rtol=None, ulp=4)
     assert set(s.bounds) == {"z_b", "omega_b"}
+    # an unset bound is not a zero bound; `atol: null` unsets an inherited one
+    s = parse_spec(minimal(bounds={"default": {"atol": 1e-6}, "z_b": {"atol": None, "ulp": 2}}),
+                   stem="s")
+    assert s.bounds_for("z_b") == Bounds(atol=None, rtol=None, ulp=2)
 
 
 def test_spec_yaml_floats_like_1e_minus_6(tmp_path):
