@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _mpi import run_session
+
 SUBNET = "10.77.0"
 
 
@@ -156,19 +158,10 @@ class NetnsCluster:
 
     def run_ctl(self, argv, *, timeout: float = 120, check: bool = False, env=None, cwd=None):
         """Run argv on the controller; returns CompletedProcess (killed whole on timeout)."""
-        proc = subprocess.Popen(self.prefix(self.ctl, self.ctl_hostname) + [str(a) for a in argv],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env or self.env(), cwd=cwd, start_new_session=True,
-                                stdin=subprocess.DEVNULL)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            raise AssertionError(f"timed out after {timeout} s:\n{out}\n{err}")
-        res = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        res = run_session(self.prefix(self.ctl, self.ctl_hostname) + list(argv), timeout=timeout,
+                          env=env or self.env(), cwd=cwd)
         if check and res.returncode:
-            raise AssertionError(f"{argv} failed: {err}")
+            raise AssertionError(f"{argv} failed: {res.stderr}")
         return res
 
     def start_ctl(self, argv, *, env=None, cwd=None) -> subprocess.Popen:
