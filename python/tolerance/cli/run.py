@@ -72,6 +72,8 @@ def _report(outcome) -> int:
                 click.echo(f"(warn) box {b.get('box')} chip {c.get('chip')}: {c.get('status')}"
                            f"{': ' + c['reason'] if c.get('reason') else ''}"
                            f"{'  | ' + tail[0].strip() if tail else ''}")
+    for line in outcome.notes:
+        click.echo(line)
     rows, series = build_rows(outcome)
     code = exit_code_of(rows, outcome.boxes, outcome.participants)
     doc = report_document(outcome, rows, code)
@@ -82,7 +84,7 @@ def _report(outcome) -> int:
         click.echo(format_row(r, head_width=width, steps=steps,
                               bounds=describe_bounds(b.atol, b.rtol, b.ulp)))
     paths = write_report(outcome.run_dir, doc, series)
-    click.echo(summarize(rows, len(outcome.participants), len(outcome.spec.keys), code)
+    click.echo(summarize(rows, len(outcome.participants), len(outcome.keys), code)
                + f"; data moved {doc['bytes_moved']} B; report {paths['report']}")
     if not outcome.sync:
         click.echo(_NO_SYNC_WARNING, err=True)

@@ -48,6 +48,8 @@ class RunOutcome:
     stats: ExchangeStats | None = None
     timings: dict = field(default_factory=dict)
     sync: bool = True
+    keys: list = field(default_factory=list)          # the keys compared
+    notes: list = field(default_factory=list)         # lines rank 0 prints before the rows
 
 
 def _agree(comm, problem: str | None) -> str | None:
@@ -142,8 +144,9 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
         else:
             failures.append((label, f"box {box.name} chip {chip.chip} {chip.status}"
                                     f"{': ' + chip.reason if chip.reason else ''}"))
+    keys, notes = _keys_to_compare(comm, spec, sources)
     participants, outcomes, stats = exchange(
-        comm, sources, failures, spec.keys, spec.bounds_for, spec.steps_axis,
+        comm, sources, failures, keys, spec.bounds_for, spec.steps_axis,
         int(chunk_mb * (1 << 20)), threads=threads,
         progress=(lambda key, b, nb: progress(f"comparing {key}: block {b + 1}/{nb}"))
         if progress else None)
@@ -159,9 +162,29 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
     return RunOutcome(
         0, run_id=run_id, run_dir=run_dir, stem=stem, spec=spec,
         infos=[i.to_dict() for i in infos], boxes=boxes, participants=participants,
-        outcomes=decoded, stats=stats, sync=sync,
+        outcomes=decoded, stats=stats, sync=sync, keys=keys, notes=notes,
         timings={"handshake_s": t_handshake - t0, "run_s": t_run - t_handshake,
                  "compare_s": t_cmp - t_run, "total_s": time.monotonic() - t0})
+
+
+def _keys_to_compare(comm, spec, sources) -> tuple[list[str], list[str]]:
+    """The spec's keys; with none listed, every key of any box's output, common ones first
+    (a key some outputs lack gives unmeasured rows, as in `tolerance diff`), and the lines
+    that say so."""
+    if spec.keys is not None:
+        return list(spec.keys), []
+    per_source = [k for part in comm.allgather([s.keys() for s in sources]) for k in part]
+    seen: list[str] = []
+    for ks in per_source:
+        seen += [k for k in ks if k not in seen]
+    common = [k for k in seen if all(k in ks for ks in per_source)]
+    partial = [k for k in seen if k not in common]
+    notes = [f"keys: every key common to all boxes' outputs (the spec lists none): "
+             f"{', '.join(common) if common else '(none)'}"]
+    if partial:
+        notes.append(f"(warn) keys in some outputs only (unmeasured where missing): "
+                     f"{', '.join(partial)}")
+    return common + partial, notes
 
 
 def _run_box_following(comm, spec, box, run_dir, names, progress):

@@ -51,7 +51,7 @@ def report_document(outcome, rows: list[dict], exit_code: int) -> dict:
                       "pid": info["pid"], "arch": info["arch"], "versions": info["versions"],
                       "code": info["code"], "status": b.get("status"),
                       "env_fingerprint": b.get("env_fingerprint"), "chips": b.get("chips", [])})
-    keys = list(spec.keys)
+    keys = list(outcome.keys)
     return {
         "schema": SCHEMA,
         "run_id": outcome.run_id,
@@ -60,6 +60,8 @@ def report_document(outcome, rows: list[dict], exit_code: int) -> dict:
         "sync": "verify" if outcome.sync else "off",
         "run_dir": str(outcome.run_dir),
         "steps_axis": spec.steps_axis,
+        "keys": keys,
+        "keys_listed": spec.keys is not None,
         "bounds": {k: _bounds_dict(spec.bounds_for(k)) for k in keys},
         "boxes": boxes,
         "rows": [row_to_json(r) for r in rows],
