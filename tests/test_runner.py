@@ -114,9 +114,12 @@ def test_claim_rejects_unsafe_stems(tmp_path, stem):
 
 
 def test_open_run_dir(tmp_path):
+    with pytest.raises(ToleranceError, match=r"run id '20260102T030405Z': no such run"):
+        open_run_dir(tmp_path, "s", STAMP)  # a mistyped id never makes a new run
+    assert not (tmp_path / "runs").exists()
+    claimed = claim_run_dir(tmp_path, "s", now=NOW)
     p = open_run_dir(tmp_path, "s", STAMP)
-    assert p == tmp_path / "runs" / "s" / STAMP and p.is_dir()
-    assert open_run_dir(tmp_path, "s", STAMP) == p
+    assert p == claimed == tmp_path / "runs" / "s" / STAMP and p.is_dir()
     with pytest.raises(ToleranceError, match="run id"):
         open_run_dir(tmp_path, "s", "../x")
 
