@@ -14,6 +14,7 @@ from typing import Any
 
 from tolerance._errors import ToleranceError
 from tolerance.config import Box, Chip, Spec
+from tolerance.config.chips import knob_env
 from tolerance.runner import _chips
 from tolerance.runner.env_fingerprint import environment_fingerprint
 
@@ -159,12 +160,13 @@ ROOT_ENV = "TOLERANCE_ROOT"
 
 def chip_env(spec: Spec, box: Box, chip: Chip, *, out: str = "", context: str = "",
              python: str = "") -> dict[str, str]:
-    """box env + spec env + chip env, later wins (what the chip gets on top of os.environ),
-    plus TOLERANCE_ROOT (the box's root). Placeholders in the spec's env ({root}, {out},
-    {chip}, {python}) are filled in."""
+    """What the chip gets on top of os.environ, resolved in the one documented order
+    (config.chips.knob_env): derived from the chip, then the box's `threads`, then the
+    box's `env`, then the spec's `env` (its placeholders {root}, {out}, {chip}, {python}
+    filled in); plus TOLERANCE_ROOT, the box's root."""
     root = str(Path(box.root).resolve())
     spec_env = spec.resolved_env(out=out, chip=context, python=python, root=root)
-    return {**box.resolved_env(), **spec_env, **chip.env(), ROOT_ENV: root}
+    return {**knob_env(chip, threads=box.threads, env={**box.env, **spec_env}), ROOT_ENV: root}
 
 
 def _watch(group, results: list[ChipResult], settle, *, deadline: float, timeout: float,

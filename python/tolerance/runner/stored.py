@@ -1,9 +1,12 @@
-"""Stored runs: what `<root>/runs/<stem>/<stamp>` directories hold, read back.
+"""Stored runs, read back: `<root>/runs/<stem>/<run id>/` directories.
 
 A run directory holds one `<box>/` directory per box that ran here (each with its
 `box.json` and one `<chip>/` directory per chip), and, on the box of MPI rank 0, the
-report files (`report.json`, `series.npz`, `summary.md`). This module lists them, finds
-one by name, and prunes old ones. Nothing here writes a report; nothing is unpickled.
+report files (`report.json`, `series.npz`, `summary.md`). This module lists runs, finds one
+by name, prunes old ones, and reads one box back (to publish a reference from a run made
+earlier, by `tolerance run`/`launch` or `tolerance run-box`). Paths are rebuilt from the
+run directory, not taken from the stored absolute paths, so a run directory that was moved
+or copied still reads. Nothing here writes a report; nothing is unpickled.
 """
 from __future__ import annotations
 
@@ -15,14 +18,90 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from tolerance._errors import ConfigError, FormatError, ToleranceError
+from tolerance._errors import ConfigError, ToleranceError
 from tolerance.config._check import name_problem
+from tolerance.runner.box import BoxResult
 
-REPORT_FILE, SERIES_FILE, SUMMARY_FILE, BOX_FILE = ("report.json", "series.npz", "summary.md",
-                                                    "box.json")
+BOX_FILE = "box.json"
+REPORT_FILE = "report.json"
+SERIES_FILE, SUMMARY_FILE = "series.npz", "summary.md"
 #: files of a run directory that are never a box's output
 REPORT_FILES = frozenset({REPORT_FILE, SERIES_FILE, SUMMARY_FILE})
+_MAX_JSON = 16 << 20
 _STAMP = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
+
+
+@dataclass
+class StoredBox:
+    """One box of a stored run: its result and the outputs of its finished chips."""
+
+    run_dir: Path
+    result: BoxResult
+    outputs: list[tuple[str, Path]]     # (chip, output file), in the box's chip order
+    code: dict[str, Any] | None         # the box's code fingerprint, when the run recorded it
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        if os.path.getsize(path) > _MAX_JSON:
+            raise ToleranceError(f"{path}: larger than {_MAX_JSON >> 20} MiB: not a run record")
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except OSError as exc:
+        raise ToleranceError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ToleranceError(f"{path}: not valid JSON ({exc})") from None
+
+
+def stored_boxes(run_dir: str | os.PathLike[str]) -> list[str]:
+    """The names of the boxes that recorded a `box.json` in a run directory, sorted."""
+    p = Path(run_dir)
+    if not p.is_dir():
+        raise ToleranceError(f"{p}: not a run directory")
+    return sorted(d.name for d in p.iterdir() if (d / BOX_FILE).is_file())
+
+
+def load_stored_box(run_dir: str | os.PathLike[str], box: str | None = None) -> StoredBox:
+    """The stored box `box` of a run directory (the only one when `box` is None)."""
+    p = Path(run_dir)
+    names = stored_boxes(p)
+    if not names:
+        raise ToleranceError(f"{p}: no <box>/{BOX_FILE} here: not a run directory "
+                             "(give runs/<stem>/<run id>)")
+    if box is None:
+        if len(names) > 1:
+            raise ToleranceError(f"{p}: holds boxes {', '.join(names)}: say which with --box")
+        box = names[0]
+    elif box not in names:
+        raise ToleranceError(f"{p}: no box {box!r} in this run (it holds {', '.join(names)})")
+    raw = _read_json(p / box / BOX_FILE)
+    try:
+        result = BoxResult.from_dict(raw)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ToleranceError(f"{p / box / BOX_FILE}: not a box record ({exc})") from None
+    if result.status != "finished":
+        failed = [f"{c.chip} {c.status}" for c in result.chips if c.status != "finished"]
+        raise ToleranceError(f"{p / box}: box {box!r} did not finish this run "
+                             f"({', '.join(failed) or result.status})")
+    outputs: list[tuple[str, Path]] = []
+    for c in result.chips:
+        if not c.dir or not c.output:
+            raise ToleranceError(f"{p / box / BOX_FILE}: chip {c.chip}: no output recorded")
+        out = p / box / Path(c.dir).name / Path(c.output).name
+        if not out.is_file():
+            raise ToleranceError(f"{out}: the output of chip {c.chip} is gone")
+        outputs.append((c.chip, out))
+    code = None
+    if (p / REPORT_FILE).is_file():
+        report = _read_json(p / REPORT_FILE)
+        for b in (report.get("boxes") or []) if isinstance(report, dict) else []:
+            if isinstance(b, dict) and b.get("name") == box and isinstance(b.get("code"), dict):
+                code = b["code"]
+    return StoredBox(run_dir=p, result=result, outputs=outputs, code=code)
 
 
 def stamp_order(name: str) -> tuple[str, int, str]:
@@ -33,21 +112,13 @@ def stamp_order(name: str) -> tuple[str, int, str]:
     return (m.group(1), int(m.group(2) or 1), name)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from `path`; None when there is no such file. FormatError when the file
-    exists but is not a JSON object."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+def _read_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`; None when there is no such file."""
+    if not path.is_file():
         return None
-    except OSError as exc:
-        raise FormatError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise FormatError(f"{path}: not JSON: {exc}") from None
+    data = _read_json(path)
     if not isinstance(data, dict):
-        raise FormatError(f"{path}: not a JSON object")
+        raise ToleranceError(f"{path}: not a JSON object")
     return data
 
 
@@ -106,8 +177,8 @@ def read_run(path: str | os.PathLike) -> StoredRun:
         raise ToleranceError(f"{p}: no such run directory")
     run = StoredRun(stem=p.parent.name, run_id=p.name, path=p)
     try:
-        run.report = _read_json(p / REPORT_FILE)
-    except FormatError as exc:
+        run.report = _read_object(p / REPORT_FILE)
+    except ToleranceError as exc:
         run.problem = str(exc)
     if run.report is not None:
         for b in run.report.get("boxes") or []:
@@ -115,8 +186,8 @@ def read_run(path: str | os.PathLike) -> StoredRun:
                 run.boxes[b["name"]] = b.get("status")
     for d in sorted(x for x in p.iterdir() if x.is_dir()):
         try:
-            data = _read_json(d / BOX_FILE)
-        except FormatError as exc:
+            data = _read_object(d / BOX_FILE)
+        except ToleranceError as exc:
             run.problem = run.problem or str(exc)
             continue
         if data is None:
@@ -126,8 +197,10 @@ def read_run(path: str | os.PathLike) -> StoredRun:
         for c in data.get("chips") or []:
             if not isinstance(c, dict):
                 continue
-            cdir = Path(c["dir"]) if isinstance(c.get("dir"), str) else d
-            out = c.get("output") if isinstance(c.get("output"), str) else None
+            # rebuilt from the run directory (it may have been moved or copied)
+            cdir = d / Path(c["dir"]).name if isinstance(c.get("dir"), str) else d
+            out = (str(cdir / Path(c["output"]).name)
+                   if isinstance(c.get("output"), str) else None)
             run.chips.append(StoredChip(box=name, chip=str(c.get("chip")), status=c.get("status"),
                                         output=out, dir=cdir))
     return run
