@@ -115,3 +115,43 @@ def test_find_run_by_path_stem_and_id(tmp_path):
     with pytest.raises(Exception, match="no such run"):
         find_run("ode/20990101T000000Z", [tmp_path])
     assert [r.path for r in list_runs([tmp_path])] == [a, b]
+
+
+def test_report_errors_are_one_line(tmp_path):
+    fake_run(tmp_path, "ode", "20260101T000000Z", report=False)
+    r = invoke("report", "ode", "--root", str(tmp_path))
+    assert r.exit_code == 2 and "no report.json" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    r = invoke("report", "ode/20990101T000000Z", "--root", str(tmp_path))
+    assert r.exit_code == 2 and "no such run" in r.output
+
+
+def test_report_exit_code_and_help(tmp_path):
+    fake_run(tmp_path, "ode", "20260101T000000Z", rows=("unmeasured",), exit_code=3)
+    r = invoke("report", "ode", "--root", str(tmp_path))
+    assert r.exit_code == 3, r.output
+    assert "1 rows: 0 pass, 0 fail, 1 unmeasured -> exit 3" in r.output
+    for cmd in ("report", "runs"):
+        assert "Exit codes:" in invoke(cmd, "--help").output
+
+
+@pytest.mark.parametrize("cmd", ["run", "diff", "check", "run-box", "launch", "runs", "report"])
+def test_every_reporting_command_lists_its_exit_codes(cmd):
+    r = invoke(cmd, "--help")
+    assert r.exit_code == 0 and "Exit codes:" in r.output and " 2 " in r.output
+
+
+def test_launch_unknown_stem_lists_the_stems(tmp_path):
+    repo = Path(__file__).resolve().parent.parent
+    r = invoke("launch", "nosuch", "--cluster", str(repo / "cluster.yaml"), "--specs",
+               str(repo / "specs"), "--dry-run")
+    assert r.exit_code == 2 and "nosuch.yaml" in r.output
+    assert "stems in" in r.output and "lorenz" in r.output and "stable" in r.output
+
+
+def test_launch_checks_options_after_dashdash_before_mpi(tmp_path):
+    repo = Path(__file__).resolve().parent.parent
+    r = invoke("launch", "stable", "--cluster", str(repo / "cluster.yaml"), "--specs",
+               str(repo / "specs"), "--", "--chunk-mb", "nope")
+    assert r.exit_code == 2 and "after --" in r.output and "--chunk-mb" in r.output
+    assert "+ " not in r.output  # the mpiexec line is never printed: nothing started

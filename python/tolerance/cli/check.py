@@ -17,7 +17,7 @@ def _problems(exc: ConfigError) -> list[str]:
     return list(exc.problems) if isinstance(exc, SchemaProblems) else [str(exc)]
 
 
-@click.command("check")
+@click.command("check", epilog="Exit codes: 0 no problem, 2 any problem.")
 @click.argument("stems", nargs=-1)
 @_options.cluster
 @_options.specs

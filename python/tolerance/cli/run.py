@@ -19,7 +19,7 @@ _NO_SYNC_WARNING = ("WARNING: --no-sync: the boxes ran without the same-code che
                     "(their fingerprints are in report.json)")
 
 
-@click.command("run")
+@click.command("run", epilog="Exit codes: 0 every row within bound, 1 a bound exceeded (or a NaN/inf mismatch), 2 error (config, sync refusal, a box failed), 3 some row unmeasured (missing key, shape or dtype mismatch).")
 @click.argument("stem")
 @_options.cluster
 @_options.specs
