@@ -87,6 +87,11 @@ def test_write_your_own_stem_as_printed(tmp_path):
     assert launch.returncode in (0, 1), launch.stdout + launch.stderr  # 1: a bound exceeded
     assert "keys: every key common to all boxes' outputs (the spec lists none): y, t" \
         in launch.stdout
+    # progress without a terminal: one line per state change of the boxes (rank 0 only)
+    states = [ln for ln in launch.stderr.splitlines() if ln.startswith("tolerance: running")]
+    assert 2 <= len(states) <= 4, launch.stderr
+    assert "haswell: running" in states[0] and "haswell: finished" in states[-1]
+    assert all(ln.count("prescott:") == 1 for ln in states)
     rows = [ln for ln in launch.stdout.splitlines() if ln.startswith("max‖")]
     assert len(rows) == 6 and sum("max‖y[" in ln for ln in rows) == 3, launch.stdout
     (run_dir,) = (proj / "runs" / "ode").iterdir()

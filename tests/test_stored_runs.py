@@ -155,3 +155,19 @@ def test_launch_checks_options_after_dashdash_before_mpi(tmp_path):
                str(repo / "specs"), "--", "--chunk-mb", "nope")
     assert r.exit_code == 2 and "after --" in r.output and "--chunk-mb" in r.output
     assert "+ " not in r.output  # the mpiexec line is never printed: nothing started
+
+
+def test_progress_lines_without_a_terminal():
+    import io
+
+    from tolerance.cli._progress import Progress
+
+    buf = io.StringIO()
+    p = Progress(buf)
+    assert not p.live
+    p.update("running 0.1 s  a: running", event=True)
+    p.update("running 0.2 s  a: running")          # no change of state: no line
+    p.update("running 0.3 s  a: finished", event=True)
+    p.clear()
+    assert buf.getvalue().splitlines() == ["tolerance: running 0.1 s  a: running",
+                                           "tolerance: running 0.3 s  a: finished"]

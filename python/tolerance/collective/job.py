@@ -105,7 +105,7 @@ def _open_line() -> RankLine | None:
 
 def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync: bool = True,
              chunk_mb: float = 16.0, threads: int | None = None, debug: bool = False,
-             progress: Callable[[str], None] | None = None, run_dir: str | None = None,
+             progress: Callable[..., None] | None = None, run_dir: str | None = None,
              env: Mapping[str, str] | None = None, bounds_path: str | None = None,
              push: bool = False) -> RunOutcome:
     """One replicated run of `stem`, this process being one rank.
@@ -249,7 +249,8 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
     participants, outcomes, stats = exchange(
         comm, sources, failures, keys, spec.bounds_for, spec.steps_axis,
         int(chunk_mb * (1 << 20)), threads=threads,
-        progress=(lambda key, b, nb: progress(f"comparing {key}: block {b + 1}/{nb}"))
+        progress=(lambda key, b, nb: progress(f"comparing {key}: block {b + 1}/{nb}",
+                                              event=b == 0 and nb > 1))
         if progress else None)
     for s in sources:
         s.close()
@@ -307,6 +308,7 @@ def _run_box_following(comm, spec, box, run_dir, names, progress):
     from mpi4py import MPI  # noqa: PLC0415 - already initialized by world()
 
     states = {n: "running" for n in names}
+    last: dict = {}
     started = time.monotonic()
     pending = nranks - 1
     mine_done = False
@@ -321,8 +323,10 @@ def _run_box_following(comm, spec, box, run_dir, names, progress):
             states[name] = status
             pending -= 1
         if progress:
+            changed = states != last
+            last = dict(states)
             progress(f"running {time.monotonic() - started:5.1f} s  " +
-                     "  ".join(f"{n}: {s}" for n, s in states.items()))
+                     "  ".join(f"{n}: {s}" for n, s in states.items()), event=changed)
         if pending or not mine_done:
             time.sleep(_POLL_S)
     return holder["result"]
