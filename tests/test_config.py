@@ -384,7 +384,7 @@ def test_env_placeholders_checked():
 
 def test_keys_optional_bounds_name_any_key():
     s = parse_spec(minimal(bounds={"x": {"atol": 1e-3}}), stem="s")
-    assert s.keys is None and s.bounds_for("x").atol == 1e-3 and s.bounds_for("y").atol == 0.0
+    assert s.keys is None and s.bounds_for("x").atol == 1e-3 and s.bounds_for("y").atol is None
     assert s.normalized()["keys"] is None
     assert s.identity_hash() != parse_spec(minimal(keys=["x"], bounds={"x": {"atol": 1e-3}}),
                                            stem="s").identity_hash()

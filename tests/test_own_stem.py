@@ -8,14 +8,12 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from _mpi import mpiexec
+from _mpi import mpiexec, run_session
 
 REPO = Path(__file__).resolve().parent.parent
 TOLERANCE = Path(sys.executable).parent / "tolerance"
@@ -47,21 +45,7 @@ def run(argv, cwd, timeout=240):
     assert argv[0] == "tolerance"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("TOLERANCE_CLUSTER", None)
-    proc = subprocess.Popen([str(TOLERANCE), *argv[1:]], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"{argv} timed out:\n{out}\n{err}")
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    return run_session([TOLERANCE, *argv[1:]], timeout=timeout, env=env, cwd=cwd)
 
 
 @pytest.mark.skipif(not TOLERANCE.exists(), reason="no tolerance script beside this Python")
@@ -78,8 +62,7 @@ def test_write_your_own_stem_as_printed(tmp_path):
         (proj / rel).parent.mkdir(parents=True, exist_ok=True)
         (proj / rel).write_text(text)
 
-    check, launch, runs, report = (run(c, proj) for c in cmds[:1]), None, None, None
-    (check,) = check
+    check = run(cmds[0], proj)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "keys: every key common to all boxes' outputs" in check.stdout
 
