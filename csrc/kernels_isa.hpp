@@ -462,7 +462,7 @@ inline __m128 rel_threshold32(__m256d r) {  // (4): t = fl32(r(1-2^-20)), 0 belo
 template <bool WantUlp>
 inline bool pre_block_f32(const float* a, const float* b, size_t len, const Params& p,
                           const PreF32& c, bool check_ulp, vd& brel_io, int64_t& over,
-                          uint64_t& ulpmax, float& m32) {
+                          uint64_t& ulpmax, float& m32, bool want_margin, vd& marg_io) {
     const __m256i mag = _mm256_set1_epi32(0x7fffffff);
     const __m256 absf = _mm256_castsi256_ps(mag);
     const __m256 Alo = _mm256_set1_ps(c.Alo), Rlo = _mm256_set1_ps(c.Rlo);
@@ -478,6 +478,23 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
     __m256 unc = _mm256_setzero_ps();
     __m256i nin = _mm256_setzero_si256();  // per-lane inside counts (<= 128 a lane)
     __m256i nf = _mm256_setzero_si256(), um = _mm256_setzero_si256();
+    // (7) margin (rtol > 0): a lane's d / bound can exceed the running maximum m only when
+    // d32 >= max(fl32(tm*lo), 2^-149), tm = fl32(m(1-2^-20)) (0 below 2^-100) as in (4) with
+    // lo (3) for mx: otherwise x < tm*lo <= m(1-2^-21)*B(1-2^-19), so fl64(d64/B64) <= m
+    // (B64 within 2^-52 of B). m <= 2/rtol <= 2^101 (d <= 2mx, B >= rtol*mx), so tm is
+    // finite. Candidate lanes get the exact float64 quotient, as on the float64 path.
+    const __m256d atol64 = _mm256_set1_pd(p.atol), rtol64 = _mm256_set1_pd(p.rtol);
+    __m256d mg0 = as_pd(marg_io), mg1 = mg0;
+    __m256 tm32 = _mm256_set_m128(rel_threshold32(mg1), rel_threshold32(mg0));
+    auto margin_exact = [&](size_t j) {
+        const __m256 fa = _mm256_loadu_ps(a + j), fb = _mm256_loadu_ps(b + j);
+        const __m256 mx = _mm256_castsi256_ps(_mm256_max_epu32(
+            _mm256_and_si256(_mm256_castps_si256(fa), mag), _mm256_and_si256(_mm256_castps_si256(fb), mag)));
+        const Widened8 w = widen8(fa, fb, mx);
+        mg0 = _mm256_max_pd(MarginLanes::quot(w.d0, _mm256_add_pd(atol64, _mm256_mul_pd(rtol64, w.m0))), mg0);
+        mg1 = _mm256_max_pd(MarginLanes::quot(w.d1, _mm256_add_pd(atol64, _mm256_mul_pd(rtol64, w.m1))), mg1);
+        tm32 = _mm256_set_m128(rel_threshold32(mg1), rel_threshold32(mg0));
+    };
     // The exact float64 relative differences of the 8 pairs at j, folded into the maxima.
     auto rel_exact = [&](size_t j) {
         const __m256 fa = _mm256_loadu_ps(a + j), fb = _mm256_loadu_ps(b + j);
@@ -492,7 +509,7 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
         t32 = _mm256_set_m128(rel_threshold32(rel1), rel_threshold32(rel0));
     };
     // 8 pairs at j; returns the lanes that may raise max_rel (4)
-    auto step = [&](size_t j) {
+    auto step = [&](size_t j, __m256& mc) {
         const __m256 fa = _mm256_loadu_ps(a + j), fb = _mm256_loadu_ps(b + j);
         const __m256i ia = _mm256_castps_si256(fa), ib = _mm256_castps_si256(fb);
         const __m256i ua = _mm256_and_si256(ia, mag), ub = _mm256_and_si256(ib, mag);
@@ -514,6 +531,7 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
         const __m256 in_hi = _mm256_cmp_ps(d, hi, _CMP_LE_OQ);
         unc = _mm256_or_ps(unc, _mm256_andnot_ps(_mm256_cmp_ps(d, lo, _CMP_LE_OQ), in_hi));
         nin = _mm256_sub_epi32(nin, _mm256_and_si256(_mm256_castps_si256(in_hi), ulp_in));
+        if (want_margin) mc = _mm256_cmp_ps(d, _mm256_max_ps(_mm256_mul_ps(tm32, lo), minsub), _CMP_GE_OQ);
         return _mm256_cmp_ps(d, _mm256_max_ps(_mm256_mul_ps(t32, mx), minsub), _CMP_GE_OQ);
     };
     // a lane that compared nothing yet (rel < 0) must take its first value whatever it is
@@ -525,13 +543,22 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
         // (an address past the end is harmless: a prefetch never faults)
         _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(a + j) + 2048), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(b + j) + 2048), _MM_HINT_T0);
-        const __m256 c0 = step(j), c1 = step(j + 8);
+        __m256 mc0 = zf, mc1 = zf;
+        const __m256 c0 = step(j, mc0), c1 = step(j + 8, mc1);
         if (_mm256_movemask_ps(_mm256_or_ps(c0, c1))) {
             if (_mm256_movemask_ps(c0)) rel_exact(j);
             if (_mm256_movemask_ps(c1)) rel_exact(j + 8);  // c1 used the older, lower t32
         }
+        if (want_margin && _mm256_movemask_ps(_mm256_or_ps(mc0, mc1))) {
+            if (_mm256_movemask_ps(mc0)) margin_exact(j);
+            if (_mm256_movemask_ps(mc1)) margin_exact(j + 8);  // (an older, lower tm32)
+        }
     }
-    if (j < len && _mm256_movemask_ps(step(j))) rel_exact(j);
+    if (j < len) {
+        __m256 mc = zf;
+        if (_mm256_movemask_ps(step(j, mc))) rel_exact(j);
+        if (want_margin && _mm256_movemask_ps(mc)) margin_exact(j);
+    }
     if (_mm256_movemask_ps(unc) != 0) return false;
     alignas(32) std::uint32_t nfv[8], umv[8], ninv[8];
     alignas(32) float mv[8];
@@ -551,6 +578,7 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
     ulpmax = u;
     over = cnt;
     m32 = m;
+    marg_io = as_vd(_mm256_max_pd(mg0, mg1));
     brel_io = as_vd(_mm256_max_pd(rel0, rel1));
     return true;
 }
@@ -684,13 +712,16 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
 #if TOLERANCE_AVX2_FAST
         bool pre_done = false;
         if constexpr (std::is_same_v<T, float>) {
-            if (pre.on && !elem_margin) {  // (the float32 pre-filter keeps no margin)
+            if (pre.on) {
                 int64_t cnt = 0;
                 uint64_t um = 0;
                 float m32 = 0.0f;
                 vd p_rel = brel;
+                vd p_marg = vmarg;
                 if (pre_block_f32<WantUlp>(a + i, b + i, len, p, pre, check_ulp && !ulp_all, p_rel,
-                                           cnt, um, m32)) {
+                                           cnt, um, m32, elem_margin, p_marg)) {
+                    f_marg = p_marg;
+                    f_mthr = mthr_of(p_marg);
                     pre_done = true;
                     f_over[0] += cnt;
                     f_ulp[0] = std::max(f_ulp[0], static_cast<UI>(um));
