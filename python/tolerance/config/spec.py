@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from tolerance.config._check import Checker, name_problem
 from tolerance.config._yaml import SchemaProblems, key_path, load_yaml
-from tolerance.config.cluster import THREAD_VARS
+from tolerance.config.chips import THREAD_VARS
 
 SCHEMA = 1
 DEFAULT_OUTPUTS = "*.npz"
