@@ -21,14 +21,9 @@ def mpiexec() -> str:
     return found
 
 
-def run_mpi(args, *, n: int | None = None, timeout: float = 120, env=None, cwd=None):
-    """Run `mpiexec [-n N] ARGS...`; returns CompletedProcess; never leaves processes behind."""
-    argv = [mpiexec()] + (["-n", str(n)] if n else []) + [str(a) for a in args]
-    return run_session(argv, timeout=timeout, env=env, cwd=cwd)
-
-
-def run_session(argv, *, timeout: float, env=None, cwd=None):
-    """Run argv in a session of its own; its whole session is killed on timeout and after."""
+def run_session(argv, *, timeout: float = 120, env=None, cwd=None):
+    """Run `argv` in its own session with a timeout; returns CompletedProcess; the whole
+    session is killed afterwards (and on timeout): never leaves processes behind."""
     argv = [str(a) for a in argv]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=cwd, start_new_session=True, stdin=subprocess.DEVNULL)
@@ -44,3 +39,9 @@ def run_session(argv, *, timeout: float, env=None, cwd=None):
         except ProcessLookupError:
             pass
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def run_mpi(args, *, n: int | None = None, timeout: float = 120, env=None, cwd=None):
+    """Run `mpiexec [-n N] ARGS...`; returns CompletedProcess; never leaves processes behind."""
+    argv = [mpiexec()] + (["-n", str(n)] if n else []) + [str(a) for a in args]
+    return run_session(argv, timeout=timeout, env=env, cwd=cwd)
