@@ -100,6 +100,9 @@ def test_a_signal_ends_the_job_everywhere_with_its_exit_code(tmp_path, sig, code
     _setup(tmp_path)
     proc = _start(tmp_path)
     _wait_running(tmp_path, proc)
+    deadline = time.monotonic() + 30
+    while len(_job_processes(tmp_path)) < 6 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert len(_job_processes(tmp_path)) >= 6       # the ranks and their chips run
     ours = _job_segments(tmp_path)
     assert any(n.startswith("tol-") for n in ours)
@@ -124,13 +127,13 @@ def test_a_box_that_never_says_hello_is_named_within_the_deadline(tmp_path):
     hang.chmod(0o755)
     _setup(tmp_path, pythons=("python3", str(hang), "python3"))
     t = time.monotonic()
-    proc = _start(tmp_path, "--hello-within", "4")
+    proc = _start(tmp_path, "--hello-within", "12")
     out, err = _finish(proc)
     took = time.monotonic() - t
     assert proc.returncode == 2, err
     line = _one_error(err)
-    assert "box b (host localhost) did not say hello within 4 s" in line, line
-    assert took < 20, took
+    assert "box b (host localhost) did not say hello within 12 s" in line, line
+    assert took < 30, took
     deadline = time.monotonic() + 10
     while _job_processes(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.1)

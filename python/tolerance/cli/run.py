@@ -50,7 +50,10 @@ def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str 
     progress = Progress(sys.stderr)
     outcome = run_stem(stem, cluster_path=cluster_path, specs_dir=specs_dir, sync=sync, push=push,
                        chunk_mb=chunk_mb, threads=threads, debug=debug,
-                       progress=None if quiet or world().Get_rank() != 0 else progress.update,
+                       # rank 0 only, decided when called: MPI must not start before the
+                       # rank's hello to its launcher (run_stem starts it)
+                       progress=None if quiet else
+                       (lambda *a, **k: progress.update(*a, **k) if world().Get_rank() == 0 else None),
                        run_dir=run_dir, env=run_env, bounds_path=bounds_path)
     progress.clear()
     comm = world()
