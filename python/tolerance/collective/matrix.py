@@ -279,6 +279,7 @@ def trials_agree(trials: list[CellTrial], keys) -> bool | None:
     """Run-to-run determinism: every box's output identical across the cell's trials
     (compared with the canonical kernel, no bound: inside means equal). None: < 2 trials."""
     from tolerance.compare.engine import diff_inputs, open_inputs
+    from tolerance.config.spec import Bounds
 
     reports = [t.report for t in trials if t.report is not None]
     if len(reports) < 2:
@@ -290,7 +291,7 @@ def trials_agree(trials: list[CellTrial], keys) -> bool | None:
             return False
         inputs = open_inputs(paths, [f"trial-{k}" for k in range(1, len(paths) + 1)])
         try:
-            res = diff_inputs(inputs, keys=keys)
+            res = diff_inputs(inputs, keys=keys, bound=Bounds())  # no bound: equal
         finally:
             for d in inputs:
                 d.archive.close()
