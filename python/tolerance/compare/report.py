@@ -30,6 +30,8 @@ def _g(x: float) -> str:
 
 
 def _opt_g(x: Any) -> str:  # an unset bound is shown as "-", not as 0
+    if isinstance(x, (list, tuple)):  # a per-step bound (a calibrated bounds file)
+        return f"per-step (max {max(x, default=0.0):g})"
     return "-" if x is None else f"{x:g}"
 
 
@@ -37,7 +39,7 @@ def describe_bounds(bound: Any) -> str:
     """`atol 1e-07 rtol 1e-09 ulp 4`, or `exact` when no bound is set."""
     parts = []
     if bound.atol is not None:  # an unset bound is not a zero bound: 0 is shown, None not
-        parts.append(f"atol {bound.atol:g}")
+        parts.append(f"atol {_opt_g(bound.atol)}")
     if bound.rtol is not None:
         parts.append(f"rtol {bound.rtol:g}")
     if bound.ulp is not None:
