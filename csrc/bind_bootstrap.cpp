@@ -19,7 +19,6 @@ namespace {
 using boot::ChipContextData;
 using boot::Mailbox;
 using boot::MailboxReport;
-using boot::Window;
 
 // Text from a mailbox may be corrupted: decode it with replacement, never raise.
 py::str u8(const std::string& s) {
@@ -34,14 +33,9 @@ py::dict context_dict(const ChipContextData& c) {
     d["device_id"] = c.device_id;
     d["rank"] = c.rank;
     d["nranks"] = c.nranks;
-    d["window_name"] = u8(c.window_name);
-    d["window_size"] = c.window_size;
     d["affinity_applied"] = c.affinity_applied;
     d["threads"] = c.threads;
     d["cpus"] = u8(c.cpus);
-    py::list bufs;
-    for (const auto& b : c.buffers) bufs.append(py::make_tuple(u8(b.name), b.offset, b.nbytes));
-    d["buffers"] = bufs;
     return d;
 }
 
@@ -82,8 +76,6 @@ void bind_bootstrap(py::module_& m) {
     m.attr("MAILBOX_SIZE") = boot::kMailboxSize;
     m.attr("LAYOUT_VERSION") = boot::kLayoutVersion;
     m.attr("MAILBOX_MAGIC") = boot::kMailboxMagic;
-    m.attr("MAX_BUFFERS") = boot::kMaxBuffers;
-    m.attr("BUFFER_ALIGN") = boot::kBufferAlign;
     m.attr("ERROR_CAP") = boot::kErrorCap;
     {
         py::dict off;
@@ -100,11 +92,9 @@ void bind_bootstrap(py::module_& m) {
         off["device_id"] = c + offsetof(boot::ContextSlot, device_id);
         off["rank"] = c + offsetof(boot::ContextSlot, rank);
         off["nranks"] = c + offsetof(boot::ContextSlot, nranks);
-        off["nbuffers"] = c + offsetof(boot::ContextSlot, nbuffers);
-        off["window_size"] = c + offsetof(boot::ContextSlot, window_size);
-        off["window_name"] = c + offsetof(boot::ContextSlot, window_name);
+        off["affinity_applied"] = c + offsetof(boot::ContextSlot, affinity_applied);
+        off["threads"] = c + offsetof(boot::ContextSlot, threads);
         off["cpus"] = c + offsetof(boot::ContextSlot, cpus);
-        off["buffers"] = c + offsetof(boot::ContextSlot, buffers);
         m.attr("MAILBOX_OFFSETS") = off;
     }
 
@@ -158,18 +148,6 @@ void bind_bootstrap(py::module_& m) {
           "Wait for every mailbox to reach SUCCESS with one deadline. Returns (kind, index, state)\n"
           "with kind one of ready, error, died, timeout, corrupt. pids[i] <= 0: not watched.");
 
-    py::class_<Window>(m, "Window", py::buffer_protocol(), "A mapped chip output window.")
-        .def_static("open", &Window::open, py::arg("name"), py::arg("min_size"), py::arg("writable") = false)
-        .def_property_readonly("name", &Window::name)
-        .def_property_readonly("size", &Window::size)
-        .def_property_readonly("closed", [](const Window& w) { return w.data() == nullptr; })
-        .def("close", &Window::close)
-        .def_buffer([](Window& w) -> py::buffer_info {
-            if (!w.data()) throw boot::MailboxError("output window " + w.name() + " is closed");
-            return py::buffer_info(w.data(), 1, py::format_descriptor<uint8_t>::format(), 1,
-                                   {static_cast<py::ssize_t>(w.size())}, {1}, !w.writable());
-        });
-
     m.def("parse_chip", [](const std::string& chip) {
               try {
                   boot::ParsedChip p = boot::parse_chip(chip);
@@ -187,22 +165,18 @@ void bind_bootstrap(py::module_& m) {
 
     m.def("chip_bring_up",
           [](const std::string& mailbox, const std::string& chip, int32_t rank, int32_t nranks,
-             uint32_t threads, const std::string& window_name,
-             const std::vector<std::pair<std::string, uint64_t>>& buffers) {
-              boot::ChipSpec spec{chip, rank, nranks, threads, window_name, buffers};
+             uint32_t threads) {
+              boot::ChipSpec spec{chip, rank, nranks, threads};
               std::shared_ptr<boot::BringUp> r;
               {
                   py::gil_scoped_release nogil;
                   r = std::make_shared<boot::BringUp>(boot::bring_up(mailbox, spec));
               }
-              py::object win = py::none();
-              if (r->window) win = py::cast(std::move(*r->window));
               return py::make_tuple(r->ok, r->ok ? py::object(context_dict(r->context)) : py::object(py::str(r->error)),
-                                    r->env, win);
+                                    r->env);
           },
           py::arg("mailbox"), py::arg("chip"), py::arg("rank"), py::arg("nranks"), py::arg("threads"),
-          py::arg("window_name"), py::arg("buffers"),
-          "Child side: bring the chip up and publish. Returns (ok, context|error, env, window|None).");
+          "Child side: bring the chip up and publish. Returns (ok, context|error, env).");
 
     m.def("chip_fail",
           [](const std::string& mailbox, const std::string& message) {

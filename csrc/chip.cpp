@@ -2,11 +2,7 @@
 #include "chip.hpp"
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <sched.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -33,8 +29,6 @@ bool parse_uint(const std::string& s, long max, long* out) {
     *out = v;
     return true;
 }
-
-constexpr uint64_t kAlignMask = kBufferAlign - 1;
 
 }  // namespace
 
@@ -101,144 +95,6 @@ std::string format_cpu_list(const std::vector<int>& cpus) {
         if (j > i) out += '-' + std::to_string(cpus[j]);
         i = j + 1;
     }
-    return out;
-}
-
-// ---------------------------------------------------------------- Window
-
-Window Window::create(const std::string& name, uint64_t size) {
-    check_segment_name(name);
-    if (size == 0 || size > kMaxWindowSize)
-        throw ChipError("output window of " + std::to_string(size) + " bytes is out of range (1.." +
-                        std::to_string(kMaxWindowSize) + ")", EINVAL);
-    if (size > static_cast<uint64_t>(SIZE_MAX / 2))
-        throw ChipError("output window of " + std::to_string(size) + " bytes is too large for this process", ENOMEM);
-    // Refuse what cannot fit before a page is touched (touching pages of a window larger than
-    // memory would end in SIGBUS or the OOM killer, not in an error message).
-    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-    if (pages > 0 && psize > 0) {
-        uint64_t phys = static_cast<uint64_t>(pages) * static_cast<uint64_t>(psize);
-        if (size > phys)
-            throw ChipError("output window of " + std::to_string(size) + " bytes exceeds this "
-                            "machine's memory (" + std::to_string(phys) + " bytes)", ENOMEM);
-    }
-#ifdef __linux__
-    struct statvfs vfs;
-    if (statvfs("/dev/shm", &vfs) == 0 && vfs.f_frsize > 0) {
-        uint64_t avail = static_cast<uint64_t>(vfs.f_bavail) * static_cast<uint64_t>(vfs.f_frsize);
-        if (size > avail)
-            throw ChipError("output window of " + std::to_string(size) + " bytes does not fit in "
-                            "shared memory (/dev/shm has " + std::to_string(avail) + " bytes free)", ENOSPC);
-    }
-#endif
-    int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-    if (fd < 0) throw ChipError("cannot create output window " + name + ": " + errno_text(errno), errno);
-    void* base = MAP_FAILED;
-    try {
-        if (ftruncate(fd, static_cast<off_t>(size)) != 0)
-            throw ChipError("cannot size output window " + name + " to " + std::to_string(size) +
-                            " bytes: " + errno_text(errno), errno);
-#ifdef __linux__
-        // Reserve the pages now: on a full /dev/shm this fails with ENOSPC instead of the
-        // workload dying of SIGBUS on its first write.
-        int err = posix_fallocate(fd, 0, static_cast<off_t>(size));
-        if (err != 0 && err != EOPNOTSUPP && err != EINVAL)
-            throw ChipError("output window of " + std::to_string(size) + " bytes does not fit in "
-                            "shared memory: " + errno_text(err), err);
-#endif
-        base = mmap(nullptr, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (base == MAP_FAILED)
-            throw ChipError("cannot map output window of " + std::to_string(size) + " bytes: " +
-                            errno_text(errno), errno);
-    } catch (...) {
-        ::close(fd);
-        shm_unlink(name.c_str());
-        throw;
-    }
-    ::close(fd);
-    // Touch every page from this process (first touch places it on this chip's NUMA node).
-    long page = sysconf(_SC_PAGESIZE);
-    std::size_t step = page > 0 ? static_cast<std::size_t>(page) : 4096;
-    volatile unsigned char* p = static_cast<volatile unsigned char*>(base);
-    for (std::size_t off = 0; off < static_cast<std::size_t>(size); off += step) p[off] = 0;
-    return Window(name, base, size, true);
-}
-
-Window Window::open(const std::string& name, uint64_t min_size, bool writable) {
-    check_segment_name(name);
-    int fd = shm_open(name.c_str(), writable ? O_RDWR : O_RDONLY, 0);
-    if (fd < 0) throw MailboxError("cannot open output window " + name + ": " + errno_text(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int err = errno;
-        ::close(fd);
-        throw MailboxError("cannot stat output window " + name + ": " + errno_text(err));
-    }
-    uint64_t size = static_cast<uint64_t>(st.st_size);
-    if (st.st_size <= 0 || size < min_size || size > kMaxWindowSize) {
-        ::close(fd);
-        throw MailboxError("output window " + name + " has " + std::to_string(st.st_size) +
-                           " bytes, expected at least " + std::to_string(min_size));
-    }
-    void* base = mmap(nullptr, static_cast<std::size_t>(size), writable ? PROT_READ | PROT_WRITE : PROT_READ,
-                      MAP_SHARED, fd, 0);
-    int err = errno;
-    ::close(fd);
-    if (base == MAP_FAILED) throw MailboxError("cannot map output window " + name + ": " + errno_text(err));
-    return Window(name, base, size, writable);
-}
-
-Window::Window(Window&& o) noexcept
-    : name_(std::move(o.name_)), base_(o.base_), size_(o.size_), writable_(o.writable_) {
-    o.base_ = nullptr;
-    o.size_ = 0;
-}
-
-Window& Window::operator=(Window&& o) noexcept {
-    if (this != &o) {
-        close();
-        name_ = std::move(o.name_);
-        base_ = o.base_;
-        size_ = o.size_;
-        writable_ = o.writable_;
-        o.base_ = nullptr;
-        o.size_ = 0;
-    }
-    return *this;
-}
-
-Window::~Window() { close(); }
-
-void Window::close() noexcept {
-    if (base_) munmap(base_, static_cast<std::size_t>(size_));
-    base_ = nullptr;
-    size_ = 0;
-}
-
-std::vector<BufferInfo> layout_buffers(const std::vector<std::pair<std::string, uint64_t>>& buffers,
-                                       uint64_t* window_size) {
-    if (buffers.size() > kMaxBuffers)
-        throw ChipError(std::to_string(buffers.size()) + " output buffers exceed the maximum " +
-                        std::to_string(kMaxBuffers), EINVAL);
-    std::vector<BufferInfo> out;
-    uint64_t end = 0;
-    for (const auto& b : buffers) {
-        if (b.first.empty() || b.first.size() >= kBufferNameCap || b.first.find('\0') != std::string::npos)
-            throw ChipError("output buffer name '" + b.first + "' must have 1.." +
-                            std::to_string(kBufferNameCap - 1) + " bytes", EINVAL);
-        for (const auto& prev : out)
-            if (prev.name == b.first) throw ChipError("output buffer '" + b.first + "' is declared twice", EINVAL);
-        uint64_t off = (end + kAlignMask) & ~kAlignMask;
-        if (off < end || b.second > kMaxWindowSize || off > kMaxWindowSize - b.second)
-            throw ChipError("output window too large: buffer '" + b.first + "' of " +
-                            std::to_string(b.second) + " bytes ends past " +
-                            std::to_string(kMaxWindowSize) + " bytes", EFBIG);
-        out.push_back(BufferInfo{b.first, off, b.second});
-        end = off + b.second;
-    }
-    uint64_t size = (end + kAlignMask) & ~kAlignMask;
-    if (!buffers.empty() && size == 0) size = kBufferAlign;  // only empty buffers: one line
-    *window_size = size;
     return out;
 }
 
@@ -332,15 +188,6 @@ void bring_up_steps(BringUp& r, const ChipSpec& spec) {
         ctx.threads = threads;
     }
 
-    // 4. the output window
-    uint64_t size = 0;
-    ctx.buffers = layout_buffers(spec.buffers, &size);
-    if (!spec.buffers.empty()) {
-        if (spec.window_name.empty()) throw ChipError("output buffers declared but no window name given", EINVAL);
-        r.window.reset(new Window(Window::create(spec.window_name, size)));
-        ctx.window_name = spec.window_name;
-        ctx.window_size = size;
-    }
 }
 
 }  // namespace
@@ -355,17 +202,9 @@ BringUp bring_up(const std::string& mailbox_name, const ChipSpec& spec) {
         r.ok = true;
     } catch (const ChipError& e) {
         r.error = "chip " + spec.chip + ": " + e.what();
-        if (r.window) {
-            shm_unlink(spec.window_name.c_str());
-            r.window.reset();
-        }
         mb.publish_error(e.code(), r.error);
     } catch (const std::exception& e) {
         r.error = "chip " + spec.chip + ": " + e.what();
-        if (r.window) {
-            shm_unlink(spec.window_name.c_str());
-            r.window.reset();
-        }
         mb.publish_error(EIO, r.error);
     }
     return r;

@@ -1,13 +1,12 @@
 // Chip bring-up, run inside the chip's child process (tolerance.chip) before its workload:
 // parse the chip, apply CPU affinity (Linux; a recorded no-op elsewhere), set device
-// visibility and thread variables, create the shared-memory output window with its named
-// buffers, and publish the context (SUCCESS) or an error naming the chip (ERROR).
+// visibility and thread variables, and publish the context (SUCCESS) or an error naming the
+// chip (ERROR). A chip's outputs are the files its workload writes (.npz), nothing else.
 //
 // This header knows nothing of Python.
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -46,50 +45,13 @@ struct ChipSpec {
     int32_t rank = 0;
     int32_t nranks = 1;
     uint32_t threads = 0;     // 0: the chip's core count for explicit cpu lists, else unset
-    std::string window_name;  // chosen by the parent (so it can always unlink it); "" if none
-    std::vector<std::pair<std::string, uint64_t>> buffers;  // name -> nbytes, in order
 };
-
-// RAII owner of one mapped output window (unmaps on destruction; unlink is explicit).
-class Window {
-   public:
-    // Child: create (O_EXCL), reserve the pages (ENOSPC is an error, not a later SIGBUS), map
-    // read-write and touch every page so that it is local to the child.
-    static Window create(const std::string& name, uint64_t size);
-    // Map an existing window of at least `min_size` bytes.
-    static Window open(const std::string& name, uint64_t min_size, bool writable);
-
-    Window(Window&& other) noexcept;
-    Window& operator=(Window&& other) noexcept;
-    Window(const Window&) = delete;
-    Window& operator=(const Window&) = delete;
-    ~Window();
-
-    void close() noexcept;
-    void* data() const noexcept { return base_; }
-    uint64_t size() const noexcept { return size_; }
-    bool writable() const noexcept { return writable_; }
-    const std::string& name() const noexcept { return name_; }
-
-   private:
-    Window(std::string name, void* base, uint64_t size, bool writable)
-        : name_(std::move(name)), base_(base), size_(size), writable_(writable) {}
-    std::string name_;
-    void* base_ = nullptr;
-    uint64_t size_ = 0;
-    bool writable_ = false;
-};
-
-// Offsets of the named buffers in a window (each a multiple of kBufferAlign) and its size.
-std::vector<BufferInfo> layout_buffers(const std::vector<std::pair<std::string, uint64_t>>& buffers,
-                                       uint64_t* window_size);
 
 struct BringUp {
     bool ok = false;
     std::string error;  // ERROR: the published message (names the chip)
     ChipContextData context;
     std::vector<std::pair<std::string, std::string>> env;  // set with setenv for the workload
-    std::unique_ptr<Window> window;                        // the child's mapping
 };
 
 // Opens the mailbox, stores BOOTING, brings the chip up and publishes SUCCESS or ERROR.

@@ -364,47 +364,11 @@ MailboxReport parse_mailbox(const void* bytes, std::size_t size) {
     ctx.device_id = c.device_id;
     ctx.rank = c.rank;
     ctx.nranks = c.nranks;
-    ctx.window_name = field_string(c.window_name, kNameCap, "window name");
-    ctx.window_size = c.window_size;
-    if (c.window_size > kMaxWindowSize)
-        throw MailboxError("mailbox corrupted: window size " + std::to_string(c.window_size) +
-                           " exceeds " + std::to_string(kMaxWindowSize));
     if (c.affinity_applied > 1)
         throw MailboxError("mailbox corrupted: affinity flag " + std::to_string(c.affinity_applied));
     ctx.affinity_applied = c.affinity_applied == 1;
     ctx.threads = c.threads;
     ctx.cpus = field_string(c.cpus, kCpusCap, "cpu list");
-    if (c.nbuffers > kMaxBuffers)
-        throw MailboxError("mailbox corrupted: " + std::to_string(c.nbuffers) +
-                           " buffers exceed the maximum " + std::to_string(kMaxBuffers));
-    if ((c.nbuffers > 0 || c.window_size > 0) && ctx.window_name.empty())
-        throw MailboxError("mailbox corrupted: buffers without a window name");
-    if (!ctx.window_name.empty()) {
-        try {
-            check_segment_name(ctx.window_name);
-        } catch (const MailboxError&) {
-            throw MailboxError("mailbox corrupted: invalid window name");
-        }
-    }
-    for (uint32_t i = 0; i < c.nbuffers; ++i) {
-        const BufferSlot& b = c.buffers[i];
-        BufferInfo info;
-        info.name = field_string(b.name, kBufferNameCap, "buffer name");
-        if (info.name.empty())
-            throw MailboxError("mailbox corrupted: buffer " + std::to_string(i) + " has no name");
-        for (const auto& prev : ctx.buffers)
-            if (prev.name == info.name)
-                throw MailboxError("mailbox corrupted: buffer '" + printable(info.name) + "' listed twice");
-        if (b.offset % kBufferAlign != 0 || b.offset > c.window_size ||
-            b.nbytes > c.window_size - b.offset)
-            throw MailboxError("mailbox corrupted: buffer '" + printable(info.name) + "' [" +
-                               std::to_string(b.offset) + ", +" + std::to_string(b.nbytes) +
-                               ") is misaligned or outside the window of " +
-                               std::to_string(c.window_size) + " bytes");
-        info.offset = b.offset;
-        info.nbytes = b.nbytes;
-        ctx.buffers.push_back(std::move(info));
-    }
     return rep;
 }
 
@@ -519,26 +483,15 @@ void Mailbox::publish(State s) {
 
 void Mailbox::publish_success(const ChipContextData& ctx) {
     if (!map_) throw MailboxError("mailbox " + name_ + " is closed");
-    if (ctx.buffers.size() > kMaxBuffers)
-        throw MailboxError(std::to_string(ctx.buffers.size()) + " buffers exceed the maximum " +
-                           std::to_string(kMaxBuffers));
     ContextSlot slot;
     std::memset(&slot, 0, sizeof slot);
     copy_field(slot.device, kDeviceCap, ctx.device, "device");
     slot.device_id = ctx.device_id;
     slot.rank = ctx.rank;
     slot.nranks = ctx.nranks;
-    slot.nbuffers = static_cast<uint32_t>(ctx.buffers.size());
-    slot.window_size = ctx.window_size;
-    copy_field(slot.window_name, kNameCap, ctx.window_name, "window name");
     slot.affinity_applied = ctx.affinity_applied ? 1u : 0u;
     slot.threads = ctx.threads;
     copy_field(slot.cpus, kCpusCap, ctx.cpus, "cpu list");
-    for (std::size_t i = 0; i < ctx.buffers.size(); ++i) {
-        copy_field(slot.buffers[i].name, kBufferNameCap, ctx.buffers[i].name, "buffer name");
-        slot.buffers[i].offset = ctx.buffers[i].offset;
-        slot.buffers[i].nbytes = ctx.buffers[i].nbytes;
-    }
     std::memcpy(static_cast<void*>(&map_->context), &slot, sizeof slot);
     map_->error_code = 0;
     map_->error_len = 0;

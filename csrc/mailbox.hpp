@@ -28,35 +28,21 @@ enum class State : uint32_t { Idle = 0, Booting = 1, Success = 2, Error = 3 };
 const char* state_name(uint32_t s) noexcept;
 
 constexpr uint64_t kMailboxMagic = 0x31584f424c4f5421ULL;  // "!TOLBOX1" little-endian
-constexpr uint32_t kLayoutVersion = 1;
+constexpr uint32_t kLayoutVersion = 2;  // 2: no output window fields
 constexpr std::size_t kMailboxSize = 4096;
 constexpr std::size_t kErrorCap = 512;       // bytes of the error field, NUL included
 constexpr std::size_t kDeviceCap = 8;        // "cpu" | "cuda" | "rocm", NUL included
 constexpr std::size_t kNameCap = 32;         // segment names, NUL included (macOS: 31 max)
 constexpr std::size_t kCpusCap = 256;        // applied CPU list as text ("0-3,8"), NUL included
-constexpr std::size_t kBufferNameCap = 48;   // buffer names, NUL included
-constexpr std::size_t kMaxBuffers = 50;      // named buffers in one output window
-constexpr std::size_t kBufferAlign = 64;     // every buffer offset is a multiple of this
-constexpr uint64_t kMaxWindowSize = uint64_t{1} << 46;  // 64 TiB: sanity bound when reading
-
-struct BufferSlot {
-    char name[kBufferNameCap];  // NUL-terminated, non-empty, unique within the window
-    uint64_t offset;            // from the window's start, multiple of kBufferAlign
-    uint64_t nbytes;
-};
 
 struct ContextSlot {
     char device[kDeviceCap];     // 544
     int32_t device_id;           // 552: -1 for cpu, the physical index for cuda/rocm
     int32_t rank;                // 556
     int32_t nranks;              // 560
-    uint32_t nbuffers;           // 564
-    uint64_t window_size;        // 568: 0 when there is no window
-    char window_name[kNameCap];  // 576: "" when there is no window
-    uint32_t affinity_applied;   // 608: 1 if sched_setaffinity was applied (Linux cpu chips)
-    uint32_t threads;            // 612: thread variables set for the workload (0: not set)
-    char cpus[kCpusCap];         // 616: the CPU set the chip runs on, as a list ("0-3")
-    BufferSlot buffers[kMaxBuffers];  // 872
+    uint32_t affinity_applied;   // 564: 1 if sched_setaffinity was applied (Linux cpu chips)
+    uint32_t threads;            // 568: thread variables set for the workload (0: not set)
+    char cpus[kCpusCap];         // 572: the CPU set the chip runs on, as a list ("0-3")
 };
 
 // The shared layout. `state` is the only word two processes touch concurrently.
@@ -107,26 +93,16 @@ static_assert(offsetof(MailboxLayout, error_len) == 24, "offset");
 static_assert(offsetof(MailboxLayout, error) == 32, "offset");
 static_assert(offsetof(MailboxLayout, context) == 544, "offset");
 static_assert(offsetof(ContextSlot, device_id) == 8, "offset");
-static_assert(offsetof(ContextSlot, window_size) == 24, "offset");
-static_assert(offsetof(ContextSlot, window_name) == 32, "offset");
-static_assert(offsetof(ContextSlot, affinity_applied) == 64, "offset");
-static_assert(offsetof(ContextSlot, cpus) == 72, "offset");
-static_assert(offsetof(ContextSlot, buffers) == 328, "offset");
-static_assert(sizeof(BufferSlot) == 64, "buffer slot");
+static_assert(offsetof(ContextSlot, affinity_applied) == 20, "offset");
+static_assert(offsetof(ContextSlot, cpus) == 28, "offset");
 static_assert(offsetof(MailboxImage, state) == offsetof(MailboxLayout, state), "image");
 static_assert(offsetof(MailboxImage, error) == offsetof(MailboxLayout, error), "image");
 static_assert(offsetof(MailboxImage, context) == offsetof(MailboxLayout, context), "image");
 
-// A mailbox or window failed validation, or a shared-memory call failed.
+// A mailbox failed validation, or a shared-memory call failed.
 class MailboxError : public std::runtime_error {
    public:
     using std::runtime_error::runtime_error;
-};
-
-struct BufferInfo {
-    std::string name;
-    uint64_t offset = 0;
-    uint64_t nbytes = 0;
 };
 
 struct ChipContextData {
@@ -134,12 +110,9 @@ struct ChipContextData {
     int32_t device_id = -1;
     int32_t rank = 0;
     int32_t nranks = 1;
-    std::string window_name;
-    uint64_t window_size = 0;
     bool affinity_applied = false;
     uint32_t threads = 0;
     std::string cpus;
-    std::vector<BufferInfo> buffers;
 };
 
 // A validated snapshot of a mailbox.

@@ -72,49 +72,37 @@ def test_four_chips_come_up(tmp_path):
     assert all(not _alive(p) for p in g.pids)
 
 
-def test_python_workload_writes_window_buffers(tmp_path):
-    bufs = {"z": ((5, 3), "float32"), "n": ((7,), "int64")}
+def test_python_workload_gets_its_context(tmp_path):
     cfgs = [ChipConfig(f"cpu:{i % NCPU}", None, python="_chip_workloads:fill",
-                       out_dir=str(tmp_path), env=WL_ENV, buffers=bufs) for i in range(3)]
+                       out_dir=str(tmp_path), env=WL_ENV) for i in range(3)]
     with ChipGroup() as g:
         g.start(cfgs)
-        ctxs = g.wait(60)
-        for c in ctxs:
-            assert isinstance(c.buffer_ptrs, dict) and set(c.buffer_ptrs) == {"z", "n"}
-            assert all(off % _native.BUFFER_ALIGN == 0 for off in c.buffer_ptrs.values())
-            assert c.window_name.startswith("/tol-") and c.window_size >= 15 * 4 + 56
+        g.wait(60)
         assert _wait_done(g) == [0, 0, 0]
         for r in range(3):
-            z = g.read_buffer(r, "z")
-            assert z.dtype == np.float32 and z.shape == (5, 3)
-            np.testing.assert_array_equal(z, np.arange(15, dtype=np.float32).reshape(5, 3) * (r + 1))
-            np.testing.assert_array_equal(g.read_buffer(r, "n"), np.full(7, r))
             assert (tmp_path / f"done-{r}").read_text() == "cpu"
-        with pytest.raises(KeyError, match="no buffer 'nope'"):
-            g.read_buffer(0, "nope")
-    with pytest.raises(RuntimeError):
-        g.read_buffer(0, "z")
+            with np.load(tmp_path / f"out-{r}.npz") as z:
+                np.testing.assert_array_equal(z["z"], np.arange(15.0).reshape(5, 3) * (r + 1))
 
 
-def test_exec_workload_sees_chip_env_and_writes_buffer(tmp_path):
+def test_exec_workload_sees_chip_env_and_context(tmp_path):
     script = textwrap.dedent("""
         import os, json
-        from tolerance.bootstrap.child import buffer, context
+        from tolerance.bootstrap.child import context
         keys = ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                 "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "MY_VAR"]
         print(json.dumps({k: os.environ.get(k) for k in keys} | {"cwd": os.getcwd(),
               "rank": context().rank}))
-        buffer("v")[:] = 42
     """)
     (tmp_path / "w.py").write_text(script)
     out = [tmp_path / f"out{i}.txt" for i in range(3)]
     cfgs = [
         ChipConfig("cuda:3", [sys.executable, "w.py"], out_dir=str(tmp_path), env={"MY_VAR": "x"},
-                   threads=2, buffers={"v": (4, "uint8")}, stdout=str(out[0]), stderr=str(out[0])),
+                   threads=2, stdout=str(out[0]), stderr=str(out[0])),
         ChipConfig("rocm:1", [sys.executable, "w.py"], out_dir=str(tmp_path),
-                   buffers={"v": (4, "uint8")}, stdout=str(out[1])),
+                   stdout=str(out[1])),
         ChipConfig("cpu:0", [sys.executable, "w.py"], out_dir=str(tmp_path),
-                   buffers={"v": (4, "uint8")}, stdout=str(out[2])),
+                   stdout=str(out[2])),
     ]
     with ChipGroup() as g:
         g.start(cfgs)
@@ -128,8 +116,6 @@ def test_exec_workload_sees_chip_env_and_writes_buffer(tmp_path):
         assert envs[1]["HIP_VISIBLE_DEVICES"] == "1" and envs[1]["OMP_NUM_THREADS"] is None
         assert envs[2]["OPENBLAS_NUM_THREADS"] == "1" and envs[2]["MKL_NUM_THREADS"] == "1"
         assert [e["rank"] for e in envs] == [0, 1, 2]
-        for r in range(3):
-            np.testing.assert_array_equal(g.read_buffer(r, "v"), [42] * 4)
 
 
 def test_poll_and_kill_report_workload_status(tmp_path):
@@ -311,17 +297,13 @@ def test_corrupted_payload_is_a_clean_error(monkeypatch):
             g.wait(60)
 
 
-def test_buffer_count_mismatch_names_both_counts():
-    pub = {"device": "cpu", "device_id": -1, "rank": 0, "nranks": 1, "window_name": "/tol-1-0w-000000",
-           "window_size": 128, "buffers": [("a", 0, 8), ("b", 64, 8)]}
-    with pytest.raises(RuntimeError, match="publishes 2 buffers but 3 were declared"):
-        ChipContext.from_published(pub, ["a", "b", "c"])
-    with pytest.raises(RuntimeError, match="publishes 2 buffers but 1 were declared"):
-        ChipContext.from_published(pub, ["a"])
-    with pytest.raises(RuntimeError, match=r"publishes buffers \['a', 'b'\] but \['a', 'x'\]"):
-        ChipContext.from_published(pub, ["a", "x"])
-    ctx = ChipContext.from_published(pub, ["b", "a"])
-    assert dict(ctx.buffer_ptrs) == {"a": 0, "b": 64}
+def test_context_from_a_published_payload():
+    pub = {"device": "cuda", "device_id": 2, "rank": 1, "nranks": 3, "cpus": "",
+           "affinity_applied": False, "threads": 0}
+    ctx = ChipContext.from_published(pub, pid=7)
+    assert (ctx.device, ctx.device_id, ctx.rank, ctx.nranks, ctx.threads, ctx.pid) == \
+        ("cuda", 2, 1, 3, None, 7)
+    assert ChipContext(**{k: v for k, v in ctx.to_dict().items()}) == ctx
 
 
 def test_config_validation():
@@ -331,12 +313,10 @@ def test_config_validation():
         ChipConfig("cpu:0", ["x"], python="m:f")
     with pytest.raises(ValueError, match="module:function"):
         ChipConfig("cpu:0", None, python="nofunction")
-    with pytest.raises(ValueError, match="buffer 'x'"):
-        ChipConfig("cpu:0", ["x"], buffers={"x": ((2,), "object")})
-    with pytest.raises(ValueError, match="buffer 'x'"):
-        ChipConfig("cpu:0", ["x"], buffers={"x": ((-1,), "f8")})
-    c = ChipConfig("cpu:0", ["x"], buffers={"x": (3, "f4")})
-    assert c.buffers == {"x": ((3,), "<f4")} and c.argv == ("x",)
+    with pytest.raises(TypeError):
+        ChipConfig("cpu:0", ["x"], buffers={"x": (3, "f4")})  # no output windows: files only
+    c = ChipConfig("cpu:0", ["x"], env={"A": 1})
+    assert c.env == {"A": "1"} and c.argv == ("x",)
 
 
 # --------------------------------------------------------------------------- parent processes
@@ -345,7 +325,7 @@ PARENT = textwrap.dedent("""
     import os, sys, time
     from tolerance.bootstrap import ChipConfig, ChipGroup
     g = ChipGroup()
-    g.start([ChipConfig("cpu:0", ["sleep", "60"], buffers={"b": ((8,), "f8")}) for _ in range(3)])
+    g.start([ChipConfig("cpu:0", ["sleep", "60"]) for _ in range(3)])
     print(" ".join(map(str, g.pids)), " ".join(g.segment_names), flush=True)
     g.wait(float(sys.argv[1]))
     print("READY", flush=True)
@@ -367,7 +347,7 @@ def test_parent_killed_mid_bootstrap_leaves_nothing(tmp_path, sig):
     try:
         first = p.stdout.readline().split()
         pids, names = [int(x) for x in first[:3]], first[3:]
-        assert len(names) == 6 and all(n.startswith(f"/tol-{p.pid:x}-") for n in names)
+        assert len(names) == 3 and all(n.startswith(f"/tol-{p.pid:x}-") for n in names)
         time.sleep(0.3)  # the parent is inside wait(120) now
         p.send_signal(sig)
         rc = p.wait(20)
@@ -463,8 +443,9 @@ def test_shim_outside_a_chip(tmp_path, monkeypatch):
     import tolerance.bootstrap.child as chip
 
     monkeypatch.delenv(chip.CONTEXT_ENV, raising=False)
+    monkeypatch.setattr(chip, "_context", None)
     with pytest.raises(RuntimeError, match="not running inside a tolerance chip"):
-        chip.buffer("z")
+        chip.context()
     out = subprocess.run([sys.executable, "-m", "tolerance.bootstrap.child"], capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 2 and "usage: python -m tolerance.bootstrap.child" in out.stderr

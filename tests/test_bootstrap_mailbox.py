@@ -25,18 +25,17 @@ MailboxError = _native.MailboxError
 
 
 def test_layout_constants():
-    assert SIZE == 4096 and _native.LAYOUT_VERSION == 1 and _native.BUFFER_ALIGN == 64
+    assert SIZE == 4096 and _native.LAYOUT_VERSION == 2
     assert (OFF["magic"], OFF["version"], OFF["state"], OFF["child_pid"]) == (0, 8, 12, 16)
     assert OFF["error"] == 32 and OFF["context"] == 544
-    assert OFF["buffers"] + 64 * _native.MAX_BUFFERS <= SIZE
+    assert OFF["cpus"] + 256 <= SIZE
 
 
 class Box:
-    """A created mailbox (and optional window) unlinked at the end."""
+    """A created mailbox unlinked at the end."""
 
     def __init__(self):
         self.mb = _native.Mailbox.create(_native.make_segment_name("m"))
-        self.window = None
 
     def raw(self) -> bytes:
         with open("/dev/shm" + self.mb.name, "rb") as fh:
@@ -49,8 +48,6 @@ class Box:
             mm.close()
 
     def close(self):
-        if self.window is not None:
-            self.window.close()
         self.mb.close()
         self.mb.unlink()
 
@@ -62,24 +59,13 @@ def box():
     b.close()
 
 
-def _bring_up(box, buffers=(), chip="cpu:*", window=True):
-    wname = _native.make_segment_name("w") if buffers and window else ""
-    ok, info, env, win = _native.chip_bring_up(box.mb.name, chip, 1, 3, 0, wname, list(buffers))
-    box.window = win
-    if win is not None or wname:
-        # the parent owns the window name: unlink it as ChipGroup.close would
-        box_unlink = wname
-
-        def _close(orig=box.close):
-            orig()
-            _native.unlink_segment(box_unlink)
-        box.close = _close
-    return ok, info, env
+def _bring_up(box, chip="cpu:*"):
+    return _native.chip_bring_up(box.mb.name, chip, 1, 3, 0)
 
 
 @pytest.fixture
 def success_image(box):
-    ok, info, _ = _bring_up(box, [("alpha", 24), ("beta", 100), ("g", 0)])
+    ok, info, _ = _bring_up(box)
     assert ok, info
     return box.raw()
 
@@ -97,20 +83,18 @@ def test_fresh_mailbox_is_idle(box):
 
 
 def test_in_process_bring_up_publishes_the_context(box):
-    ok, info, env = _bring_up(box, [("alpha", 24), ("beta", 100), ("g", 0)])
+    ok, info, env = _bring_up(box)
     assert ok and env == []
     rep = box.mb.read()
     assert rep["state"] == "SUCCESS" and rep["child_pid"] == os.getpid()
     ctx = rep["context"]
     assert ctx == info
     assert (ctx["device"], ctx["device_id"], ctx["rank"], ctx["nranks"]) == ("cpu", -1, 1, 3)
-    assert ctx["buffers"] == [("alpha", 0, 24), ("beta", 64, 100), ("g", 192, 0)]
-    assert ctx["window_size"] == 192 and box.window.size == 192
-    mv = memoryview(box.window)
-    assert len(mv) == 192 and not mv.readonly
+    assert set(ctx) == {"device", "device_id", "rank", "nranks", "affinity_applied",
+                        "threads", "cpus"}
     # a second bring-up on a used mailbox is refused
     with pytest.raises(MailboxError, match="already in state SUCCESS"):
-        _native.chip_bring_up(box.mb.name, "cpu:*", 0, 1, 0, "", [])
+        _native.chip_bring_up(box.mb.name, "cpu:*", 0, 1, 0)
 
 
 def test_bring_up_failures_are_published_errors(box):
@@ -118,30 +102,6 @@ def test_bring_up_failures_are_published_errors(box):
     assert not ok and info == "chip cpu:9999: core 9999 exceeds the supported maximum 1023"
     rep = box.mb.read()
     assert rep["state"] == "ERROR" and rep["error"] == info and rep["error_code"] != 0
-
-
-def _phys() -> int:
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-@pytest.mark.parametrize("nbytes,why", [(1 << 62, "output window too large"),
-                                        (1 << 45, "exceeds this machine's memory")])
-def test_window_too_large_is_an_error(box, nbytes, why):
-    if nbytes <= _phys():
-        pytest.skip("this machine has more memory than the test asks for")
-    ok, info, _ = _bring_up(box, [("huge", nbytes)])
-    assert not ok and why in info and info.startswith("chip cpu:*: ")
-    assert box.mb.read()["state"] == "ERROR"
-
-
-def test_window_larger_than_free_shared_memory_is_an_error(box):
-    vfs = os.statvfs("/dev/shm")
-    free = vfs.f_bavail * vfs.f_frsize
-    if free + 64 > _phys():
-        pytest.skip("/dev/shm is not smaller than memory here")
-    ok, info, _ = _bring_up(box, [("big", free + 64)])
-    assert not ok and "does not fit in shared memory (/dev/shm has" in info
-    assert box.mb.read()["state"] == "ERROR"
 
 
 def test_error_message_is_bounded_and_utf8_safe(box):
@@ -238,7 +198,7 @@ def _with(image: bytes, offset: int, data: bytes) -> bytes:
 
 def test_valid_image_parses(success_image):
     rep = _native.parse_mailbox(success_image)
-    assert rep["state"] == "SUCCESS" and [b[0] for b in rep["context"]["buffers"]] == ["alpha", "beta", "g"]
+    assert rep["state"] == "SUCCESS" and rep["context"]["device"] == "cpu"
 
 
 ADVERSARIAL = [
@@ -246,7 +206,7 @@ ADVERSARIAL = [
     ("size 8192", lambda im: im + im, "image has 8192 bytes"),
     ("empty", lambda im: b"", "image has 0 bytes"),
     ("bad magic", lambda im: _with(im, 0, b"\0" * 8), "bad magic 0x0000000000000000"),
-    ("version", lambda im: _with(im, 8, struct.pack("<I", 2)), "layout version 2, expected 1"),
+    ("version", lambda im: _with(im, 8, struct.pack("<I", 1)), "layout version 1, expected 2"),
     ("state", lambda im: _with(im, 12, struct.pack("<I", 4)), "invalid state 0x00000004"),
     ("state max", lambda im: _with(im, 12, b"\xff" * 4), "invalid state 0xffffffff"),
     ("no pid", lambda im: _with(im, 16, struct.pack("<i", 0)), "child pid 0"),
@@ -262,24 +222,9 @@ ADVERSARIAL = [
     ("cpu with id", lambda im: _with(im, OFF["device_id"], struct.pack("<i", 2)), "device id 2"),
     ("rank", lambda im: _with(im, OFF["rank"], struct.pack("<i", 3)), "rank 3 of 3"),
     ("nranks", lambda im: _with(im, OFF["nranks"], struct.pack("<i", 0)), "rank 1 of 0"),
-    ("nbuffers", lambda im: _with(im, OFF["nbuffers"], struct.pack("<I", 1000)),
-     "1000 buffers exceed the maximum 50"),
-    ("huge window", lambda im: _with(im, OFF["window_size"], struct.pack("<Q", 1 << 63)),
-     "window size"),
-    ("unterminated window", lambda im: _with(im, OFF["window_name"], b"/" + b"w" * 31),
-     "window name is not terminated"),
-    ("window name", lambda im: _with(im, OFF["window_name"], b"no-slash\0"), "invalid window name"),
-    ("no window", lambda im: _with(im, OFF["window_name"], b"\0"), "buffers without a window name"),
+    ("affinity flag", lambda im: _with(im, OFF["affinity_applied"], struct.pack("<I", 2)),
+     "affinity flag 2"),
     ("unterminated cpus", lambda im: _with(im, OFF["cpus"], b"1" * 256), "cpu list is not terminated"),
-    ("unterminated buffer name", lambda im: _with(im, OFF["buffers"], b"n" * 48),
-     "buffer name is not terminated"),
-    ("empty buffer name", lambda im: _with(im, OFF["buffers"], b"\0"), "buffer 0 has no name"),
-    ("duplicate name", lambda im: _with(im, OFF["buffers"] + 64, b"alpha\0"), "'alpha' listed twice"),
-    ("misaligned", lambda im: _with(im, OFF["buffers"] + 48, struct.pack("<Q", 8)), "misaligned"),
-    ("overflowing", lambda im: _with(_with(im, OFF["buffers"] + 48, struct.pack("<Q", 2**64 - 64)),
-                                     OFF["buffers"] + 56, struct.pack("<Q", 128)), "outside the window"),
-    ("past the end", lambda im: _with(im, OFF["buffers"] + 56, struct.pack("<Q", 193)),
-     "outside the window"),
 ]
 
 
@@ -291,13 +236,13 @@ def test_adversarial_images_are_clean_errors(success_image, label, mutate, why):
 
 
 def test_non_utf8_text_is_replaced_not_raised(success_image):
-    rep = _native.parse_mailbox(_with(success_image, OFF["buffers"], b"\xff\xfe\0"))
-    assert rep["context"]["buffers"][0][0] == "\ufffd\ufffd"
+    rep = _native.parse_mailbox(_with(success_image, OFF["cpus"], b"\xff\xfe\0"))
+    assert rep["context"]["cpus"] == "\ufffd\ufffd"
 
 
 def test_corrupted_live_mailbox_reads_as_an_error(box, success_image):
-    box.poke(OFF["buffers"] + 56, struct.pack("<Q", 1 << 40))
-    with pytest.raises(MailboxError, match="outside the window"):
+    box.poke(OFF["rank"], struct.pack("<i", 7))
+    with pytest.raises(MailboxError, match="rank 7 of 3"):
         box.mb.read()
 
 
@@ -306,8 +251,7 @@ def _check_invariants(rep: dict) -> None:
     assert len(rep["error"]) < _native.ERROR_CAP
     ctx = rep["context"]
     if ctx is not None:
-        for name, off, nbytes in ctx["buffers"]:
-            assert name and off % 64 == 0 and off + nbytes <= ctx["window_size"]
+        assert ctx["device"] in ("cpu", "cuda", "rocm") and 0 <= ctx["rank"] < ctx["nranks"]
 
 
 def _parse_or_error(image: bytes) -> None:
@@ -328,7 +272,7 @@ def test_random_images(data):
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.integers(0, 3), st.binary(min_size=4096 - 16, max_size=4096 - 16))
 def test_random_images_with_a_valid_header(state, rest):
-    head = struct.pack("<QII", _native.MAILBOX_MAGIC, 1, state)
+    head = struct.pack("<QII", _native.MAILBOX_MAGIC, _native.LAYOUT_VERSION, state)
     _parse_or_error(head + rest)
 
 

@@ -5,11 +5,9 @@ clean up (DESIGN.md "Chips and the bootstrap mailbox").
 
     with ChipGroup() as group:
         group.start([ChipConfig("cpu:0-1", ["./sim", "--out", "run0"]),
-                     ChipConfig("cpu:2-3", None, python="mymod:main",
-                                buffers={"z": ((100, 8), "float64")})])
+                     ChipConfig("cpu:2-3", None, python="mymod:main")])
         contexts = group.wait(120)          # BootstrapError naming the chip on any failure
         while None in group.poll(): ...     # the workloads run to a terminal state
-        z = group.read_buffer(1, "z")       # a copy of chip 1's window buffer "z"
 
 Every chip is a child process started with exec (``python -m tolerance.bootstrap.child``; never a bare
 fork: the parent may be an MPI process). Before any child starts, the parent creates one
@@ -18,7 +16,7 @@ SUCCESS with its context, or ERROR with a message. The wait (native, GIL release
 every state change and on the death of any child, with one monotonic deadline.
 
 No segment outlives its group: ``close()`` (and any failed ``wait``) kills and reaps the
-children first, then unlinks every mailbox and output window; while a group is open,
+children first, then unlinks every mailbox; while a group is open,
 SIGINT/SIGTERM handlers clean up before the signal's usual effect, and an ``atexit`` hook
 covers an interpreter that exits with a group still open. Segments of a parent that was
 killed outright (SIGKILL) are removed by ``tolerance doctor --clean-shm``.

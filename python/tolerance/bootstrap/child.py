@@ -2,14 +2,15 @@
 
 Started by :class:`tolerance.bootstrap.ChipGroup` (never by hand). CONFIG is the chip's JSON
 config, inline or ``@path``. The shim opens its mailbox, brings the chip up in native code
-(affinity, device visibility, thread variables, output window), publishes SUCCESS or ERROR,
+(affinity, device visibility, thread variables), publishes SUCCESS or ERROR,
 then runs the workload in the chip's output directory: ``exec`` of its argv, or an
 import-and-call of ``module:function`` as ``fn(ctx, out_dir)`` (an int return value is the
 exit status).
 
-A workload writes its arrays into the chip's output window with :func:`buffer`; the box
-process reads them back without touching disk. An exec'd workload finds its context in the
-environment variable ``TOLERANCE_CHIP_CONTEXT`` (JSON), so :func:`buffer` works there too.
+A workload writes its arrays as ``.npz`` files into its output directory; that is the one
+data path from a chip to the comparison. A ``python:`` workload gets its ChipContext as its
+first argument; an exec'd one finds it in the environment variable
+``TOLERANCE_CHIP_CONTEXT`` (JSON), read by :func:`context`.
 
 Test-only fault injection: ``TOLERANCE_CHIP_TEST_FAULT`` = comma-separated ``[rank:]fault``
 items (no rank: every chip) with fault one of ``die`` (SIGKILL itself before publishing),
@@ -30,8 +31,6 @@ CONTEXT_ENV = "TOLERANCE_CHIP_CONTEXT"
 #: test-only fault injection (see the module docstring)
 FAULT_ENV = "TOLERANCE_CHIP_TEST_FAULT"
 
-_window: Any = None                 # this chip's mapping of its output window
-_buffers: dict[str, tuple[list[int], str, int, int]] = {}  # name -> shape, dtype, offset, nbytes
 _context: Any = None
 
 
@@ -39,54 +38,13 @@ def context():
     """This chip's ChipContext (in a ``python:`` workload, or an exec'd one via the env)."""
     global _context
     if _context is None:
-        data = _published("not running inside a tolerance chip")
-        from tolerance.bootstrap import ChipContext
+        raw = os.environ.get(CONTEXT_ENV)
+        if not raw:
+            raise RuntimeError("not running inside a tolerance chip")
+        from tolerance.bootstrap.types import ChipContext
 
-        _context = ChipContext.from_published(data["published"], list(_buffers),
-                                              pid=os.getpid())
+        _context = ChipContext.from_published(json.loads(raw)["published"], pid=os.getpid())
     return _context
-
-
-def _published(missing: str) -> dict:
-    """The chip's published context from its environment (buffers loaded), else RuntimeError."""
-    raw = os.environ.get(CONTEXT_ENV)
-    if not raw:
-        raise RuntimeError(missing)
-    data = json.loads(raw)
-    _load_buffers(data)
-    return data
-
-
-def _load_buffers(data: dict) -> None:
-    if not _buffers:
-        offsets = {n: (off, nb) for n, off, nb in data["published"]["buffers"]}
-        for name, shape, dtype, _nbytes in data["buffers"]:
-            off, nb = offsets[name]
-            _buffers[name] = (list(shape), dtype, int(off), int(nb))
-
-
-def buffer(name: str, shape: Any = None, dtype: Any = None):
-    """A writable NumPy view onto this chip's output buffer `name` (declared shape and dtype
-    unless given; a view may not be larger than the declared buffer)."""
-    global _window
-    import numpy as np
-
-    if _window is None:
-        pub = _published("not running inside a tolerance chip with an output window")["published"]
-        if not pub["window_name"]:
-            raise KeyError(f"this chip declared no output buffers (asked for {name!r})")
-        from tolerance import _native
-
-        _window = _native.Window.open(pub["window_name"], int(pub["window_size"]), True)
-    if name not in _buffers:
-        raise KeyError(f"no output buffer {name!r} (declared: {', '.join(_buffers) or 'none'})")
-    dshape, ddtype, off, nbytes = _buffers[name]
-    shape = tuple(dshape) if shape is None else ((shape,) if isinstance(shape, int) else tuple(shape))
-    dt = np.dtype(ddtype if dtype is None else dtype)
-    need = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-    if need > nbytes:
-        raise ValueError(f"buffer {name!r} holds {nbytes} bytes; shape {shape} of {dt} needs {need}")
-    return np.ndarray(shape, dt, buffer=memoryview(_window), offset=off)
 
 
 def _fault_for(rank: int) -> str:
@@ -149,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         cfg = json.loads(raw)
         chip = str(cfg["chip"])
         rank, nranks = int(cfg["rank"]), int(cfg["nranks"])
-        buffers = [(str(n), int(nb)) for n, _shape, _dt, nb in cfg["buffers"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         msg = f"chip config unreadable: {type(exc).__name__}: {exc}"
         print(f"tolerance.bootstrap.child: {msg}", file=sys.stderr)
@@ -162,17 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         if status is not None:
             return status
 
-    ok, info, env, window = _native.chip_bring_up(mailbox, chip, rank, nranks,
-                                                  int(cfg.get("threads") or 0),
-                                                  str(cfg.get("window") or ""), buffers)
+    ok, info, env = _native.chip_bring_up(mailbox, chip, rank, nranks,
+                                          int(cfg.get("threads") or 0))
     if not ok:
         print(f"tolerance.bootstrap.child: {info}", file=sys.stderr)
         return 3
 
-    global _window
-    _window = window
-    data = {"published": info, "buffers": cfg["buffers"]}
-    _load_buffers(data)
+    data = {"published": info}
     os.environ.update({str(k): str(v) for k, v in (cfg.get("env") or {}).items()})
     os.environ.update(dict(env))  # chip variables win over the workload env
     os.environ[CONTEXT_ENV] = json.dumps(data, separators=(",", ":"))

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from tolerance import _native
 from tolerance.bootstrap import _registry
 from tolerance.bootstrap.spawn import kill_process_group, last_line, spawn_chip
-from tolerance.bootstrap.types import BootstrapError, ChipConfig, ChipContext, _nbytes
+from tolerance.bootstrap.types import BootstrapError, ChipConfig, ChipContext
 
 __all__ = ["ChipGroup"]
 
@@ -25,9 +25,7 @@ class ChipGroup:
         self._configs: list[ChipConfig] = []
         self._mailboxes: list[Any] = []     # _native.Mailbox
         self._mailbox_names: list[str] = []
-        self._window_names: list[str] = []  # chosen here, so the parent can always unlink them
         self._procs: list[subprocess.Popen] = []
-        self._windows: dict[int, Any] = {}  # parent mappings (_native.Window), by chip
         self._contexts: list[ChipContext] | None = None
         self._state = "new"                 # new | started | ready | closed
         self._tlock = threading.RLock()
@@ -58,8 +56,8 @@ class ChipGroup:
 
     @property
     def segment_names(self) -> list[str]:
-        """Every shared-memory segment of this group (mailboxes, then windows)."""
-        return list(self._mailbox_names) + [w for w in self._window_names if w]
+        """Every shared-memory segment of this group (one mailbox per chip)."""
+        return list(self._mailbox_names)
 
     def start(self, configs: Sequence[ChipConfig]) -> None:
         """Create every mailbox, then start every chip child. OSError starting a child ends
@@ -82,10 +80,8 @@ class ChipGroup:
                 mb = _native.Mailbox.create(_native.make_segment_name("m"))
                 self._mailboxes.append(mb)
                 self._mailbox_names.append(mb.name)
-                self._window_names.append(_native.make_segment_name("w") if c.buffers else "")
             for i, c in enumerate(configs):
-                self._procs.append(spawn_chip(c, self._mailbox_names[i], i, len(configs),
-                                              self._window_names[i]))
+                self._procs.append(spawn_chip(c, self._mailbox_names[i], i, len(configs)))
         except _native.MailboxError as exc:
             self._teardown()
             raise BootstrapError(f"cannot create the bootstrap mailboxes: {exc}") from None
@@ -117,11 +113,11 @@ class ChipGroup:
                 raise BootstrapError("the chip group was closed while waiting for bring-up")
             if kind == "ready":
                 contexts = []
-                for i, (mb, cfg) in enumerate(zip(mailboxes, self._configs)):
+                for i, mb in enumerate(mailboxes):
                     try:
                         rep = mb.read()
                         contexts.append(ChipContext.from_published(
-                            rep["context"], list(cfg.buffers), pid=self._procs[i].pid))
+                            rep["context"], pid=self._procs[i].pid))
                     except (_native.MailboxError, RuntimeError) as exc:
                         raise BootstrapError(self._failed(i, str(exc))) from None
                 self._contexts = contexts
@@ -146,33 +142,9 @@ class ChipGroup:
             for p in procs:
                 p.wait()
 
-    def read_buffer(self, i: int, name: str):
-        """A copy (numpy array) of chip i's output buffer `name`, shaped as declared."""
-        import numpy as np
-
-        ctx = self.contexts[i]
-        cfg = self._configs[i]
-        if name not in cfg.buffers:
-            raise KeyError(f"chip {i} ({cfg.chip}) has no buffer {name!r} "
-                           f"(declared: {', '.join(cfg.buffers) or 'none'})")
-        shape, dtype = cfg.buffers[name]
-        nbytes = _nbytes(shape, dtype)
-        off = ctx.buffer_ptrs[name]
-        if nbytes == 0:
-            return np.empty(shape, dtype)
-        with self._tlock:
-            if self._state == "closed":
-                raise RuntimeError("the group is closed: its windows are gone")
-            win = self._windows.get(i)
-            if win is None:
-                win = _native.Window.open(ctx.window_name, ctx.window_size, False)
-                self._windows[i] = win
-            view = np.ndarray(shape, np.dtype(dtype), buffer=memoryview(win), offset=off)
-            return view.copy()
-
     def close(self) -> None:
-        """Kill workloads still running and reap every child, then unlink every mailbox and
-        output window. Idempotent."""
+        """Kill workloads still running and reap every child, then unlink every mailbox.
+        Idempotent."""
         self._teardown()
 
     # -- internals
@@ -227,15 +199,13 @@ class ChipGroup:
                 except BaseException:  # noqa: BLE001 - a second signal must not leak segments
                     pass
             # Mappings are dropped, not unmapped by hand: one may be in use right now (a wait in
-            # another thread, a read_buffer interrupted by a signal); each is unmapped when its
-            # last user lets go. Unlinking by name is safe while mapped.
-            self._windows = {}
+            # another thread); each is unmapped when its last user lets go. Unlinking by name
+            # is safe while mapped.
             self._mailboxes = []
-            for name in list(self._mailbox_names) + list(self._window_names):
-                if name:
-                    try:
-                        _native.unlink_segment(name)
-                    except _native.MailboxError:
-                        pass
+            for name in list(self._mailbox_names):
+                try:
+                    _native.unlink_segment(name)
+                except _native.MailboxError:
+                    pass
             self._state = "closed"
             _registry.unregister(self)

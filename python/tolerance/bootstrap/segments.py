@@ -1,6 +1,6 @@
 """Shared-memory segments left behind by processes that are gone.
 
-This project's segments (bootstrap mailboxes and chip output windows) are named
+This project's segments (bootstrap mailboxes) are named
 `/dev/shm/tol-<owner pid hex>-...`: one whose owner is gone is stale. MPI runtimes'
 segments (`mpich_shm_*`, ...) carry no owner; one that no live process maps, made while a
 job that was killed ran, is that job's.

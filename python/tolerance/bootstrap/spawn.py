@@ -7,20 +7,16 @@ import os
 import signal
 import subprocess
 
-from tolerance.bootstrap.types import ChipConfig, _nbytes
+from tolerance.bootstrap.types import ChipConfig
 
 __all__ = ["kill_process_group", "last_line", "spawn_chip"]
 
 
-def spawn_chip(c: ChipConfig, mailbox: str, rank: int, nranks: int,
-               window: str) -> subprocess.Popen:
-    """Start chip `rank` of `nranks` (its mailbox and window names chosen by the group)."""
+def spawn_chip(c: ChipConfig, mailbox: str, rank: int, nranks: int) -> subprocess.Popen:
+    """Start chip `rank` of `nranks` (its mailbox created by the group)."""
     out_dir = os.path.abspath(c.out_dir)
     payload = {
         "chip": c.chip, "rank": rank, "nranks": nranks, "threads": c.threads,
-        "window": window,
-        "buffers": [[n, list(shape), dt, _nbytes(shape, dt)]
-                    for n, (shape, dt) in c.buffers.items()],
         "argv": list(c.argv) if c.argv is not None else None, "python": c.python,
         "out_dir": out_dir, "env": dict(c.env),
     }

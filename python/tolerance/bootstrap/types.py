@@ -2,12 +2,10 @@
 is up (ChipContext), and the error of a failed bring-up (BootstrapError)."""
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from tolerance import _native
 from tolerance._errors import ToleranceError
 
 __all__ = ["BootstrapError", "ChipConfig", "ChipContext"]
@@ -20,21 +18,6 @@ class BootstrapError(ToleranceError):
     """A chip did not come up: its message names the chip and the cause."""
 
 
-def _dtype_str(dtype: Any) -> str:
-    import numpy as np
-
-    dt = np.dtype(dtype)
-    if dt.hasobject or dt.kind in "OV" or dt.itemsize == 0:
-        raise ValueError(f"dtype {dt} cannot live in a shared-memory buffer")
-    return dt.str
-
-
-def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
-    import numpy as np
-
-    return math.prod(shape) * np.dtype(dtype).itemsize
-
-
 @dataclass(frozen=True)
 class ChipConfig:
     """One chip of a box: what to bring up and what to run on it."""
@@ -45,7 +28,6 @@ class ChipConfig:
     out_dir: str = "."                      # the chip's output directory (cwd of the workload)
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for the workload
     threads: int | None = None              # OMP/OPENBLAS/MKL_NUM_THREADS for the workload
-    buffers: Mapping[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
     stdout: str | None = None               # log file paths (None: inherit the parent's)
     stderr: str | None = None
     python_exe: str = sys.executable        # interpreter for the chip shim
@@ -67,21 +49,6 @@ class ChipConfig:
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"chip {self.chip}: threads must be a positive integer")
         object.__setattr__(self, "env", {str(k): str(v) for k, v in dict(self.env).items()})
-        bufs: dict[str, tuple[tuple[int, ...], str]] = {}
-        for name, spec in dict(self.buffers).items():
-            try:
-                shape, dtype = spec
-                shape = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
-                if any(s < 0 for s in shape):
-                    raise ValueError("negative dimension")
-                bufs[str(name)] = (shape, _dtype_str(dtype))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"chip {self.chip}: buffer {name!r} must be (shape, dtype): "
-                                 f"{exc}") from None
-        if len(bufs) > _native.MAX_BUFFERS:
-            raise ValueError(f"chip {self.chip}: {len(bufs)} buffers exceed the maximum "
-                             f"{_native.MAX_BUFFERS}")
-        object.__setattr__(self, "buffers", bufs)
 
 
 @dataclass(frozen=True)
@@ -92,9 +59,6 @@ class ChipContext:
     device_id: int                # -1 for cpu; the physical index for cuda/rocm
     rank: int                     # the chip's index in its group
     nranks: int
-    window_name: str              # the output window's segment ("" without buffers)
-    window_size: int
-    buffer_ptrs: dict[str, int]   # buffer name -> byte offset in the window
     # extras (not needed to use the context; recorded for reports)
     cpus: str = ""                # CPU set the chip runs on ("0-3"); "" when unknown
     affinity_applied: bool = False
@@ -102,32 +66,16 @@ class ChipContext:
     pid: int = 0                  # the chip's process
 
     @classmethod
-    def from_published(cls, published: Mapping[str, Any], declared: Sequence[str],
-                       pid: int = 0) -> "ChipContext":
-        """Build from a mailbox payload; `declared` are the buffer names the config declared.
-
-        A published buffer count that differs from the declared one raises RuntimeError
-        naming both counts (never a silently truncated dict)."""
-        bufs = list(published["buffers"])
-        if len(bufs) != len(declared):
-            raise RuntimeError(f"chip context publishes {len(bufs)} buffers but "
-                               f"{len(declared)} were declared")
-        ptrs = {str(name): int(off) for name, off, _n in bufs}
-        if len(ptrs) != len(bufs) or set(ptrs) != set(declared):
-            raise RuntimeError(f"chip context publishes buffers {sorted(ptrs)} but "
-                               f"{sorted(declared)} were declared")
+    def from_published(cls, published: Mapping[str, Any], pid: int = 0) -> "ChipContext":
+        """Build from a mailbox payload (what ``Mailbox.read()["context"]`` holds)."""
         return cls(device=published["device"], device_id=int(published["device_id"]),
                    rank=int(published["rank"]), nranks=int(published["nranks"]),
-                   window_name=published["window_name"],
-                   window_size=int(published["window_size"]),
-                   buffer_ptrs=ptrs, cpus=published.get("cpus", ""),
+                   cpus=published.get("cpus", ""),
                    affinity_applied=bool(published.get("affinity_applied", False)),
                    threads=int(published["threads"]) or None if "threads" in published else None,
                    pid=pid)
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "device_id": self.device_id, "rank": self.rank,
-                "nranks": self.nranks, "window_name": self.window_name,
-                "window_size": self.window_size, "buffer_ptrs": dict(self.buffer_ptrs),
-                "cpus": self.cpus, "affinity_applied": self.affinity_applied,
+                "nranks": self.nranks, "cpus": self.cpus, "affinity_applied": self.affinity_applied,
                 "threads": self.threads, "pid": self.pid}

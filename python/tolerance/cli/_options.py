@@ -59,3 +59,25 @@ keys = click.option("--keys", default=None, callback=_keys, metavar="K1,K2",
 series = click.option("--series", "series_path", type=click.Path(dir_okay=False), default=None,
                       metavar="FILE.npz",
                       help="Write the per-step series of every row to this .npz.")
+
+
+def _env_pairs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in value:
+        name, sep, val = item.partition("=")
+        if not sep or not name or not name.replace("_", "a").isalnum() or name[0].isdigit():
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", ctx, param)
+        out[name] = val
+    return out
+
+
+bounds_file = click.option("--bounds", "bounds_path", type=click.Path(dir_okay=False, exists=True),
+                           default=None, metavar="FILE",
+                           help="A calibrated bounds file (tolerance calibrate): its bounds "
+                                "apply to every key the spec gives no bound of its own.")
+run_env = click.option("--env", "run_env", multiple=True, callback=_env_pairs, metavar="NAME=VALUE",
+                       help="Set a variable for the workload on every box, over the box's env "
+                            "(repeatable; part of the run's identity).")
+run_dir = click.option("--run-dir", "run_dir", default=None, metavar="DIR",
+                       help="Run directory to use instead of runs/<stem>/<stamp> (relative "
+                            "to each box's root); a box's directory in it must not exist.")

@@ -1,7 +1,7 @@
 """`tolerance doctor`: check this machine for leftovers of earlier runs.
 
 ``--clean-shm`` removes this project's stale POSIX shared-memory segments (bootstrap
-mailboxes and chip output windows, ``/dev/shm/tol-<owner pid hex>-...``) whose owner process
+mailboxes, ``/dev/shm/tol-<owner pid hex>-...``) whose owner process
 is gone, and lists what it removed. Without it, the stale segments are only listed.
 """
 from __future__ import annotations

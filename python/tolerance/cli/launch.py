@@ -18,10 +18,12 @@ from tolerance.cli import _options
               help="Print the command and validate cluster and spec; start nothing.")
 @click.option("--mpiexec", "mpiexec_path", default=None,
               help="The MPI launcher (default: the one beside this Python, else on PATH).")
+@_options.bounds_file
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str | None,
-           dry_run: bool, mpiexec_path: str | None, extra: tuple[str, ...]) -> None:
+           dry_run: bool, mpiexec_path: str | None, bounds_path: str | None,
+           extra: tuple[str, ...]) -> None:
     """Run STEM on every box of the registry: one MPI rank per box.
 
     Arguments after `--` are passed to every rank's `tolerance run` (e.g. `-- --no-sync`).
@@ -32,6 +34,11 @@ def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: s
     from tolerance.config import load_default_cluster, load_spec
 
     cluster = load_default_cluster(cluster_path)
+    if bounds_path is not None:  # checked here, handed to every rank as an absolute path
+        from tolerance.config.bounds_file import load_bounds_file
+
+        load_bounds_file(bounds_path)
+        extra = ("--bounds", str(Path(bounds_path).resolve())) + tuple(extra)
     # validate the spec before starting anything
     load_spec(stem, specs_dir if specs_dir is not None else cluster.specs_dir)
     # The ranks resolve the registry as this process did: pass --cluster on only when the

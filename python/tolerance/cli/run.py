@@ -29,9 +29,13 @@ _NO_SYNC_WARNING = "WARNING: --no-sync: the boxes' code was NOT checked to be th
 @click.option("--chunk-mb", type=click.FloatRange(min=0.0625, max=1024), default=16.0,
               show_default=True, help="Byte budget of one block of steps sent between boxes.")
 @_options.threads
+@_options.bounds_file
+@_options.run_env
+@_options.run_dir
 @click.pass_context
 def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str | None,
-        sync_mode: str, no_sync: bool, chunk_mb: float, threads: int | None) -> None:
+        sync_mode: str, no_sync: bool, chunk_mb: float, threads: int | None,
+        bounds_path: str | None, run_env: dict[str, str], run_dir: str | None) -> None:
     """Run STEM on every box at once (one MPI rank per box) and compare the outputs."""
     from tolerance.collective.job import run_stem
     from tolerance.collective.mpi import world
@@ -41,7 +45,8 @@ def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str 
     progress = Progress(sys.stderr)
     outcome = run_stem(stem, cluster_path=cluster_path, specs_dir=specs_dir, sync=sync,
                        chunk_mb=chunk_mb, threads=threads, debug=debug,
-                       progress=progress.update if progress.live else None)
+                       progress=progress.update if progress.live else None,
+                       run_dir=run_dir, env=run_env, bounds_path=bounds_path)
     progress.clear()
     comm = world()
     code = outcome.exit_code

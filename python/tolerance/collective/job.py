@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from tolerance._errors import EXIT_ERROR, ToleranceError
 from tolerance.collective.exchange import ExchangeStats, exchange
@@ -24,6 +24,7 @@ from tolerance.collective.sources import NpzBlockSource, participant_label
 from tolerance.collective.watch import WATCH_ENV, announce, farewell
 from tolerance.compare.kernel import Accumulator
 from tolerance.config import load_default_cluster, load_spec
+from tolerance.config.spec import with_run_overrides
 from tolerance.runner import claim_run_dir, run_box
 
 _STATUS_TAG = 7301  # point-to-point tag of "my box is done" messages (any unused tag)
@@ -58,7 +59,17 @@ def _agree(comm, problem: str | None) -> str | None:
 
 def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync: bool = True,
              chunk_mb: float = 16.0, threads: int | None = None, debug: bool = False,
-             progress: Callable[[str], None] | None = None) -> RunOutcome:
+             progress: Callable[[str], None] | None = None, run_dir: str | None = None,
+             env: Mapping[str, str] | None = None, bounds_path: str | None = None
+             ) -> RunOutcome:
+    """One replicated run of `stem`, this process being one rank.
+
+    run_dir: the run directory to use instead of claiming `runs/<stem>/<stamp>` (relative
+    paths are taken below each box's root); a box's own directory in it must not exist.
+    env: variables set for the workload on every box, over the box's own env (they are
+    part of the run's identity, like the spec's env). bounds_path: a calibrated bounds
+    file (`tolerance calibrate`) whose bounds apply to the keys the spec leaves unbounded.
+    """
     comm = world()
     rank, nranks = comm.Get_rank(), comm.Get_size()
     ctx = RankContext(comm)
@@ -69,6 +80,7 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
         try:
             cluster = load_default_cluster(cluster_path)
             spec = load_spec(stem, specs_dir if specs_dir is not None else cluster.specs_dir)
+            spec = with_run_overrides(spec, env=env, bounds_path=bounds_path)
         except ToleranceError as exc:
             problem = str(exc)
         problem = _agree(comm, problem)
@@ -87,13 +99,15 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
             line = announce(os.environ[WATCH_ENV], rank, box.name, this_host(), os.getpid())
             try:
                 return _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads,
-                                   progress, t0)
+                                   progress, t0, run_dir)
             finally:
                 farewell(line)
-        return _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress, t0)
+        return _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress, t0,
+                           run_dir)
 
 
-def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress, t0):
+def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress, t0,
+                given_run_dir=None):
     rank = comm.Get_rank()
     stem = spec.stem
     where = str(cluster.path or "cluster.yaml")
@@ -116,11 +130,15 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
     t_handshake = time.monotonic()
 
     # 3. one run id for every box; each box claims its own directory under its root.
-    run_id = None
-    if rank == 0:
-        run_id = claim_run_dir(box.root, stem).name
-    run_id = comm.bcast(run_id, root=0)
-    run_dir = Path(box.root) / "runs" / stem / run_id
+    if given_run_dir is not None:
+        run_dir = Path(box.root) / given_run_dir  # an absolute path stays as it is
+        run_id = run_dir.name
+    else:
+        run_id = None
+        if rank == 0:
+            run_id = claim_run_dir(box.root, stem).name
+        run_id = comm.bcast(run_id, root=0)
+        run_dir = Path(box.root) / "runs" / stem / run_id
     run_dir.mkdir(parents=True, exist_ok=True)  # rank 0 made it; another root may not have it
 
     # 4. run every box at once; rank 0 follows the others' states.

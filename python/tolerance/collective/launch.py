@@ -133,7 +133,7 @@ def run_plan(plan: LaunchPlan, watch: DeathWatch) -> int:
     if rc in (0, 1, 2, 3) and rc != 2:
         return rc
     # An Abort or a killed rank leaves shared memory behind: the runtime's segments, and
-    # the mailboxes/windows of chips whose rank was killed while they ran.
+    # the mailboxes of chips whose rank was killed while they ran.
     remove_orphaned_mpi_segments(started)
     remove_stale_segments()
     if rc == 2:

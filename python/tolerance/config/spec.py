@@ -318,3 +318,19 @@ def list_stems(specs_dir: Path | str) -> list[str]:
     if not d.is_dir():
         return []
     return sorted(p.stem for p in d.glob("*.yaml") if p.is_file())
+
+
+def with_run_overrides(spec: Spec, *, env: Mapping[str, str] | None = None,
+                       bounds_path: str | Path | None = None) -> Spec:
+    """The spec one run uses: `env` over the spec's env (a run's extra variables, e.g. a
+    calibration replica's or a triage cell's: part of the run's identity), and a
+    calibrated bounds file's bounds on the keys the spec leaves unbounded."""
+    from dataclasses import replace
+
+    if env:
+        spec = replace(spec, env={**spec.env, **env})
+    if bounds_path is not None:
+        from tolerance.config.bounds_file import apply_bounds_file, load_bounds_file
+
+        spec = apply_bounds_file(spec, load_bounds_file(bounds_path))
+    return spec

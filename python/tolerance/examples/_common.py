@@ -6,7 +6,23 @@ import os
 from pathlib import Path
 
 
-def recurrence(*, n: int, batch: int, steps: int, gain: float, seed: int, bias: float = 0.0):
+#: what `tolerance calibrate` puts in a replica's environment (docs/calibrate.md)
+REPLICA_ENV, PERTURB_ENV = "TOLERANCE_REPLICA", "TOLERANCE_PERTURB"
+
+
+def ensemble_member() -> tuple[int, float]:
+    """(replica, perturbation) of this run, from the environment `tolerance calibrate`
+    sets: replica 0 (and any run outside a calibration) is unperturbed."""
+    try:
+        replica = int(os.environ.get(REPLICA_ENV, "0"))
+        eps = float(os.environ.get(PERTURB_ENV, "0"))
+    except ValueError as exc:
+        raise SystemExit(f"{REPLICA_ENV}/{PERTURB_ENV}: not a number: {exc}") from None
+    return replica, (eps if replica > 0 else 0.0)
+
+
+def recurrence(*, n: int, batch: int, steps: int, gain: float, seed: int, bias: float = 0.0,
+               replica: int = 0, perturb: float = 0.0):
     """Z[t+1] = tanh(gain * W @ Z[t] + bias) in float32, W ~ N(0, 1/n), Z of shape (n, batch).
 
     `W @ Z` is a float32 (n x n) @ (n x batch) matrix product, i.e. a BLAS SGEMM, so the
@@ -14,12 +30,19 @@ def recurrence(*, n: int, batch: int, steps: int, gain: float, seed: int, bias: 
     exponentially); gain < 1 is contracting (they stay at rounding level).
     Returns z_b (steps x n, float32: the first column of each step's state) and omega_b
     (steps, float64: the energy sum(Z**2) of each step's whole state).
+
+    perturb > 0 multiplies the initial state by (1 + perturb * u), u uniform in [-1, 1]
+    drawn from a generator seeded by (seed, replica): a round-off-level perturbation that
+    is the same for a replica on every box, so boxes still compare like with like.
     """
     import numpy as np
 
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((n, n)) * (gain / np.sqrt(n))).astype(np.float32)
     z = rng.standard_normal((n, batch)).astype(np.float32)
+    if perturb > 0:
+        u = np.random.default_rng([seed, replica]).uniform(-1.0, 1.0, size=z.shape)
+        z = (z.astype(np.float64) * (1.0 + perturb * u)).astype(np.float32)
     b = np.float32(bias)
     z_b = np.empty((steps, n), dtype=np.float32)
     omega_b = np.empty(steps, dtype=np.float64)

@@ -11,9 +11,12 @@ N, BATCH, STEPS, GAIN, SEED = 512, 8, 200, 2.0, 12345
 
 def main(ctx, out_dir):
     """Spec entry point (`python: tolerance.examples.lorenz:main`)."""
-    from tolerance.examples._common import recurrence, write_npz
+    from tolerance.examples._common import ensemble_member, recurrence, write_npz
 
-    z_b, omega_b = recurrence(n=N, batch=BATCH, steps=STEPS, gain=GAIN, seed=SEED)
+    replica, perturb = ensemble_member()
+
+    z_b, omega_b = recurrence(n=N, batch=BATCH, steps=STEPS, gain=GAIN, seed=SEED,
+                               replica=replica, perturb=perturb)
     return write_npz(out_dir, "lorenz", z_b=z_b, omega_b=omega_b)
 
 

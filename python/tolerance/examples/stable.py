@@ -10,9 +10,12 @@ N, BATCH, STEPS, GAIN, SEED, BIAS = 512, 8, 200, 0.5, 2024, 0.1
 
 def main(ctx, out_dir):
     """Spec entry point (`python: tolerance.examples.stable:main`)."""
-    from tolerance.examples._common import recurrence, write_npz
+    from tolerance.examples._common import ensemble_member, recurrence, write_npz
 
-    z_b, omega_b = recurrence(n=N, batch=BATCH, steps=STEPS, gain=GAIN, seed=SEED, bias=BIAS)
+    replica, perturb = ensemble_member()
+
+    z_b, omega_b = recurrence(n=N, batch=BATCH, steps=STEPS, gain=GAIN, seed=SEED, bias=BIAS,
+                               replica=replica, perturb=perturb)
     return write_npz(out_dir, "stable", z_b=z_b, omega_b=omega_b)
 
 

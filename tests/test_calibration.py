@@ -1,0 +1,110 @@
+"""Calibration: the envelope, the bounds, leave-one-out and the chaos step, each against
+an independent NumPy computation on the same member outputs."""
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import pytest
+
+from tolerance.compare.calibration import (SCALE_VARIATION, EnsembleMember, calibrate,
+                                           no_useful_bound_from)
+
+
+def _members(tmp_path, arrays_per_member):
+    out = []
+    for k, arrays in enumerate(arrays_per_member):
+        p = tmp_path / f"m{k}.npz"
+        np.savez(p, **arrays)
+        out.append(EnsembleMember(box=f"box{k % 3}", replica=k // 3, path=str(p)))
+    return out
+
+
+def _oracle(arrays: list[np.ndarray], factor: float):
+    """Independent: per-pair per-step max|a-b| in float64, envelope, leave-one-out."""
+    x = [np.asarray(a, dtype=np.float64).reshape(a.shape[0], -1) for a in arrays]
+    n = len(x)
+    d = {(i, j): np.abs(x[i] - x[j]).max(axis=1) for i, j in combinations(range(n), 2)}
+    env = np.max(np.stack(list(d.values())), axis=0)
+    rows = fails = 0
+    for m in range(n):
+        others = [s for (i, j), s in d.items() if m not in (i, j)]
+        allowed = factor * (np.max(np.stack(others), axis=0) if others else np.zeros_like(env))
+        for j in range(n):
+            if j != m:
+                rows += 1
+                fails += int(np.any(d[min(m, j), max(m, j)] > allowed))
+    return d, env, rows, fails
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_envelope_and_leave_one_out_match_numpy(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((40, 17)).astype(np.float32)
+    arrays = [base + (rng.standard_normal(base.shape) * 1e-6 * (1 + k)).astype(np.float32)
+              for k in range(6)]
+    members = _members(tmp_path, [{"x": a} for a in arrays])
+    envs, bounds, problems = calibrate(members, ["x"], factor=2.0, budget=17 * 4 * 3)
+    assert problems == []
+    (env,), (b,) = envs, bounds
+    d, oracle_env, rows, fails = _oracle(arrays, 2.0)
+    for p, s in d.items():
+        np.testing.assert_array_equal(env.pair_series[p], s)
+    np.testing.assert_array_equal(env.envelope, oracle_env)
+    assert b.held_out_rows == rows == 6 * 5
+    assert b.held_out_failures == fails
+    assert b.false_positive_rate == fails / rows
+    assert b.atol == 2.0 * oracle_env.max()
+    np.testing.assert_array_equal(b.per_step, 2.0 * oracle_env)
+    assert b.no_useful_bound_from is None
+
+
+def test_identical_members_give_zero_bounds_and_no_false_positives(tmp_path):
+    a = 1.0 + np.linspace(0, 1, 60).reshape(12, 5)
+    members = _members(tmp_path, [{"x": a}] * 4)
+    _, (b,), _ = calibrate(members, ["x"], factor=2.0)
+    assert b.atol == 0.0 and b.max_envelope == 0.0
+    assert b.held_out_failures == 0 and b.false_positive_rate == 0.0
+
+
+def test_relative_bound_when_the_scale_varies(tmp_path):
+    rng = np.random.default_rng(7)
+    scale = np.logspace(0, 4, 30)[:, None]          # 1e4 over the steps
+    base = rng.standard_normal((30, 8)) * scale
+    arrays = [base * (1 + rng.standard_normal(base.shape) * 1e-9) for _ in range(4)]
+    _, (b,), _ = calibrate(_members(tmp_path, [{"x": a} for a in arrays]), ["x"], factor=3.0)
+    assert b.scale_variation > SCALE_VARIATION
+    assert b.atol is None and b.rtol is not None
+    # oracle: the largest elementwise relative difference over all pairs, times F
+    rel = max(float(np.max(np.abs(x - y) / np.maximum(np.abs(x), np.abs(y))))
+              for x, y in combinations(arrays, 2))
+    assert b.rtol == pytest.approx(3.0 * rel, rel=1e-12)
+
+
+def test_chaos_is_reported_not_hidden(tmp_path):
+    rng = np.random.default_rng(3)
+    steps = 50
+    base = np.tanh(rng.standard_normal((steps, 32)))
+    arrays = []
+    for k in range(3):
+        grow = np.minimum(1e-7 * 2.0 ** np.arange(steps), 10.0)[:, None]
+        noise = rng.standard_normal(base.shape)
+        arrays.append(np.clip(base + grow * noise, -1, 1))
+    envs, (b,), _ = calibrate(_members(tmp_path, [{"x": a} for a in arrays]), ["x"], factor=2.0)
+    # oracle: the first step where 2*env reaches max(spread, scale) of the data at that step
+    _, env, _, _ = _oracle(arrays, 2.0)
+    stack = np.stack(arrays)
+    spread = stack.max(axis=(0, 2)) - stack.min(axis=(0, 2))
+    scale = np.abs(stack).max(axis=(0, 2))
+    expect = int(np.flatnonzero(2.0 * env >= np.maximum(spread, scale))[0])
+    assert b.no_useful_bound_from == expect == no_useful_bound_from(envs[0], 2.0)
+    assert b.atol is None and b.rtol is None and b.per_step is None
+    assert 10 < expect < steps
+
+
+def test_a_missing_key_is_a_problem_not_a_bound(tmp_path):
+    members = _members(tmp_path, [{"x": np.zeros((3, 2)), "y": np.ones(3)},
+                                  {"x": np.zeros((3, 2))}, {"x": np.zeros((3, 2)), "y": np.ones(3)}])
+    envs, bounds, problems = calibrate(members, None, factor=2.0)
+    assert [e.key for e in envs] == ["x"]
+    assert any("'y'" in p for p in problems)
