@@ -59,6 +59,7 @@ from tolerance.cli.run import run as _run; main.add_command(_run)  # noqa: E402,
 from tolerance.cli.launch import launch as _launch; main.add_command(_launch)  # noqa: E402,E702
 from tolerance.cli.doctor import doctor as _doctor; main.add_command(_doctor)  # noqa: E402,E702
 from tolerance.cli.calibrate import calibrate as _calibrate; main.add_command(_calibrate)  # noqa: E402,E702
+from tolerance.cli.plot import plot as _plot; main.add_command(_plot)  # noqa: E402,E702
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
