@@ -270,3 +270,34 @@ def test_lorenz_three_identical_boxes_and_one_other_kernel(workloads):
     st = workloads["stable"]
     for key, atol in (("z_b", 1e-5), ("omega_b", 1e-6 * 3e3)):
         assert find_outliers(rows_of({b: st[b][key] for b in st}, atol, key)) == []
+
+
+@needs_kernels
+def test_diff_names_the_odd_box_of_four_and_reports_margin_and_growth(workloads, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from tolerance.cli import main
+
+    lz = workloads["lorenz"]
+    paths = []
+    for box in ("haswell", "haswell2", "prescott", "haswell3"):
+        p = tmp_path / f"{box}.npz"
+        np.savez(p, **lz[box])
+        paths.append(str(p))
+    res = CliRunner().invoke(main, ["diff", *paths, "--keys", "z_b", "--atol", "1e-7", "--json"])
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.stdout)
+    assert [(o["box"], o["key"]) for o in doc["outliers"]] == [("prescott.npz", "z_b")]
+    for r in doc["rows"]:
+        a, b = (lz[x.removesuffix(".npz")]["z_b"] for x in (r["a"], r["b"]))
+        d = _per_step(a, b)
+        assert r["margin"] == pytest.approx(d.max() / 1e-7, rel=1e-12)
+        want = oracle_growth(d)
+        if want is None:
+            assert r["growth"] is None and d.max() == 0     # identical boxes
+        else:
+            assert_same_growth(r["growth"], want)
+    console = CliRunner().invoke(main, ["diff", *paths, "--keys", "z_b", "--atol", "1e-7"])
+    assert "odd box out: prescott.npz on z_b (its 3 pairs fail" in console.output
