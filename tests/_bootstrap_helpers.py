@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tolerance.bootstrap.segments import tagged_segments
+
 SHM = "/dev/shm"
 TEST_TIMEOUT_S = 30
 
@@ -15,7 +17,7 @@ pytestmark_linux = pytest.mark.skipif(not sys.platform.startswith("linux"),
 
 
 def tol_segments() -> set[str]:
-    """This project's segments in /dev/shm (other programs on a shared machine have theirs)."""
+    """This project's segments in /dev/shm, of every job on the machine (filter by owner)."""
     try:
         return {n for n in os.listdir(SHM) if n.startswith("tol-")}
     except FileNotFoundError:
@@ -23,9 +25,11 @@ def tol_segments() -> set[str]:
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_segments():
-    """Every test leaves /dev/shm as it found it, failures included; and none runs forever."""
-    before = tol_segments()
+def no_leaked_segments(test_tag):
+    """Every test leaves /dev/shm as it found it, failures included; and none runs forever.
+    Only this test's segments count (its tag, set by conftest's test_tag): another tolerance
+    job on the same machine has its own."""
+    before = set(tagged_segments(test_tag))
 
     def _alarm(signum, frame):
         raise TimeoutError(f"test ran longer than {TEST_TIMEOUT_S} s")
@@ -37,6 +41,5 @@ def no_leaked_segments():
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
-    after = tol_segments()
-    assert after - before == set(), f"leaked segments: {sorted(after - before)}"
-    assert len(after) == len(before)
+    leaked = set(tagged_segments(test_tag)) - before
+    assert not leaked, f"leaked segments: {sorted(leaked)}"

@@ -1,7 +1,7 @@
 """Shared-memory segments left behind by processes that are gone.
 
 This project's segments (bootstrap mailboxes) are named
-`/dev/shm/tol-<owner pid hex>-...`: one whose owner is gone is stale. MPI runtimes'
+`/dev/shm/tol-<owner pid hex>-...[.<tag>]`: one whose owner is gone is stale. MPI runtimes'
 segments (`mpich_shm_*`, ...) carry no owner; one that no live process maps, made while a
 job that was killed ran, is that job's.
 """
@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 SHM_DIR = "/dev/shm"
-_NAME = re.compile(r"^tol-([0-9a-f]{1,8})-[0-9a-f]+[a-z]-[0-9a-f]{6}$")
+_NAME = re.compile(r"^tol-([0-9a-f]{1,8})-[0-9a-f]+[a-z]-[0-9a-f]{6}(?:\.([0-9a-z]{1,4}))?$")
 _MPI_SHM_PREFIXES = ("mpich_shm_", "psm2_shm", "vader_segment", "sm_segment")
 
 
@@ -26,6 +26,15 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+def tagged_segments(tag: str, shm_dir: str = SHM_DIR) -> list[str]:
+    """This project's segments that carry `tag` (see SEGMENT_TAG_ENV), live or stale."""
+    try:
+        names = sorted(os.listdir(shm_dir))
+    except OSError:
+        return []
+    return [n for n in names if (m := _NAME.match(n)) and m.group(2) == tag]
 
 
 def stale_segments(shm_dir: str = SHM_DIR) -> list[tuple[str, int]]:
