@@ -11,8 +11,9 @@ from tolerance.collective.code_fingerprint import code_fingerprint, differing_fi
 from tolerance.collective.handshake import (RankInfo, assign_boxes, check_hosts, host_matches,
                                             sync_problems)
 from tolerance.collective.launch import build_plan
-from tolerance.collective.watch import DeathWatch, announce, farewell
-from tolerance.collective.plan import block_ranges, pair_owner
+from tolerance.collective.watch import RankLine, Watch
+from tolerance.compare.engine import pair_owner
+from tolerance.io.npz import plan_blocks
 
 
 @pytest.mark.parametrize("n", range(2, 9))
@@ -32,13 +33,14 @@ def test_pair_owner_rejects_bad_pairs():
         pair_owner(2, 1, 3)
 
 
+@pytest.mark.parametrize("itemsize", [1, 2, 4, 8])
 @pytest.mark.parametrize("shape,axis,budget", [
     ((10, 4), 0, 64), ((10, 4), 0, 1), ((10, 4), 1, 80), ((7,), None, 16), ((), None, 8),
     ((0, 3), 0, 100), ((3, 0), 0, 100), ((5, 6, 7), 2, 5 * 6 * 8 * 3),
 ])
-def test_block_ranges_cover_the_axis_in_order(shape, axis, budget):
+def test_block_ranges_cover_the_axis_in_order(shape, axis, budget, itemsize):
     import math
-    per, ranges = block_ranges(shape, axis, budget)
+    per, ranges = plan_blocks(shape, axis, itemsize, budget)
     extent = math.prod(shape) if axis is None else shape[axis]
     if extent == 0:
         assert ranges == [(0, 0)]
@@ -46,6 +48,8 @@ def test_block_ranges_cover_the_axis_in_order(shape, axis, budget):
     assert ranges[0][0] == 0 and ranges[-1][1] == extent
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
     assert all(0 < hi - lo <= per for lo, hi in ranges)
+    if axis is not None and per > 1:  # a block holds whole steps within the budget
+        assert per * itemsize * math.prod(shape) // shape[axis] <= budget
 
 
 def _git(root, *args):
@@ -82,13 +86,43 @@ def test_fingerprint_sees_a_real_change_and_names_the_file(repo):
     assert differing_files(before, after) == ["work.py"]
 
 
-def test_fingerprint_sees_untracked_and_non_python_changes(repo):
+def test_fingerprint_sees_non_python_changes(repo):
     base = code_fingerprint(repo).digest
     (repo / "data.yaml").write_text("a: 2\n")
-    d1 = code_fingerprint(repo).digest
-    (repo / "new.py").write_text("x = 1\n")
-    d2 = code_fingerprint(repo).digest
-    assert len({base, d1, d2}) == 3
+    assert code_fingerprint(repo).digest != base
+
+
+def test_untracked_files_are_code_only_where_the_spec_names_them(repo):
+    base = code_fingerprint(repo)
+    (repo / "cluster.yaml").write_text("schema: 1\n")
+    (repo / "notes.txt").write_text("scratch\n")
+    (repo / "plugin").mkdir()
+    (repo / "plugin" / "extra.py").write_text("x = 1\n")
+    assert code_fingerprint(repo).digest == base.digest      # untracked: not code
+    named = code_fingerprint(repo, ["plugin/*.py"])
+    assert named.digest != base.digest and list(named.files) == ["plugin/extra.py"]
+    (repo / "plugin" / "extra.py").write_text("x = 1  # same AST\n")
+    assert code_fingerprint(repo, ["plugin/*.py"]).digest == named.digest
+
+
+def test_fingerprint_reads_a_huge_file_in_bounded_memory(repo):
+    """A 300 MB file named as code costs chunks, not its size (issue 11 item 10)."""
+    import json
+    import sys
+    big = repo / "blob.bin"
+    with open(big, "wb") as f:
+        f.truncate(300 << 20)                 # sparse: no disk, but 300 MB to read
+    code = ("import json, resource, sys\n"
+            "from tolerance.collective.code_fingerprint import code_fingerprint\n"
+            "fp = code_fingerprint(sys.argv[1], ['*.bin'])\n"
+            "print(json.dumps([fp.files.get('blob.bin', ''), "
+            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(repo)], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    h, maxrss_kb = json.loads(out)
+    assert h.startswith("raw:")
+    assert maxrss_kb / 1024 < 150, maxrss_kb       # the whole file would be 300 MB more
+    big.unlink()
 
 
 def test_fingerprint_of_a_plain_directory(tmp_path):
@@ -150,46 +184,159 @@ def _cluster(hosts):
     return SimpleNamespace(boxes=boxes)
 
 
+def _ctx_of(argv):
+    """(host option, box) per MPMD segment of a plan."""
+    segs, cur = [], []
+    for a in argv[1:]:
+        if a == ":":
+            segs.append(cur)
+            cur = []
+        else:
+            cur.append(a)
+    segs.append(cur)
+    out = []
+    for seg in segs:
+        k = seg.index("tolerance-rank")
+        host = seg[seg.index("--host") + 1] if "--host" in seg else None
+        out.append((host, seg[k + 3], seg[k + 1]))
+    return out
+
+
 def test_launch_plan_hydra_local():
     plan = build_plan(_cluster(["localhost"] * 3), "lorenz", mpiexec="mpiexec", flavor="hydra",
-                      cluster_path="/c.yaml", specs_dir=None, watch="127.0.0.1:5555")
+                      run_args=["--sync", "verify"])
     argv = plan.argv
     assert argv.count(":") == 2 and "-f" not in argv and "-host" not in argv
-    assert argv[1:4] == ["-genv", "TOLERANCE_LAUNCH_WATCH", "127.0.0.1:5555"]
-    for i in range(3):
-        k = argv.index(f"b{i}")
-        assert argv[k - 2:k] == ["-env", "TOLERANCE_BOX"]
-    assert argv[-5:] == ["tolerance", "run", "lorenz", "--cluster", "/c.yaml"]
+    assert [box for _, box, _ in _ctx_of(argv)] == ["b0", "b1", "b2"]
+    assert argv[-5:] == ["tolerance", "run", "lorenz", "--sync", "verify"]
+    assert "--cluster" not in argv  # the inputs travel on the watch line, not as paths
+    assert not any("TOLERANCE_LAUNCH_WATCH" in a for a in argv)  # the secret is never argv
+
+
+def test_launch_plan_hydra_remote_places_rank_r_on_box_r():
+    plan = build_plan(_cluster(["h1", "h2", "h1"]), "s", mpiexec="mpiexec", flavor="hydra",
+                      mpiexec_args=["-iface", "eth1"], hostfile_path="/tmp/hf")
+    # hostfile only (hydra refuses -f with per-segment hosts), one line per box, box order
+    assert plan.hostfile == "h1:1\nh2:1\nh1:1\n"
+    assert plan.argv[1:5] == ["-f", "/tmp/hf", "-iface", "eth1"]
+    assert "-host" not in plan.argv and "-hosts" not in plan.argv
 
 
 def test_launch_plan_openmpi_remote():
-    plan = build_plan(_cluster(["h1", "h2", "h1"]), "s", mpiexec="mpirun", flavor="openmpi",
-                      cluster_path="/c.yaml", specs_dir="/specs", extra=["--no-sync"],
-                      hostfile_path="/tmp/hf")
+    plan = build_plan(_cluster(["h1", "h2", "h1"]), "s", mpiexec="/opt/ompi/bin/mpirun",
+                      flavor="openmpi", run_args=["--sync", "off"], hostfile_path="/tmp/hf",
+                      mpiexec_args=["--mca", "btl", "tcp,self"])
     assert plan.hostfile == "h1 slots=2\nh2 slots=1\n"
     assert plan.argv[1:3] == ["--hostfile", "/tmp/hf"]
-    assert "-x" in plan.argv and "TOLERANCE_BOX=b1" in plan.argv
-    assert plan.argv[plan.argv.index("TOLERANCE_BOX=b1") - 5:][:2] == ["--host", "h2"]
-    assert plan.argv[-1] == "--no-sync" and "/specs" in plan.argv
+    assert ["-x", "TOLERANCE_LAUNCH_WATCH"] == plan.argv[3:5]
+    assert "--prefix" in plan.argv and plan.argv[plan.argv.index("--prefix") + 1] == "/opt/ompi"
+    assert plan.argv[plan.argv.index("--mca"):][:3] == ["--mca", "btl", "tcp,self"]
+    assert [(h, b) for h, b, _ in _ctx_of(plan.argv)] == [("h1:2", "b0"), ("h2:1", "b1"),
+                                                          ("h1:2", "b2")]
+    assert plan.argv[-1] == "off"
 
 
-def test_death_watch_names_the_first_rank_that_ended_without_bye():
+def _hello(watch, rank, box, secret=None, pid=None):
+    import socket
+    host, _, port = watch.address.rpartition(":")
+    s = socket.create_connection((host, int(port)), timeout=5)
+    s.sendall(f"hello {secret or watch.secret} {rank} {box} vm {pid or 100 + rank}\n".encode())
+    return s
+
+
+def _wait(cond, timeout=5.0):
     import time
-    watch = DeathWatch()
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_watch_names_the_first_rank_that_ended_without_bye():
+    import time
+    watch = Watch({"x": 1})
     try:
-        lines = [announce(watch.address, r, box, "vm", 100 + r) for r, box in enumerate("abc")]
-        assert all(lines)
-        farewell(lines[0])            # a finished normally
+        socks = [_hello(watch, r, box) for r, box in enumerate("abc")]
+        assert _wait(lambda: len(watch.snapshot()) == 3)
+        socks[0].sendall(b"bye\n")
+        socks[0].close()
         time.sleep(0.2)
-        lines[2].close()              # c died first (no bye)
+        socks[2].close()              # c died first (no bye)
         time.sleep(0.2)
-        lines[1].close()              # b was killed afterwards
+        socks[1].close()              # b was killed afterwards
         dead = watch.first_death()
-        assert dead is not None and dead["box"] == "c" and dead["rank"] == 2
+        assert dead is not None and dead.box == "c" and dead.rank == 2
     finally:
         watch.close()
 
 
-def test_announce_to_nobody_is_harmless():
-    assert announce("127.0.0.1:1", 0, "a", "vm", 1) is None
-    farewell(None)
+def test_watch_ignores_connections_without_the_secret():
+    watch = Watch({"x": 1})
+    try:
+        stray = _hello(watch, 0, "a", secret="0" * 32)
+        assert _wait(lambda: watch.ignored == 1)
+        assert stray.recv(100) == b""            # closed, no inputs handed out
+        assert watch.snapshot() == {}
+        good = _hello(watch, 0, "a")
+        assert good.recv(7) == b"inputs "
+        assert _wait(lambda: "a" in watch.snapshot())
+        again = _hello(watch, 1, "a")            # a second hello for one box is not ours
+        assert _wait(lambda: watch.ignored == 2)
+        assert watch.snapshot()["a"].rank == 0
+        for s in (stray, good, again):
+            s.close()
+    finally:
+        watch.close()
+
+
+def test_rank_line_gets_the_inputs_and_each_side_finds_the_other_silent():
+    import time
+    watch = Watch({"cluster": "c"}, lost_after=0.6)
+    try:
+        line = RankLine.open(watch.env_value, rank=0, box="a", host="vm", pid=1)
+        assert line.inputs == {"cluster": "c"} and line.lost_after == 0.6
+        lost = []
+        line.on_lost = lost.append
+        time.sleep(1.0)
+        assert watch.lost() is None and not lost   # both beat
+        line._done.set()                           # the rank stops beating (its host froze)
+        assert _wait(lambda: watch.lost() is not None, 3)
+        assert watch.lost()[0].box == "a"
+        other = RankLine.open(watch.env_value, rank=1, box="b", host="vm", pid=2)
+        ended = []
+        other.on_lost = ended.append
+        watch.end_all()
+        assert _wait(lambda: ended == ["the launcher ended the job"], 3), ended
+    finally:
+        watch.close()
+
+
+def test_rank_line_to_nobody_is_one_error():
+    with pytest.raises(ToleranceError, match="cannot reach the launcher"):
+        RankLine.open("s@127.0.0.1:1", rank=0, box="a", host="vm", pid=1)
+
+
+def test_rank_that_loses_its_launcher_is_told():
+    watch = Watch({}, lost_after=0.5)
+    line = RankLine.open(watch.env_value, rank=1, box="b", host="vm", pid=1)
+    lost = []
+    line.on_lost = lost.append
+    watch._stop.set()   # the launcher freezes: no more beats
+    assert _wait(lambda: len(lost) == 1, 3)
+    assert "silent" in lost[0] or "closed" in lost[0]
+    watch.close()
+
+
+def test_go_comes_once_every_box_said_hello():
+    watch = Watch({}, boxes=["a", "b"])
+    try:
+        a = RankLine.open(watch.env_value, rank=0, box="a", host="vm", pid=1)
+        assert not a._go.wait(0.5)              # b has not said hello: MPI must not start
+        b = RankLine.open(watch.env_value, rank=1, box="b", host="vm", pid=2)
+        assert a._go.wait(3) and b._go.wait(3)
+        a.bye()
+        b.bye()
+    finally:
+        watch.close()

@@ -106,3 +106,47 @@ def remove_orphaned_mpi_segments(since: float, shm_dir: str = SHM_DIR) -> list[s
         except OSError:
             continue
     return removed
+
+
+def remove_job_segments(names, owners, shm_dir: str = SHM_DIR) -> list[str]:
+    """One job's leftovers, once every process of that job is gone: the MPI segments its
+    ranks said they mapped (`names`) that no live process maps any more, and this
+    project's segments owned by one of its (dead) ranks (`owners`). Nothing else: a
+    segment of another job on the same machine is never touched."""
+    mapped = _mapped_shm_names()
+    if mapped is None:
+        return []
+    removed = []
+    for name in sorted(set(names)):
+        if "/" in name or not name.startswith(_MPI_SHM_PREFIXES) or name in mapped:
+            continue
+        try:
+            os.unlink(os.path.join(shm_dir, name))
+            removed.append(name)
+        except OSError:
+            continue
+    owners = set(owners)
+    for name, pid in stale_segments(shm_dir):
+        if pid in owners and name not in mapped:
+            try:
+                os.unlink(os.path.join(shm_dir, name))
+                removed.append(name)
+            except OSError:
+                continue
+    return removed
+
+
+def mapped_by_self() -> list[str]:
+    """Names under /dev/shm that this process maps (what a rank reports to its launcher)."""
+    out: list[str] = []
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                k = line.find("/dev/shm/")
+                if k >= 0:
+                    name = line[k + 9:].split()[0]
+                    if name not in out:
+                        out.append(name)
+    except OSError:
+        pass
+    return out

@@ -14,67 +14,89 @@ from tolerance.cli import _options
 @click.argument("stem")
 @_options.cluster
 @_options.specs
+@click.option("--sync", "sync_mode", type=click.Choice(["verify", "push", "off"]),
+              default="verify", show_default=True,
+              help="verify: refuse unless every box runs the same code; push: ship this "
+                   "checkout's commit to every box first; off: do not compare code.")
+@click.option("--no-sync", "no_sync", is_flag=True, help="Same as --sync off (warned loudly).")
 @click.option("--dry-run", is_flag=True,
               help="Print the command and validate cluster and spec; start nothing.")
 @click.option("--mpiexec", "mpiexec_path", default=None,
               help="The MPI launcher (default: the one beside this Python, else on PATH).")
+@click.option("--mpiexec-arg", "mpiexec_args", multiple=True, metavar="ARG",
+              help="One argument for mpiexec itself, before the ranks (repeatable): site "
+                   "flags such as hydra's `-iface eth1` or Open MPI's `--mca btl tcp,self`.")
+@click.option("--lost-after", type=click.FloatRange(min=0.5), default=15.0, show_default=True,
+              help="Seconds a box may be silent on the watch line before it counts as lost.")
+@click.option("--hello-within", type=click.FloatRange(min=1.0), default=25.0,
+              show_default=True, help="Seconds every box has to start and say hello.")
 @_options.bounds_file
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str | None,
-           dry_run: bool, mpiexec_path: str | None, bounds_path: str | None,
+           sync_mode: str, no_sync: bool, dry_run: bool, mpiexec_path: str | None,
+           mpiexec_args: tuple[str, ...], lost_after: float, hello_within: float,
+           bounds_path: str | None,
            extra: tuple[str, ...]) -> None:
     """Run STEM on every box of the registry: one MPI rank per box.
 
-    Arguments after `--` are passed to every rank's `tolerance run` (e.g. `-- --no-sync`).
-    """
-    from tolerance.collective.handshake import LOCAL_HOSTS, this_host
-    from tolerance.collective.launch import build_plan, find_mpiexec, mpiexec_flavor, run_plan
-    from tolerance.collective.watch import DeathWatch
-    from tolerance.config import load_default_cluster, load_spec
+    The registry and the spec are read here and handed to every box; a box never needs
+    this machine's paths. Arguments after `--` are passed to every rank's `tolerance run`.
 
-    cluster = load_default_cluster(cluster_path)
+    Exit codes: 0 within bounds, 1 a bound exceeded, 2 error (a box lost, silent or
+    unreachable included), 3 unmeasured; 130/143/129 after SIGINT/SIGTERM/SIGHUP.
+    """
+    from tolerance._errors import ToleranceError
+    from tolerance.collective.handshake import this_host
+    from tolerance.collective.inputs import parse_inputs, resolve_inputs
+    from tolerance.collective.launch import (build_plan, find_mpiexec, is_remote, mpiexec_flavor,
+                                             run_plan)
+    from tolerance.collective.watch import Watch
+
+    inputs = resolve_inputs(stem, cluster_path, specs_dir)
+    cluster, _spec = parse_inputs(inputs)
     if bounds_path is not None:  # checked here, handed to every rank as an absolute path
         from tolerance.config.bounds_file import load_bounds_file
 
         load_bounds_file(bounds_path)
         extra = ("--bounds", str(Path(bounds_path).resolve())) + tuple(extra)
-    # validate the spec before starting anything
-    load_spec(stem, specs_dir if specs_dir is not None else cluster.specs_dir)
-    # The ranks resolve the registry as this process did: pass --cluster on only when the
-    # user named one or ./cluster.yaml exists (the shipped default takes cwd as its root).
-    path = (str(Path(cluster.path).resolve())
-            if cluster_path is not None or Path("cluster.yaml").is_file() else None)
     if len(cluster.boxes) < 2:
-        from tolerance._errors import ToleranceError
         raise ToleranceError(f"{cluster.path}: boxes: a run needs at least 2 boxes, "
                              f"found {len(cluster.boxes)}")
+    mode = "off" if no_sync else sync_mode
+    if mode == "push":  # this checkout's HEAD goes to every box with the inputs
+        from tolerance.collective.code_fingerprint import make_push
+
+        inputs["push"] = make_push(Path.cwd())
+    run_args = ["--sync", mode, *extra]
     mpiexec = find_mpiexec(mpiexec_path)
     flavor = mpiexec_flavor(mpiexec)
-    specs_abs = str(Path(specs_dir).resolve()) if specs_dir else None
+    debug = bool(ctx.obj and ctx.obj.get("debug"))
     if dry_run:
-        plan = build_plan(cluster, stem, mpiexec=mpiexec, flavor=flavor, cluster_path=path,
-                          specs_dir=specs_abs, extra=extra)
+        plan = build_plan(cluster, stem, mpiexec=mpiexec, flavor=flavor, run_args=run_args,
+                          mpiexec_args=mpiexec_args)
         if plan.hostfile:
             click.echo("# hostfile:\n" + "".join(f"#   {ln}\n" for ln in plan.hostfile.splitlines()),
                        nl=False)
         click.echo(plan.shell())
         ctx.exit(0)
-    remote = any(b.host not in LOCAL_HOSTS for b in cluster.boxes)
-    watch = DeathWatch("0.0.0.0", this_host()) if remote else DeathWatch()
+    remote = is_remote(cluster)
+    names = [b.name for b in cluster.boxes]
+    watch = (Watch(inputs, lost_after=lost_after, bind_host="0.0.0.0", advertise_host=this_host(),
+                   boxes=names)
+             if remote else Watch(inputs, lost_after=lost_after, boxes=names))
     hostfile = None
     try:
-        plan = build_plan(cluster, stem, mpiexec=mpiexec, flavor=flavor, cluster_path=path,
-                          specs_dir=specs_abs, extra=extra, watch=watch.address)
+        plan = build_plan(cluster, stem, mpiexec=mpiexec, flavor=flavor, run_args=run_args,
+                          mpiexec_args=mpiexec_args)
         if plan.hostfile:
             fd, hostfile = tempfile.mkstemp(prefix="tolerance-hosts-")
             with os.fdopen(fd, "w") as f:
                 f.write(plan.hostfile)
-            plan = build_plan(cluster, stem, mpiexec=mpiexec, flavor=flavor, cluster_path=path,
-                              specs_dir=specs_abs, extra=extra, watch=watch.address,
-                              hostfile_path=hostfile)
+            plan = build_plan(cluster, stem, mpiexec=mpiexec, flavor=flavor, run_args=run_args,
+                              mpiexec_args=mpiexec_args, hostfile_path=hostfile)
         click.echo(f"+ {plan.shell()}", err=True)
-        code = run_plan(plan, watch)
+        code = run_plan(plan, watch, stem=stem, hello_within=hello_within, debug=debug)
     finally:
         watch.close()
         if hostfile:

@@ -1,4 +1,4 @@
-"""One replicated run of a stem over MPI: one rank per box (DESIGN.md "A run, end to end").
+"""One replicated run of a stem over MPI: one rank per box (docs/run.md).
 
 handshake -> run every box at once -> gather statuses -> streaming all-pairs compare ->
 rank 0 builds the report. Every rank returns the same exit code. Errors that every rank
@@ -8,6 +8,7 @@ rank 0; anything else raised on one rank aborts the whole job (`mpi.abort_on_err
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,18 +16,20 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from tolerance._errors import EXIT_ERROR, ToleranceError
-from tolerance.collective.exchange import ExchangeStats, exchange
-from tolerance.collective.code_fingerprint import code_fingerprint
+from tolerance.collective.exchange import exchange
+from tolerance.bootstrap.segments import mapped_by_self
+from tolerance.collective.code_fingerprint import apply_push, code_fingerprint, make_push
+from tolerance.collective.inputs import content_hash, parse_inputs, resolve_inputs
 from tolerance.collective.handshake import (assign_boxes, check_hosts, make_rank_info,
                                             sync_problems, this_host)
 from tolerance.collective.mpi import RankContext, abort_on_error, world
 from tolerance.collective.sources import NpzBlockSource, participant_label
-from tolerance.collective.watch import WATCH_ENV, announce, farewell
-from tolerance.compare.kernel import Accumulator
-from tolerance.config import load_default_cluster, load_spec
+from tolerance.collective.watch import WATCH_ENV, RankLine, env_rank
+from tolerance.compare.engine import EngineStats, outcome_rows
 from tolerance.config.spec import with_run_overrides
 from tolerance.runner import claim_run_dir, run_box
 
+BOX_ENV = "TOLERANCE_BOX"
 _STATUS_TAG = 7301  # point-to-point tag of "my box is done" messages (any unused tag)
 _POLL_S = 0.05
 
@@ -45,10 +48,17 @@ class RunOutcome:
     infos: list = field(default_factory=list)        # handshake dicts, by rank
     boxes: list = field(default_factory=list)        # BoxResult.to_dict(), by rank
     participants: list = field(default_factory=list)
-    outcomes: list = field(default_factory=list)      # (PairOutcome, Divergence | None)
-    stats: ExchangeStats | None = None
+    rows: list = field(default_factory=list)          # compare.rows.Row, in (key, a, b) order
+    stats: EngineStats | None = None
     timings: dict = field(default_factory=dict)
     sync: bool = True
+    line: object | None = None                        # the watch line, when launched
+    push: bool = False                                # --sync push brought every box to one commit
+
+    def close_line(self) -> None:
+        """Say `bye` to the launcher: this rank ended normally."""
+        if self.line is not None:
+            self.line.bye()
 
 
 def _agree(comm, problem: str | None) -> str | None:
@@ -57,11 +67,45 @@ def _agree(comm, problem: str | None) -> str | None:
     return next((p for p in problems if p), None)
 
 
+def _end_box(line: RankLine, rank_hint: int):
+    """What a rank does when its launcher is lost: end its chips and itself, leave nothing."""
+    def on_lost(why: str) -> None:
+        sys.stderr.write(f"tolerance: error: {line.who}: lost the launcher ({why}); "
+                         "ending this box and its chips\n")
+        sys.stderr.flush()
+        try:
+            from tolerance.bootstrap._registry import _close_all_at_exit  # noqa: PLC0415
+            _close_all_at_exit()          # kill and reap every chip, unlink their segments
+        except Exception:  # noqa: BLE001 - ending regardless
+            pass
+        for name in mapped_by_self():     # the MPI runtime's segments this rank maps
+            if name.startswith(("mpich_shm_", "vader_segment", "sm_segment")):
+                try:
+                    os.unlink(os.path.join("/dev/shm", name))
+                except OSError:
+                    pass
+        os._exit(EXIT_ERROR)
+    return on_lost
+
+
+def _open_line() -> RankLine | None:
+    """Started by `tolerance launch`: say hello before MPI starts (MPI_Init may block on a
+    peer that never started, and the launcher must still hear from this rank)."""
+    value = os.environ.get(WATCH_ENV)
+    if not value:
+        return None
+    box = os.environ.get(BOX_ENV) or "?"
+    line = RankLine.open(value, rank=env_rank(), box=box, host=this_host(), pid=os.getpid())
+    line.on_lost = _end_box(line, env_rank())
+    line.wait_go()
+    return line
+
+
 def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync: bool = True,
              chunk_mb: float = 16.0, threads: int | None = None, debug: bool = False,
              progress: Callable[[str], None] | None = None, run_dir: str | None = None,
-             env: Mapping[str, str] | None = None, bounds_path: str | None = None
-             ) -> RunOutcome:
+             env: Mapping[str, str] | None = None, bounds_path: str | None = None,
+             push: bool = False) -> RunOutcome:
     """One replicated run of `stem`, this process being one rank.
 
     run_dir: the run directory to use instead of claiming `runs/<stem>/<stamp>` (relative
@@ -70,51 +114,84 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
     part of the run's identity, like the spec's env). bounds_path: a calibrated bounds
     file (`tolerance calibrate`) whose bounds apply to the keys the spec leaves unbounded.
     """
+    line = _open_line()
     comm = world()
     rank, nranks = comm.Get_rank(), comm.Get_size()
     ctx = RankContext(comm)
     t0 = time.monotonic()
     with abort_on_error(ctx, debug=debug):
-        # 1. config, read by every rank from its own checkout.
+        # 0. inputs: from the launcher, or resolved by rank 0 and broadcast.
         problem = None
-        try:
-            cluster = load_default_cluster(cluster_path)
-            spec = load_spec(stem, specs_dir if specs_dir is not None else cluster.specs_dir)
-            spec = with_run_overrides(spec, env=env, bounds_path=bounds_path)
-        except ToleranceError as exc:
-            problem = str(exc)
+        inputs = line.inputs if line is not None else None
+        if line is None and rank == 0:
+            try:
+                inputs = resolve_inputs(stem, cluster_path, specs_dir)
+            except ToleranceError as exc:
+                problem = str(exc)
+        if line is None:
+            inputs, problem = comm.bcast((inputs, problem), root=0)
+        if problem is None:
+            try:
+                cluster, spec = parse_inputs(inputs)
+            except ToleranceError as exc:
+                problem = str(exc)
+        if problem is None:
+            try:
+                spec = with_run_overrides(spec, env=env, bounds_path=bounds_path)
+            except ToleranceError as exc:
+                problem = str(exc)
         problem = _agree(comm, problem)
         if problem:
-            return RunOutcome(EXIT_ERROR, error=problem, stem=stem)
+            return RunOutcome(EXIT_ERROR, error=problem, stem=stem, line=line)
         where = str(cluster.path or "cluster.yaml")
         names = list(cluster.names)
-        overrides = comm.allgather(os.environ.get("TOLERANCE_BOX") or None)
+        overrides = comm.allgather(os.environ.get(BOX_ENV) or None)
         try:
             chosen = assign_boxes(names, nranks, overrides, where)
         except ToleranceError as exc:
-            return RunOutcome(EXIT_ERROR, error=str(exc), stem=stem)
+            return RunOutcome(EXIT_ERROR, error=str(exc), stem=stem, line=line)
         box = cluster.box(chosen[rank])
         ctx.box = box.name
-        if os.environ.get(WATCH_ENV):  # started by `tolerance launch`: hold a line to it
-            line = announce(os.environ[WATCH_ENV], rank, box.name, this_host(), os.getpid())
-            try:
-                return _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads,
-                                   progress, t0, run_dir)
-            finally:
-                farewell(line)
-        return _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress, t0,
-                           run_dir)
+        if push:  # --sync push: every box checks the controller's commit out first
+            problem = None
+            shipped = inputs.get("push") if line is not None else None
+            if line is None and rank == 0:
+                try:
+                    shipped = make_push(box.root)   # by hand: rank 0's checkout is the controller's
+                except ToleranceError as exc:
+                    problem = str(exc)
+            if line is None:
+                shipped, problem = comm.bcast((shipped, problem), root=0)
+            if problem is None and not shipped:
+                problem = "--sync push: the launcher sent no commit (launch with --sync push)"
+            if problem is None:
+                if line is not None:
+                    line.phase("checking out the pushed commit")
+                problem = apply_push(box.root, shipped, box.name)
+            problem = _agree(comm, problem)
+            if problem:
+                return RunOutcome(EXIT_ERROR, error=problem, stem=stem, line=line)
+        outcome = _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads,
+                              progress, t0, line, inputs, run_dir)
+        outcome.line = line
+        outcome.push = push
+        return outcome
 
 
-def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress, t0,
-                given_run_dir=None):
+def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress, t0, line,
+                inputs, given_run_dir=None):
     rank = comm.Get_rank()
     stem = spec.stem
     where = str(cluster.path or "cluster.yaml")
     names = list(cluster.names)
-    # 2. handshake.
-    info = make_rank_info(rank, box.name, code_fingerprint(box.root), spec.identity_hash())
+    # 1. handshake.
+    if line is not None:
+        line.phase("handshake")
+    info = make_rank_info(rank, box.name, code_fingerprint(box.root, spec.code),
+                           content_hash(inputs))
     infos = comm.allgather(info)
+    if line is not None:
+        line.shm(mapped_by_self())  # the launcher sweeps only this job's segments
     problem = None
     try:
         check_hosts(infos, {b.name: b.host for b in cluster.boxes}, where)
@@ -140,11 +217,17 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
         run_id = comm.bcast(run_id, root=0)
         run_dir = Path(box.root) / "runs" / stem / run_id
     run_dir.mkdir(parents=True, exist_ok=True)  # rank 0 made it; another root may not have it
+    if line is not None:
+        if rank == 0:
+            line.note(run_id=run_id, run_dir=str(run_dir))
+        line.phase("running")
 
     # 4. run every box at once; rank 0 follows the others' states.
     result = _run_box_following(comm, spec, box, run_dir, names, progress)
     boxes = comm.gather(result.to_dict(), root=0)
     t_run = time.monotonic()
+    if line is not None:
+        line.phase("comparing")
 
     # 5. streaming all-pairs compare.
     sources, failures = [], []
@@ -170,14 +253,11 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
     t_cmp = time.monotonic()
     if rank != 0:
         return RunOutcome(0)
-    decoded = []
-    for o in outcomes:
-        div = Accumulator.from_bytes(o.acc).result(o.shape) if o.acc is not None else None
-        decoded.append((o, div))
+    rows = outcome_rows(outcomes, [p.label for p in participants], spec.keys, spec.bounds_for)
     return RunOutcome(
         0, run_id=run_id, run_dir=run_dir, stem=stem, spec=spec,
         infos=[i.to_dict() for i in infos], boxes=boxes, participants=participants,
-        outcomes=decoded, stats=stats, sync=sync,
+        rows=rows, stats=stats, sync=sync,
         timings={"handshake_s": t_handshake - t0, "run_s": t_run - t_handshake,
                  "compare_s": t_cmp - t_run, "total_s": time.monotonic() - t0})
 

@@ -1,40 +1,104 @@
-"""Which box died first: a TCP line from every rank to the launcher, held open for the run.
+"""The watch line: one TCP connection from every rank to `tolerance launch`, held for the run.
 
-The MPI runtime kills every rank when one dies and reports a pid that need not be the
-one that died. So each rank, once it knows its box, connects to the launcher (address in
-TOLERANCE_LAUNCH_WATCH), says `hello <rank> <box> <host> <pid>` and keeps the connection;
-at a normal end it says `bye`. The kernel closes a killed process's sockets at once, so
-the first connection that ends without `bye` names the box that died first; the ranks
-the runtime kills afterwards end later.
+It does four things the MPI runtime does not:
+
+- **who is who**: a rank says `hello <secret> <rank> <box> <host> <pid>` before it starts
+  MPI; the per-launch secret (in TOLERANCE_LAUNCH_WATCH, never on a command line) makes
+  the launcher ignore every other connection;
+- **the job's inputs**: the launcher answers a hello with the registry and spec content
+  (`collective.inputs`), so a box never needs a controller path;
+- **a start barrier**: once every box has said hello the launcher says `go`, and only
+  then do the ranks start MPI (whose start blocks on a peer that never comes, with no
+  Python thread running);
+- **heartbeats both ways**: a rank silent for longer than `lost_after` is lost (its host
+  or its link is gone), and a rank whose launcher is silent (or gone) ends itself and its
+  chips, so a host that comes back holds no orphans;
+- **which box died first**: the kernel closes a killed process's sockets at once, so the
+  first line that ends without `bye` names the box that died; the ranks the runtime kills
+  afterwards end later.
+
+Messages are newline-ended ASCII lines; the launcher's one reply to a hello is
+`inputs <n>` followed by n bytes of JSON.
 """
 from __future__ import annotations
 
+import hmac
+import json
+import os
+import secrets
 import socket
+import sys
 import threading
 import time
+from typing import Callable
+
+from tolerance._errors import EXIT_ERROR, ToleranceError
 
 WATCH_ENV = "TOLERANCE_LAUNCH_WATCH"
-_CONNECT_TIMEOUT_S = 5.0
-_LINE_MAX = 1024
+DEFAULT_LOST_AFTER_S = 15.0
+_CONNECT_TIMEOUT_S = 10.0
+_HELLO_TIMEOUT_S = 5.0        # a connection must say a good hello this fast, or is ignored
+_LINE_MAX = 64 * 1024
+_INPUTS_MAX = 64 << 20
 
 
-class DeathWatch:
-    """The launcher's side: accepts every rank's line and records how each one ended."""
+def beat_interval(lost_after: float) -> float:
+    """How often each side beats: several beats fit in one `lost_after`."""
+    return max(0.1, min(1.0, lost_after / 5.0))
 
-    def __init__(self, bind_host: str = "127.0.0.1", advertise_host: str | None = None) -> None:
+
+class _Peer:
+    """What the launcher knows about one rank."""
+
+    def __init__(self, conn: socket.socket, rank: int, box: str, host: str, pid: int) -> None:
+        self.conn = conn
+        self.rank, self.box, self.host, self.pid = rank, box, host, pid
+        self.t_hello = self.t_seen = time.monotonic()
+        self.bye = False
+        self.closed_at: float | None = None
+        self.phase = "hello"
+        self.notes: dict = {}
+        self.shm: list[str] = []
+        self.send_lock = threading.Lock()
+
+    def send(self, data: bytes) -> bool:
+        with self.send_lock:
+            try:
+                self.conn.sendall(data)
+                return True
+            except OSError:
+                return False
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "box": self.box, "host": self.host, "pid": self.pid,
+                "phase": self.phase, "bye": self.bye, **self.notes}
+
+
+class Watch:
+    """The launcher's side: accepts authenticated lines, hands out inputs, beats, follows."""
+
+    def __init__(self, inputs: dict, *, lost_after: float = DEFAULT_LOST_AFTER_S,
+                 bind_host: str = "127.0.0.1", advertise_host: str | None = None,
+                 boxes: list[str] | None = None) -> None:
+        self.secret = secrets.token_hex(16)
+        self.lost_after = float(lost_after)
+        self._payload = json.dumps({"inputs": inputs, "lost_after": self.lost_after}).encode()
         self._srv = socket.create_server((bind_host, 0))
-        self._srv.settimeout(0.5)
+        self._srv.settimeout(0.2)
         port = self._srv.getsockname()[1]
         self.address = f"{advertise_host or bind_host}:{port}"
+        self.env_value = f"{self.secret}@{self.address}"
         self._lock = threading.Lock()
-        self.ranks: dict[int, dict] = {}
-        self.deaths: list[dict] = []
+        self.peers: dict[str, _Peer] = {}        # by box
+        self.ignored = 0                          # connections without the secret
+        self.boxes = list(boxes or [])            # `go` once every one of these said hello
+        self.went = False
+        self.changed = threading.Event()
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        t = threading.Thread(target=self._accept, daemon=True, name="tolerance-watch")
-        t.start()
-        self._threads.append(t)
+        for target, name in ((self._accept, "accept"), (self._beat, "beat")):
+            threading.Thread(target=target, daemon=True, name=f"tolerance-watch-{name}").start()
 
+    # -- threads
     def _accept(self) -> None:
         while not self._stop.is_set():
             try:
@@ -43,49 +107,125 @@ class DeathWatch:
                 continue
             except OSError:
                 return
-            t = threading.Thread(target=self._follow, args=(conn,), daemon=True)
-            t.start()
-            self._threads.append(t)
+            threading.Thread(target=self._follow, args=(conn,), daemon=True).start()
+
+    def _beat(self) -> None:
+        period = beat_interval(self.lost_after)
+        while not self._stop.wait(period):
+            with self._lock:
+                peers = [p for p in self.peers.values() if p.closed_at is None]
+            for p in peers:
+                p.send(b"beat\n")
+
+    def _hello(self, conn: socket.socket) -> _Peer | None:
+        conn.settimeout(_HELLO_TIMEOUT_S)
+        buf = b""
+        try:
+            while b"\n" not in buf and len(buf) < _LINE_MAX:
+                data = conn.recv(4096)
+                if not data:
+                    return None
+                buf += data
+        except OSError:
+            return None
+        line = buf.split(b"\n", 1)[0].decode("utf-8", "replace").split()
+        if len(line) != 6 or line[0] != "hello" or not line[2].lstrip("-").isdigit() \
+                or not line[5].isdigit():
+            return None
+        if not hmac.compare_digest(line[1].encode(), self.secret.encode()):
+            return None
+        peer = _Peer(conn, int(line[2]), line[3], line[4], int(line[5]))
+        with self._lock:
+            if peer.box in self.peers:      # a second hello for one box: not ours
+                return None
+            self.peers[peer.box] = peer
+        peer.send(f"inputs {len(self._payload)}\n".encode() + self._payload)
+        with self._lock:
+            go = (not self.went and bool(self.boxes)
+                  and all(b in self.peers for b in self.boxes))
+            if go:
+                self.went = True
+            peers = list(self.peers.values())
+        if go:
+            for p in peers:
+                p.send(b"go\n")
+        return peer
 
     def _follow(self, conn: socket.socket) -> None:
-        me: dict | None = None
-        said_bye = False
-        buf = b""
         with conn:
-            while True:
+            peer = self._hello(conn)
+            if peer is None:
+                with self._lock:
+                    self.ignored += 1
+                return
+            self.changed.set()
+            conn.settimeout(0.5)
+            buf = b""
+            while not self._stop.is_set():
                 try:
-                    data = conn.recv(256)
+                    data = conn.recv(4096)
+                except socket.timeout:
+                    continue
                 except OSError:
                     data = b""
                 if not data:
                     break
+                peer.t_seen = time.monotonic()
                 buf += data
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
-                    parts = line.decode("utf-8", "replace").split()
-                    if len(parts) == 5 and parts[0] == "hello" and parts[1].isdigit():
-                        me = {"rank": int(parts[1]), "box": parts[2], "host": parts[3],
-                              "pid": parts[4]}
-                        with self._lock:
-                            self.ranks[me["rank"]] = me
-                    elif parts == ["bye"]:
-                        said_bye = True
+                    self._message(peer, line.decode("utf-8", "replace"))
                 if len(buf) > _LINE_MAX:
                     break
-        if me is not None and not said_bye:
             with self._lock:
-                self.deaths.append({**me, "t": time.monotonic()})
+                peer.closed_at = time.monotonic()
+            self.changed.set()
 
-    def first_death(self, settle_s: float = 1.0) -> dict | None:
+    def _message(self, peer: _Peer, line: str) -> None:
+        word, _, rest = line.partition(" ")
+        if word == "bye":
+            peer.bye = True
+        elif word == "phase":
+            peer.phase = rest.strip()[:64]
+        elif word == "shm":
+            peer.shm = [n for n in rest.split() if "/" not in n][:256]
+        elif word == "note":
+            try:
+                note = json.loads(rest)
+            except ValueError:
+                return
+            if isinstance(note, dict):
+                peer.notes.update({str(k): v for k, v in note.items()})
+
+    # -- what the launcher asks
+    def snapshot(self) -> dict[str, _Peer]:
+        with self._lock:
+            return dict(self.peers)
+
+    def lost(self) -> tuple[_Peer, float] | None:
+        """A rank that said hello, has not said bye, and has been silent too long."""
+        now = time.monotonic()
+        for p in self.snapshot().values():
+            if not p.bye and p.closed_at is None and now - p.t_seen > self.lost_after:
+                return p, now - p.t_seen
+        return None
+
+    def first_death(self, settle_s: float = 1.0) -> _Peer | None:
         """The rank whose line ended first without `bye` (waits briefly for late EOFs)."""
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline:
-            with self._lock:
-                if len(self.deaths) >= len(self.ranks) and self.ranks:
-                    break
+            peers = self.snapshot().values()
+            if peers and all(p.closed_at is not None for p in peers):
+                break
             time.sleep(0.02)
-        with self._lock:
-            return min(self.deaths, key=lambda d: d["t"]) if self.deaths else None
+        dead = [p for p in self.snapshot().values() if p.closed_at is not None and not p.bye]
+        return min(dead, key=lambda p: p.closed_at) if dead else None
+
+    def end_all(self) -> None:
+        """Tell every rank to end now (the job is over); each tears its box down."""
+        for p in self.snapshot().values():
+            if p.closed_at is None:
+                p.send(b"end\n")
 
     def close(self) -> None:
         self._stop.set()
@@ -93,26 +233,143 @@ class DeathWatch:
             self._srv.close()
         except OSError:
             pass
+        for p in self.snapshot().values():
+            try:
+                p.conn.close()
+            except OSError:
+                pass
 
 
-def announce(address: str, rank: int, box: str, host: str, pid: int) -> socket.socket | None:
-    """The rank's side: connect and say hello; None when the launcher cannot be reached."""
-    host_part, _, port = address.rpartition(":")
-    try:
-        sock = socket.create_connection((host_part, int(port)), timeout=_CONNECT_TIMEOUT_S)
-        sock.sendall(f"hello {rank} {box} {host} {pid}\n".encode())
-        sock.settimeout(None)
-        return sock
-    except (OSError, ValueError):
-        return None
+def env_rank() -> int:
+    """This process's rank as the MPI runtime set it, before MPI is initialized."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MPI_LOCALRANKID"):
+        v = os.environ.get(var)
+        if v and v.isdigit():
+            return int(v)
+    return -1
 
 
-def farewell(sock: socket.socket | None) -> None:
-    if sock is None:
-        return
-    try:
-        sock.sendall(b"bye\n")
-    except OSError:
-        pass
-    finally:
-        sock.close()
+class RankLine:
+    """The rank's side: hello, the inputs, heartbeats, and the end of the box if the
+    launcher is lost."""
+
+    def __init__(self, sock: socket.socket, inputs: dict, lost_after: float, who: str,
+                 pending: bytes = b"") -> None:
+        self._sock = sock
+        self._pending = pending
+        self.inputs = inputs
+        self.lost_after = lost_after
+        self.who = who
+        self._send_lock = threading.Lock()
+        self._done = threading.Event()
+        self._go = threading.Event()
+        self.on_lost: Callable[[str], None] = self._default_lost
+        threading.Thread(target=self._read, daemon=True, name="tolerance-line-read").start()
+        threading.Thread(target=self._beat, daemon=True, name="tolerance-line-beat").start()
+
+    @classmethod
+    def open(cls, value: str, *, rank: int, box: str, host: str, pid: int) -> "RankLine":
+        """Connect and say hello; raises ToleranceError when the launcher cannot be reached."""
+        secret, _, address = value.partition("@")
+        host_part, _, port = address.rpartition(":")
+        who = f"rank {rank} (box {box})"
+        try:
+            sock = socket.create_connection((host_part, int(port)), timeout=_CONNECT_TIMEOUT_S)
+            sock.sendall(f"hello {secret} {rank} {box} {host} {pid}\n".encode())
+            head = b""
+            while b"\n" not in head:
+                data = sock.recv(64)
+                if not data:
+                    raise OSError("the launcher closed the line (refused the hello)")
+                head += data
+                if len(head) > 64:
+                    raise OSError("the launcher's reply is malformed")
+            first, rest = head.split(b"\n", 1)
+            word, _, n = first.decode("ascii", "replace").partition(" ")
+            if word != "inputs" or not n.isdigit() or int(n) > _INPUTS_MAX:
+                raise OSError("the launcher's reply is malformed")
+            need = int(n)
+            body = bytearray(rest)
+            while len(body) < need:
+                data = sock.recv(min(1 << 20, need - len(body)))
+                if not data:
+                    raise OSError("the launcher closed the line while sending the inputs")
+                body += data
+            doc = json.loads(bytes(body[:need]))
+            extra = bytes(body[need:])
+        except (OSError, ValueError) as exc:
+            raise ToleranceError(f"{who}: cannot reach the launcher at {address}: {exc}") from None
+        return cls(sock, doc["inputs"], float(doc["lost_after"]), who, extra)
+
+    def _send(self, data: bytes) -> None:
+        with self._send_lock:
+            try:
+                self._sock.sendall(data)
+            except OSError:
+                pass
+
+    def _beat(self) -> None:
+        period = beat_interval(self.lost_after)
+        while not self._done.wait(period):
+            self._send(b"beat\n")
+
+    def _read(self) -> None:
+        self._sock.settimeout(self.lost_after)
+        buf, why = self._pending, None
+        while why is None:
+            while b"\n" in buf and why is None:
+                line, buf = buf.split(b"\n", 1)
+                if line == b"end":
+                    why = "the launcher ended the job"
+                elif line == b"go":
+                    self._go.set()
+            if why is not None:
+                break
+            if len(buf) > _LINE_MAX:
+                buf = b""
+            try:
+                data = self._sock.recv(4096)
+            except socket.timeout:
+                why = f"the launcher was silent for {self.lost_after:g} s"
+                break
+            except OSError:
+                data = b""
+            if not data:
+                why = "the launcher's line closed"
+                break
+            buf += data
+        if not self._done.is_set():
+            self.on_lost(why)
+
+    def _default_lost(self, why: str) -> None:
+        sys.stderr.write(f"tolerance: error: {self.who}: lost the launcher ({why}); "
+                         "ending this box\n")
+        sys.stderr.flush()
+        os._exit(EXIT_ERROR)
+
+    def wait_go(self) -> None:
+        """Block until every box has said hello (the launcher says `go`): MPI starts only
+        then, so a box that never starts leaves the others nothing to clean but themselves.
+        (While MPI initializes, this process runs no Python thread.)"""
+        while not self._go.wait(0.5):
+            pass
+
+    def phase(self, name: str) -> None:
+        self._send(f"phase {name}\n".encode())
+
+    def note(self, **fields) -> None:
+        self._send(("note " + json.dumps(fields, separators=(",", ":")) + "\n").encode())
+
+    def shm(self, names: list[str]) -> None:
+        self._send(("shm " + " ".join(names) + "\n").encode())
+
+    def bye(self) -> None:
+        self._done.set()
+        self._send(b"bye\n")
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+
+__all__ = ["DEFAULT_LOST_AFTER_S", "RankLine", "WATCH_ENV", "Watch", "beat_interval", "env_rank"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tolerance.runner.box import (STATUSES, BoxResult, ChipResult, chip_env, newest_output,
                                   run_box)
-from tolerance.runner.env_fingerprint import environment_fingerprint
+from tolerance.runner.env_fingerprint import environment_fingerprint, publishable_fingerprint
 from tolerance.runner.rundir import claim_run_dir, open_run_dir, utc_stamp
 
 __all__ = ["STATUSES", "BoxResult", "ChipResult", "chip_env", "claim_run_dir",
-           "environment_fingerprint", "newest_output", "open_run_dir", "run_box", "utc_stamp"]
+           "environment_fingerprint", "newest_output", "publishable_fingerprint", "open_run_dir", "run_box", "utc_stamp"]

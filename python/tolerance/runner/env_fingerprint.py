@@ -8,7 +8,7 @@ import socket
 import sys
 from typing import Any, Mapping
 
-from tolerance.config.cluster import THREAD_VARS
+from tolerance.config.chips import THREAD_VARS
 
 #: CPU features worth knowing when float results differ (a summary, not the full list)
 _FLAGS = ("sse2", "sse3", "ssse3", "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c",
@@ -92,3 +92,16 @@ def environment_fingerprint(env: Mapping[str, str] | None = None) -> dict[str, A
         "tolerance": __version__,
         "env": {k: env.get(k) for k in _ENV_VARS},
     }
+
+
+def publishable_fingerprint(fp: Mapping[str, Any]) -> dict[str, Any]:
+    """An environment fingerprint without what belongs to the operator's box alone: the
+    thread/kernel/device variables (box-local knobs), the usable core count (the chip's
+    affinity), the host name and the interpreter's path. What stays says what the box is
+    (machine, CPU model and flags, Python, NumPy and its BLAS, tolerance)."""
+    out = {k: v for k, v in fp.items() if k not in ("env", "hostname")}
+    if isinstance(out.get("cpu"), Mapping):
+        out["cpu"] = {k: v for k, v in out["cpu"].items() if k != "usable"}
+    if isinstance(out.get("python"), Mapping):
+        out["python"] = {k: v for k, v in out["python"].items() if k != "executable"}
+    return out
