@@ -199,6 +199,7 @@ class ChipGroup:
                     p.wait()
                 except BaseException:  # noqa: BLE001 - a second signal must not leak segments
                     pass
+                kill_process_group(p)  # reaped: what is left of its group (background jobs)
             # Mappings are dropped, not unmapped by hand: one may be in use right now (a wait in
             # another thread); each is unmapped when its last user lets go. Unlinking by name
             # is safe while mapped.
