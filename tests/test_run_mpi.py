@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from _mpi import mpiexec, run_mpi
+from _mpi import mpiexec, orphaned_mpi_segments, run_mpi
 from tolerance.cli import main
 from tolerance.compare.series import read_series
 
@@ -225,11 +225,7 @@ def test_a_rank_killed_mid_compare_ends_the_job_naming_the_box(tmp_path):
     assert res.returncode == 2, res.stdout + res.stderr
     assert "box b (rank 1" in res.stderr, res.stderr
     assert elapsed < 90  # workloads included; the abort itself is immediate
-    from tolerance.bootstrap.segments import _mapped_shm_names
-    mapped = _mapped_shm_names() or set()  # another job's live segments are not ours
-    leftovers = [p for p in Path("/dev/shm").glob("mpich_shm_*")
-                 if p.stat().st_mtime >= t0_wall and p.name not in mapped]
-    assert not leftovers  # launch removed the dead job's MPI segments
+    assert not orphaned_mpi_segments(t0_wall)  # launch removed the dead job's MPI segments
     assert "BAD TERMINATION" not in res.stdout + res.stderr  # one line, not hydra's report
 
 
