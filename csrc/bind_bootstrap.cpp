@@ -116,11 +116,12 @@ void bind_bootstrap(py::module_& m) {
           },
           py::arg("data"), "Validate a 4096-byte mailbox image (raises MailboxError).");
 
-    m.def("make_segment_name", [](const std::string& kind) {
+    m.def("make_segment_name", [](const std::string& kind, const std::string& tag) {
               if (kind.size() != 1) throw py::value_error("kind must be one character");
-              return boot::make_segment_name(kind[0]);
+              return boot::make_segment_name(kind[0], tag);
           },
-          py::arg("kind"));
+          py::arg("kind"), py::arg("tag") = "");
+    m.attr("SEGMENT_TAG_CAP") = boot::kTagCap;
     m.def("unlink_segment", &boot::unlink_segment, py::arg("name"));
     m.def("wait_mechanism", &boot::wait_mechanism);
 

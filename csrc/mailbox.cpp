@@ -283,7 +283,8 @@ int64_t monotonic_ns() noexcept {
 
 // ---------------------------------------------------------------- names
 
-std::string make_segment_name(char kind) {
+std::string make_segment_name(char kind, const std::string& tag) {
+    check_segment_tag(tag);
     static std::atomic<uint32_t> counter{0};
     static const uint32_t salt = [] {
         std::random_device rd;
@@ -293,10 +294,25 @@ std::string make_segment_name(char kind) {
     uint32_t n = counter.fetch_add(1, std::memory_order_relaxed);
     uint32_t r = static_cast<uint32_t>(rng()) & 0xffffffu;
     char buf[64];
-    std::snprintf(buf, sizeof buf, "/tol-%x-%x%c-%06x", static_cast<unsigned>(getpid()), n, kind, r);
+    if (tag.empty()) {
+        std::snprintf(buf, sizeof buf, "/tol-%x-%x%c-%06x", static_cast<unsigned>(getpid()), n, kind, r);
+    } else {
+        // Room for the tag: the counter wraps at 0x1000 (the random part and O_EXCL keep
+        // names unique among the segments that exist at once).
+        std::snprintf(buf, sizeof buf, "/tol-%x-%x%c-%06x.%s", static_cast<unsigned>(getpid()),
+                      n & 0xfffu, kind, r, tag.c_str());
+    }
     std::string name(buf);
     check_segment_name(name);
     return name;
+}
+
+void check_segment_tag(const std::string& tag) {
+    bool ok = tag.size() <= kTagCap;
+    for (char c : tag) ok = ok && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z'));
+    if (!ok)
+        throw MailboxError("invalid shared-memory segment tag '" + printable(tag) + "' (at most " +
+                           std::to_string(kTagCap) + " characters of 0-9a-z)");
 }
 
 void check_segment_name(const std::string& name) {

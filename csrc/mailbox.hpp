@@ -127,8 +127,13 @@ struct MailboxReport {
 // Validates a 4096-byte image; throws MailboxError naming the first bad field.
 MailboxReport parse_mailbox(const void* bytes, std::size_t size);
 
-// "/tol-<pid hex>-<counter hex><kind>-<6 random hex>", at most 30 characters, unique per run.
-std::string make_segment_name(char kind);
+// "/tol-<pid hex>-<counter hex><kind>-<6 random hex>[.<tag>]", at most 30 characters, unique
+// per run. The tag (at most kTagCap characters of 0-9a-z, "" for none) lets a job or a test
+// tell its own segments from another's on the same machine.
+constexpr std::size_t kTagCap = 4;
+std::string make_segment_name(char kind, const std::string& tag = "");
+// Throws MailboxError if `tag` is not a valid segment tag ("" is valid: no tag).
+void check_segment_tag(const std::string& tag);
 // Throws MailboxError if `name` is not a valid segment name for this project.
 void check_segment_name(const std::string& name);
 // shm_unlink; false if it did not exist. Throws MailboxError on other failures.

@@ -41,6 +41,22 @@ def run_session(argv, *, timeout: float = 120, env=None, cwd=None):
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
+def orphaned_mpi_segments(since: float) -> list[str]:
+    """MPI shared-memory segments made since `since` (epoch s) that no live process maps:
+    left by this test's job (another job's live segments are mapped by its ranks)."""
+    from tolerance.bootstrap.segments import _mapped_shm_names
+
+    mapped = _mapped_shm_names() or set()
+    out = []
+    for p in Path("/dev/shm").glob("mpich_shm_*"):
+        try:
+            if p.stat().st_mtime >= since and p.name not in mapped:
+                out.append(p.name)
+        except FileNotFoundError:
+            continue
+    return out
+
+
 def run_mpi(args, *, n: int | None = None, timeout: float = 120, env=None, cwd=None):
     """Run `mpiexec [-n N] ARGS...`; returns CompletedProcess; never leaves processes behind."""
     argv = [mpiexec()] + (["-n", str(n)] if n else []) + [str(a) for a in args]

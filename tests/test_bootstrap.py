@@ -446,7 +446,8 @@ def test_doctor_cleans_only_stale_segments():
         assert f"removed /{stale} (owner pid {dead.pid} is gone)" in res.output
         assert not Path("/dev/shm", stale).exists() and Path("/dev/shm", live).exists()
         res = CliRunner().invoke(main, ["doctor", "--clean-shm", "--json"])
-        assert json.loads(res.output)["removed"] == []
+        removed = [r["name"] for r in json.loads(res.output)["removed"]]
+        assert f"/{stale}" not in removed and f"/{live}" not in removed  # other jobs' may be
     finally:
         for n in (stale, live):
             Path("/dev/shm", n).unlink(missing_ok=True)

@@ -116,6 +116,14 @@ def test_names_and_errors_of_segments():
     assert len(names) == 2000
     pat = re.compile(rf"^/tol-{os.getpid():x}-[0-9a-f]+m-[0-9a-f]{{6}}$")
     assert all(len(n) <= 30 and pat.match(n) for n in names)
+    tagged = {_native.make_segment_name("m", "z9") for _ in range(5000)}  # the counter wraps
+    assert len(tagged) == 5000
+    pat = re.compile(rf"^/tol-{os.getpid():x}-[0-9a-f]{{1,3}}m-[0-9a-f]{{6}}\.z9$")
+    assert all(len(n) <= 30 and pat.match(n) for n in tagged)
+    assert len(_native.make_segment_name("m", "wxyz")) <= 30
+    for bad_tag in ["ABC", "toolong", "a.b", "é"]:
+        with pytest.raises(MailboxError, match="invalid shared-memory segment tag"):
+            _native.make_segment_name("m", bad_tag)
     for bad in ["noslash", "/a/b", "/" + "x" * 40, ""]:
         with pytest.raises(MailboxError, match="invalid shared-memory segment name"):
             _native.Mailbox.create(bad)

@@ -24,6 +24,8 @@ killed outright (SIGKILL) are removed by ``tolerance doctor --clean-shm``.
 from __future__ import annotations
 
 from tolerance.bootstrap.group import ChipGroup
-from tolerance.bootstrap.types import SEGMENT_PREFIX, BootstrapError, ChipConfig, ChipContext
+from tolerance.bootstrap.types import (SEGMENT_PREFIX, SEGMENT_TAG_ENV, BootstrapError, ChipConfig,
+                                       ChipContext)
 
-__all__ = ["BootstrapError", "ChipConfig", "ChipContext", "ChipGroup", "SEGMENT_PREFIX"]
+__all__ = ["BootstrapError", "ChipConfig", "ChipContext", "ChipGroup", "SEGMENT_PREFIX",
+           "SEGMENT_TAG_ENV"]

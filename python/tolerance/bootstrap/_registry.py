@@ -12,7 +12,7 @@ import signal
 import threading
 from typing import Any
 
-__all__ = ["register", "unregister"]
+__all__ = ["install_handlers", "register", "teardown_all", "unregister"]
 
 _lock = threading.RLock()
 _open_groups: set[Any] = set()
@@ -31,6 +31,13 @@ def _on_signal(signum: int, frame: Any) -> None:
     elif prev == signal.SIG_DFL:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
+
+
+def install_handlers() -> None:
+    """Install the SIGINT/SIGTERM handlers now (main thread only): a caller that will make
+    its groups in a worker thread (where no handler can be installed) calls this first."""
+    with _lock:
+        _install_handlers()
 
 
 def _install_handlers() -> None:
@@ -56,6 +63,16 @@ def _restore_handlers() -> None:
 def _close_all_at_exit() -> None:
     for group in list(_open_groups):
         group._teardown()
+
+
+def teardown_all() -> None:
+    """Kill every open group's chips (their process groups) and unlink their segments: for an
+    exit path that skips atexit (os._exit, MPI_Abort)."""
+    for group in list(_open_groups):
+        try:
+            group._teardown()
+        except BaseException:  # noqa: BLE001 - on the way out; the next group still matters
+            pass
 
 
 def register(group: Any) -> None:

@@ -39,6 +39,23 @@ def context():
     return _context
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Tie this process (and what it execs) to its parent: on Linux the kernel SIGKILLs it
+    when the parent dies (PR_SET_PDEATHSIG survives exec); a parent already gone before
+    that (or no such call on this system, checked once) ends it here."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if parent_pid > 0 and os.getppid() != parent_pid:
+        os._exit(137)  # the parent died before the tie was made: nobody waits for us
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
@@ -60,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tolerance.bootstrap.child: {msg}", file=sys.stderr)
         _native.chip_fail(mailbox, msg)
         return 3
+
+    die_with_parent(int(cfg.get("parent") or 0))
 
     ok, info = _native.chip_bring_up(mailbox, chip, rank, nranks,
                                      int(cfg.get("threads") or 0))

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from tolerance import _native
 from tolerance.bootstrap import _registry
 from tolerance.bootstrap.spawn import kill_process_group, last_line, spawn_chip
-from tolerance.bootstrap.types import BootstrapError, ChipConfig, ChipContext
+from tolerance.bootstrap.types import BootstrapError, ChipConfig, ChipContext, segment_tag
 
 __all__ = ["ChipGroup"]
 
@@ -70,6 +70,7 @@ class ChipGroup:
         for c in configs:
             if not isinstance(c, ChipConfig):
                 raise TypeError(f"expected ChipConfig, got {type(c).__name__}")
+        tag = segment_tag()
         self._configs = configs
         self._state = "started"
         self._owner_pid = os.getpid()
@@ -77,7 +78,7 @@ class ChipGroup:
         i = 0
         try:
             for c in configs:
-                mb = _native.Mailbox.create(_native.make_segment_name("m"))
+                mb = _native.Mailbox.create(_native.make_segment_name("m", tag))
                 self._mailboxes.append(mb)
                 self._mailbox_names.append(mb.name)
             for i, c in enumerate(configs):
@@ -198,6 +199,7 @@ class ChipGroup:
                     p.wait()
                 except BaseException:  # noqa: BLE001 - a second signal must not leak segments
                     pass
+                kill_process_group(p)  # reaped: what is left of its group (background jobs)
             # Mappings are dropped, not unmapped by hand: one may be in use right now (a wait in
             # another thread); each is unmapped when its last user lets go. Unlinking by name
             # is safe while mapped.

@@ -1,7 +1,7 @@
 """Shared-memory segments left behind by processes that are gone.
 
 This project's segments (bootstrap mailboxes) are named
-`/dev/shm/tol-<owner pid hex>-...`: one whose owner is gone is stale. MPI runtimes'
+`/dev/shm/tol-<owner pid hex>-...[.<tag>]`: one whose owner is gone is stale. MPI runtimes'
 segments (`mpich_shm_*`, ...) carry no owner: a job's are the ones its ranks said they
 mapped, removed once no live process maps them (never another job's).
 """
@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 SHM_DIR = "/dev/shm"
-_NAME = re.compile(r"^tol-([0-9a-f]{1,8})-[0-9a-f]+[a-z]-[0-9a-f]{6}$")
+_NAME = re.compile(r"^tol-([0-9a-f]{1,8})-[0-9a-f]+[a-z]-[0-9a-f]{6}(?:\.([0-9a-z]{1,4}))?$")
 _MPI_SHM_PREFIXES = ("mpich_shm_", "psm2_shm", "vader_segment", "sm_segment")
 
 
@@ -31,6 +31,15 @@ def process_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def tagged_segments(tag: str, shm_dir: str = SHM_DIR) -> list[str]:
+    """This project's segments that carry `tag` (see SEGMENT_TAG_ENV), live or stale."""
+    try:
+        names = sorted(os.listdir(shm_dir))
+    except OSError:
+        return []
+    return [n for n in names if (m := _NAME.match(n)) and m.group(2) == tag]
 
 
 def stale_segments(shm_dir: str = SHM_DIR) -> list[tuple[str, int]]:

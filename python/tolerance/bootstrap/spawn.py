@@ -65,8 +65,14 @@ def last_line(path: str | None) -> str:
 
 
 def kill_process_group(proc: subprocess.Popen) -> None:
-    """SIGKILL a child that is not reaped yet (its pid, hence its group, cannot be reused)."""
+    """SIGKILL a chip's whole process group, its leader reaped or not: a workload's
+    background grandchild must not outlive the run. (A group id is not reused while any
+    member lives; once none does, ESRCH.)"""
     if proc.returncode is not None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
         return
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the chip leads its own session and group

@@ -2,6 +2,7 @@
 is up (ChipContext), and the error of a failed bring-up (BootstrapError)."""
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -9,10 +10,24 @@ from typing import Any, Mapping, Sequence
 from tolerance._errors import ToleranceError
 from tolerance.config.chips import knob_env, parse_chip
 
-__all__ = ["BootstrapError", "ChipConfig", "ChipContext"]
+__all__ = ["BootstrapError", "ChipConfig", "ChipContext", "SEGMENT_PREFIX", "SEGMENT_TAG_ENV",
+           "segment_tag"]
 
 #: prefix of every shared-memory segment this project creates (``/dev/shm/tol-<pid hex>-...``)
 SEGMENT_PREFIX = "tol-"
+#: environment variable: a tag (1-4 characters of 0-9a-z) that every segment made by this
+#: process and its children carries (``tol-...-<random>.<tag>``), so that a job or a test
+#: suite finds its own segments while other tolerance jobs run on the same machine
+SEGMENT_TAG_ENV = "TOLERANCE_SHM_TAG"
+
+
+def segment_tag() -> str:
+    """This process's segment tag ("" when unset). BootstrapError when it is malformed."""
+    tag = os.environ.get(SEGMENT_TAG_ENV, "")
+    if len(tag) > 4 or not all(c in "0123456789abcdefghijklmnopqrstuvwxyz" for c in tag):
+        raise BootstrapError(f"{SEGMENT_TAG_ENV}={tag!r}: a segment tag is at most 4 "
+                             "characters of 0-9a-z")
+    return tag
 
 
 class BootstrapError(ToleranceError):

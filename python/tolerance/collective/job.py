@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 from tolerance._errors import EXIT_ERROR, ToleranceError
 from tolerance.collective.exchange import exchange
 from tolerance.bootstrap.segments import mapped_by_self
+from tolerance.bootstrap._registry import install_handlers
 from tolerance.collective.code_fingerprint import apply_push, code_fingerprint, make_push
 from tolerance.collective.inputs import content_hash, parse_inputs, resolve_inputs
 from tolerance.collective.handshake import (assign_boxes, check_hosts, make_rank_info,
@@ -296,6 +297,7 @@ def _run_box_following(comm, spec, box, run_dir, names, progress):
         except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
             holder["error"] = exc
 
+    install_handlers()  # the chips are made in the worker: Ctrl-C/SIGTERM still end them
     t = threading.Thread(target=work, name=f"run-box-{box.name}", daemon=True)
     t.start()
     rank, nranks = comm.Get_rank(), comm.Get_size()

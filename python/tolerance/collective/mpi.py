@@ -47,5 +47,8 @@ def abort_on_error(ctx: RankContext, *, debug: bool = False) -> Iterator[RankCon
         msg = str(exc) if isinstance(exc, ToleranceError) else f"{type(exc).__name__}: {exc}"
         sys.stderr.write(f"tolerance: error: {ctx.who()}: {msg}\n")
         sys.stderr.flush()
+        from tolerance.bootstrap._registry import teardown_all  # noqa: PLC0415
+
+        teardown_all()  # Abort and os._exit skip atexit: no chip may outlive this rank
         ctx.comm.Abort(EXIT_ERROR)
         os._exit(EXIT_ERROR)  # Abort may return before the runtime kills us: say nothing more

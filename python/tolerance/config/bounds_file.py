@@ -190,21 +190,64 @@ def bounds_document(*, stem: str, workload: str, code_commit: str | None, boxes,
             "keys": {k: {f: clean(v) for f, v in d.items()} for k, d in keys.items()}}
 
 
+#: the sibling .npz is a few float64 arrays per key; anything larger is not ours
+_ENVELOPE_MAX_BYTES = 1 << 30
+
+
+def per_step_bounds(bf: BoundsFile) -> dict[str, tuple[float, ...]]:
+    """Each key's per-step bound from the sibling .npz (`<key>__bound`), checked against
+    the YAML (length = steps, finite, >= 0); `np.load` with pickles refused."""
+    import numpy as np
+
+    wanted = [k for k, kc in bf.keys.items() if kc.per_step]
+    if not wanted:
+        return {}
+    where = bf.envelope
+    try:
+        if where.stat().st_size > _ENVELOPE_MAX_BYTES:
+            raise SchemaProblems([f"{where}: larger than {_ENVELOPE_MAX_BYTES} bytes: not an envelope file"])
+        out: dict[str, tuple[float, ...]] = {}
+        with np.load(where, allow_pickle=False) as z:
+            for key in wanted:
+                name = f"{key}__bound"
+                if name not in z.files:
+                    raise SchemaProblems([f"{where}: {name}: missing (the bounds file says "
+                                          f"keys.{key}.per_step: true)"])
+                a = z[name]
+                steps = bf.keys[key].steps
+                if a.dtype != np.float64 or a.ndim != 1 or a.size != steps:
+                    raise SchemaProblems([f"{where}: {name}: must be {steps} float64 values, "
+                                          f"is {a.dtype} {a.shape}"])
+                if not np.all(np.isfinite(a) & (a >= 0)):
+                    raise SchemaProblems([f"{where}: {name}: values must be finite and >= 0"])
+                out[key] = tuple(float(x) for x in a)
+        return out
+    except FileNotFoundError:
+        raise SchemaProblems([f"{where}: missing (the envelope beside {bf.path})"]) from None
+    except (OSError, ValueError) as exc:
+        raise SchemaProblems([f"{where}: unreadable: {exc}"]) from None
+
+
 def apply_bounds_file(spec: Any, bf: BoundsFile) -> Any:
     """`spec` with the file's bounds on every key the spec gives no bound of its own
     (explicit per-key bounds in the spec win; a key with no useful calibrated bound keeps
-    the spec's default)."""
+    the spec's default). A key with a per-step bound gets it (an `atol` per step, the
+    tighter and exact form); otherwise its per-key atol or rtol."""
     from dataclasses import replace
 
     from tolerance.config.spec import Bounds
 
     key_bounds = dict(spec.key_bounds)
     calibrated = list(spec.calibrated)
+    steps = per_step_bounds(bf)
     for key, kc in bf.keys.items():
-        if (key in key_bounds and key not in calibrated) or (kc.atol is None and kc.rtol is None):
+        if (key in key_bounds and key not in calibrated) or not kc.useful:
             continue
-        given = {k: v for k, v in (("atol", kc.atol), ("rtol", kc.rtol)) if v is not None}
-        key_bounds[key] = Bounds(**given)
+        if key in steps:
+            key_bounds[key] = Bounds(atol=steps[key])
+        else:
+            given = {k: v for k, v in (("atol", kc.atol), ("rtol", kc.rtol)) if v is not None}
+            key_bounds[key] = Bounds(**given)
         if key not in calibrated:
             calibrated.append(key)
     return replace(spec, key_bounds=key_bounds, calibrated=tuple(calibrated))

@@ -23,9 +23,16 @@ def utc_stamp(now: _dt.datetime | float | None = None) -> str:
     return now.astimezone(_dt.timezone.utc).strftime(STAMP_FORMAT)
 
 
+#: runs/<this>/ holds the triage matrices (`tolerance matrix`), not a stem's runs
+RESERVED_STEMS = ("matrix",)
+
+
 def _check_stem(stem: str) -> None:
     if (why := name_problem(stem)) is not None:
         raise ToleranceError(f"stem: {why}")
+    if stem in RESERVED_STEMS:
+        raise ToleranceError(f"stem {stem!r} is reserved: runs/{stem}/ holds triage matrices "
+                             "(rename the spec)")
 
 
 def claim_run_dir(root: str | os.PathLike, stem: str,
