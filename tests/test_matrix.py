@@ -15,7 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from _mpi import mpiexec
+from _mpi import mpiexec, run_session
 from tolerance.cli import main
 from tolerance.config.recipe import cell_trial_identity, load_recipe, parse_recipe
 
@@ -44,24 +44,8 @@ def _recipe(root: Path, text: str | None = None, name="r.yaml") -> Path:
     return p
 
 
-def _tolerance(*args, cwd: Path, timeout: float = 300, wait=True):
-    argv = [sys.executable, "-m", "tolerance", *map(str, args)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=cwd, start_new_session=True, stdin=subprocess.DEVNULL)
-    if not wait:
-        return proc
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"timed out:\n{out}\n{err}")
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+def _tolerance(*args, cwd: Path, timeout: float = 300):
+    return run_session([sys.executable, "-m", "tolerance", *args], timeout=timeout, cwd=cwd)
 
 
 def _only_matrix_dir(root: Path, name="blas") -> Path:
@@ -230,7 +214,10 @@ def test_a_killed_matrix_resumes_only_the_unfinished(tmp_path):
     cluster = _cluster(tmp_path)
     recipe = _recipe(tmp_path, yaml.safe_dump({**GOOD, "name": "k", "stem": "stable",
                                                "trials": 1}))
-    proc = _tolerance("matrix", recipe, "--cluster", cluster, cwd=tmp_path, wait=False)
+    proc = subprocess.Popen([sys.executable, "-m", "tolerance", "matrix", str(recipe),
+                             "--cluster", str(cluster)], cwd=tmp_path, start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         mdir = None
@@ -243,14 +230,12 @@ def test_a_killed_matrix_resumes_only_the_unfinished(tmp_path):
                 break
             time.sleep(0.1)
         assert mdir is not None, "the first cell-trial never finished"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        proc.communicate()
+        proc.wait(timeout=30)
     done_before = {(e["cell"], e["trial"]) for e in _journal(mdir) if e["state"] == "done"}
     assert done_before == {("baseline", 1)}
     n_before = len(_journal(mdir))
