@@ -2,6 +2,8 @@
 
 MODE stream: the real exchange (digests, pair owners, streaming blocks).
 MODE naive:  every rank loads its whole array and sends it to rank 0, which diffs all pairs.
+MODE read:   every rank reads its array once, block by block as the compare does (each block
+             copied out of the file into memory): the cost of one read of the data.
 Rank r reads FILE[r]. Each rank writes <OUT_DIR>/rank<r>.json with its figures.
 """
 from __future__ import annotations
@@ -36,6 +38,17 @@ def main() -> None:
         for o in outcomes:
             max_abs[f"{o.a}-{o.b}"] = Accumulator.from_bytes(o.acc).result(o.shape).max_abs
         src.close()
+    elif mode == "read":
+        from tolerance.io import Archive, plan_blocks
+        with Archive(files[rank]) as ar:
+            m = ar["x"]
+            per, _ranges = plan_blocks(m.shape, 0, m.dtype.itemsize, int(chunk_mb * (1 << 20)))
+            buf = None
+            for c in m.chunks(0, per):
+                if buf is None or buf.shape != c.shape:
+                    buf = np.empty(c.shape, c.dtype)
+                np.copyto(buf, c)
+        sent = comm.reduce(0, root=0)
     else:
         import tolerance
         from tolerance.io import Archive

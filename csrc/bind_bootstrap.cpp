@@ -172,11 +172,10 @@ void bind_bootstrap(py::module_& m) {
                   py::gil_scoped_release nogil;
                   r = std::make_shared<boot::BringUp>(boot::bring_up(mailbox, spec));
               }
-              return py::make_tuple(r->ok, r->ok ? py::object(context_dict(r->context)) : py::object(py::str(r->error)),
-                                    r->env);
+              return py::make_tuple(r->ok, r->ok ? py::object(context_dict(r->context)) : py::object(py::str(r->error)));
           },
           py::arg("mailbox"), py::arg("chip"), py::arg("rank"), py::arg("nranks"), py::arg("threads"),
-          "Child side: bring the chip up and publish. Returns (ok, context|error, env).");
+          "Child side: bring the chip up and publish. Returns (ok, context|error).");
 
     m.def("chip_fail",
           [](const std::string& mailbox, const std::string& message) {

@@ -35,6 +35,13 @@ std::vector<T> from_numpy(const py::array_t<T, py::array::c_style | py::array::f
     return std::vector<T>(a.data(), a.data() + a.size());
 }
 
+// A Request with its own storage for the per-step atol values.
+struct OwnedRequest {
+    Request r;
+    std::vector<double> atol_steps;
+    bool has_atol_steps = false;
+};
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
@@ -53,6 +60,12 @@ void bind_kernels(py::module_& m) {
         .def_readwrite("inf_mismatch", &Stats::inf_mismatch)
         .def_readwrite("size", &Stats::size)
         .def_readwrite("step0", &Stats::step0)
+        .def_readwrite("margin", &Stats::margin)
+        .def_property_readonly(
+            "mag", [](const Stats& s) {
+                // the exact integer max |a-b| (0 for float inputs), as a Python int
+                return py::int_(s.mag_hi).attr("__lshift__")(64).attr("__or__")(py::int_(s.mag_lo));
+            })
         .def_property(
             "series", [](const Stats& s) { return to_numpy(s.series); },
             [](Stats& s, const py::array_t<double, py::array::c_style | py::array::forcecast>& a) {
@@ -63,6 +76,22 @@ void bind_kernels(py::module_& m) {
             [](Stats& s, const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& a) {
                 s.series_over = from_numpy<std::int64_t>(a);
             })
+        .def_property(
+            "series_margin", [](const Stats& s) { return to_numpy(s.series_margin); },
+            [](Stats& s, const py::array_t<double, py::array::c_style | py::array::forcecast>& a) {
+                s.series_margin = from_numpy<double>(a);
+            })
+        .def("to_bytes", [](const Stats& s) { return py::bytes(s.to_bytes()); },
+             "The one wire layout of these statistics (little-endian).")
+        .def_static(
+            "from_bytes",
+            [](const py::bytes& b) {
+                const std::string raw = b;
+                return Stats::from_bytes(raw.data(), raw.size());
+            },
+            py::arg("data"), "Rebuild from to_bytes(); ValueError naming the first bad field.")
+        .def_property_readonly_static("FIXED_BYTES", [](const py::object&) { return 17 * 8; },
+                                      "Bytes before the per-step arrays (24 bytes a step).")
         .def("copy", [](const Stats& s) { return Stats(s); })
         .def("merge",
              [](Stats& s, const Stats& o, std::int64_t step_shift, std::int64_t inner_shift) {
@@ -70,11 +99,45 @@ void bind_kernels(py::module_& m) {
              },
              py::arg("other"), py::arg("step_shift") = 0, py::arg("inner_shift") = 0);
 
+    py::class_<OwnedRequest>(m, "Request",
+                             "What compute() is asked for: the bound (unset already mapped), "
+                             "ulp wanted, offsets, threads, optional per-step atol.")
+        .def(py::init([](double atol, double rtol, std::uint64_t ulp, double ulp_margin,
+                         bool want_ulp, std::int64_t step_offset, std::int64_t inner_offset,
+                         int threads) {
+                 OwnedRequest o;
+                 o.r.p.atol = atol;
+                 o.r.p.rtol = rtol;
+                 o.r.p.ulp = ulp;
+                 o.r.p.ulp_margin = ulp_margin;
+                 o.r.want_ulp = want_ulp;
+                 o.r.step_offset = step_offset;
+                 o.r.inner_offset = inner_offset;
+                 o.r.threads = threads;
+                 return o;
+             }),
+             py::kw_only(), py::arg("atol") = 0.0, py::arg("rtol") = 0.0,
+             py::arg("ulp") = std::numeric_limits<std::uint64_t>::max(),
+             py::arg("ulp_margin") = -1.0, py::arg("want_ulp") = false,
+             py::arg("step_offset") = 0, py::arg("inner_offset") = 0, py::arg("threads") = 1)
+        .def_property(
+            "atol_steps",
+            [](const OwnedRequest& o) -> py::object {
+                if (!o.has_atol_steps) return py::none();
+                return to_numpy(o.atol_steps);
+            },
+            [](OwnedRequest& o, const py::object& v) {
+                o.has_atol_steps = !v.is_none();
+                o.atol_steps.clear();
+                if (o.has_atol_steps)
+                    o.atol_steps = from_numpy<double>(
+                        py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(v));
+            });
+
     m.def(
         "compute",
         [](const py::array& a, int ca, bool swap_a, const py::array& b, int cb, bool swap_b,
-           double atol, double rtol, std::uint64_t ulp, bool want_ulp, std::int64_t step_offset,
-           std::int64_t inner_offset, int threads) {
+           const OwnedRequest& oreq) {
             if (a.ndim() < 1 || a.ndim() != b.ndim())
                 throw std::invalid_argument("compute: arrays need the same number (>= 1) of dims");
             std::vector<std::int64_t> shape;
@@ -83,20 +146,21 @@ void bind_kernels(py::module_& m) {
                 shape.push_back(static_cast<std::int64_t>(a.shape(d)));
             }
             const ArrayView va = view_of(a, ca, swap_a), vb = view_of(b, cb, swap_b);
-            Params p;
-            p.atol = atol;
-            p.rtol = rtol;
-            p.ulp = ulp;
+            Request req = oreq.r;
+            if (oreq.has_atol_steps) {
+                if (static_cast<std::int64_t>(oreq.atol_steps.size()) != shape[0])
+                    throw std::invalid_argument("compute: atol_steps needs one value per step");
+                req.atol_steps = oreq.atol_steps.data();
+            }
             Stats st;
             {
                 py::gil_scoped_release nogil;
-                st = compute(va, vb, shape, p, want_ulp, step_offset, inner_offset, threads);
+                st = compute(va, vb, shape, req);
             }
             return st;
         },
         py::arg("a"), py::arg("a_code"), py::arg("a_swap"), py::arg("b"), py::arg("b_code"),
-        py::arg("b_swap"), py::arg("atol"), py::arg("rtol"), py::arg("ulp"), py::arg("want_ulp"),
-        py::arg("step_offset"), py::arg("inner_offset"), py::arg("threads"),
+        py::arg("b_swap"), py::arg("request"),
         "Divergence statistics of a, b (steps axis first; any strides). ulp=2**64-1: no ULP bound.");
 
     m.def(

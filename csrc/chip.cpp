@@ -102,12 +102,6 @@ std::string format_cpu_list(const std::vector<int>& cpus) {
 
 namespace {
 
-void set_env(BringUp& r, const std::string& key, const std::string& value) {
-    if (setenv(key.c_str(), value.c_str(), 1) != 0)
-        throw ChipError("cannot set " + key + ": " + errno_text(errno), errno);
-    r.env.emplace_back(key, value);
-}
-
 #ifdef __linux__
 std::vector<int> allowed_cpus() {
     cpu_set_t set;
@@ -173,21 +167,10 @@ void bring_up_steps(BringUp& r, const ChipSpec& spec) {
         if (ctx.cpus.size() >= kCpusCap) ctx.cpus = ctx.cpus.substr(0, kCpusCap - 4) + "...";
     }
 
-    // 2. device visibility: the workload sees its one device as index 0
-    if (p.device == "cuda") set_env(r, "CUDA_VISIBLE_DEVICES", std::to_string(p.device_id));
-    if (p.device == "rocm") set_env(r, "HIP_VISIBLE_DEVICES", std::to_string(p.device_id));
-
-    // 3. thread variables
-    uint32_t threads = spec.threads;
-    if (threads == 0 && p.device == "cpu" && !p.all_cpus) threads = static_cast<uint32_t>(p.cpus.size());
-    if (threads > 0) {
-        std::string t = std::to_string(threads);
-        set_env(r, "OMP_NUM_THREADS", t);
-        set_env(r, "OPENBLAS_NUM_THREADS", t);
-        set_env(r, "MKL_NUM_THREADS", t);
-        ctx.threads = threads;
-    }
-
+    // 2. device visibility and thread variables are set by the parent before this process
+    //    started (tolerance.config.chips.knob_env, the one place they are resolved); the
+    //    thread count it resolved is recorded here for the report.
+    ctx.threads = spec.threads;
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Chip bring-up, run inside the chip's child process (tolerance.chip) before its workload:
-// parse the chip, apply CPU affinity (Linux; a recorded no-op elsewhere), set device
-// visibility and thread variables, and publish the context (SUCCESS) or an error naming the
-// chip (ERROR). A chip's outputs are the files its workload writes (.npz), nothing else.
+// parse the chip, apply CPU affinity (Linux; a recorded no-op elsewhere) and publish the
+// context (SUCCESS) or an error naming the chip (ERROR). Environment knobs (device
+// visibility, thread variables) are not set here: the parent resolves them in one place
+// (tolerance.config.chips.knob_env) and starts the child with them. A chip's outputs are the files its workload writes (.npz), nothing else.
 //
 // This header knows nothing of Python.
 #pragma once
@@ -44,14 +45,13 @@ struct ChipSpec {
     std::string chip;
     int32_t rank = 0;
     int32_t nranks = 1;
-    uint32_t threads = 0;     // 0: the chip's core count for explicit cpu lists, else unset
+    uint32_t threads = 0;     // the thread count the parent resolved (recorded; 0: unset)
 };
 
 struct BringUp {
     bool ok = false;
     std::string error;  // ERROR: the published message (names the chip)
     ChipContextData context;
-    std::vector<std::pair<std::string, std::string>> env;  // set with setenv for the workload
 };
 
 // Opens the mailbox, stores BOOTING, brings the chip up and publishes SUCCESS or ERROR.

@@ -7,23 +7,87 @@
 #include <exception>
 #include <stdexcept>
 #include <thread>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "kernels.hpp"
 
 namespace tolerance {
 
+// ---- floating-point state -------------------------------------------------------------
+// DESIGN.md: the kernels run with flush-to-zero / denormals-are-zero off and rounding to
+// nearest, whatever the process set (a library built with -ffast-math sets FTZ/DAZ when it
+// is loaded). Every thread the kernels use holds one of these while it works.
+class FpStateGuard {
+public:
+    FpStateGuard() {
+#if defined(__x86_64__) || defined(__i386__)
+        saved_ = _mm_getcsr();
+        // MXCSR bit 15 = FTZ, bit 6 = DAZ, bits 13-14 = rounding control (00: nearest)
+        _mm_setcsr(saved_ & ~0xE040u);
+#elif defined(__aarch64__)
+        __asm__ __volatile__("mrs %0, fpcr" : "=r"(saved_));
+        // FPCR bit 24 = FZ, bit 19 = FZ16, bits 22-23 = RMode (00: nearest)
+        const std::uint64_t want = saved_ & ~((std::uint64_t{1} << 24) | (std::uint64_t{1} << 19) |
+                                              (std::uint64_t{3} << 22));
+        __asm__ __volatile__("msr fpcr, %0" : : "r"(want));
+#endif
+    }
+    ~FpStateGuard() {
+#if defined(__x86_64__) || defined(__i386__)
+        _mm_setcsr(saved_);
+#elif defined(__aarch64__)
+        __asm__ __volatile__("msr fpcr, %0" : : "r"(saved_));
+#endif
+    }
+    FpStateGuard(const FpStateGuard&) = delete;
+    FpStateGuard& operator=(const FpStateGuard&) = delete;
+
+private:
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned int saved_ = 0;
+#else
+    std::uint64_t saved_ = 0;
+#endif
+};
+
+double step_margin(const RunStats& rs, const Params& p) {
+    const double inf = std::numeric_limits<double>::infinity();
+    if (rs.nan_mismatch > 0 || rs.inf_mismatch > 0) return inf;  // fails whatever the bound
+    double m = rs.margin;  // rtol > 0: the kernels' element maximum
+    // rtol == 0: every element's term is fl(d / atol), monotone in d, so the maximum is
+    // fl(run_max / atol) (atol = 0: inf for any d > 0; atol = +inf, ulp only: 0)
+    if (p.rtol == 0.0 && rs.run_max > 0.0) m = std::max(m, rs.run_max / p.atol);
+    // ULP term: fl(ulp distance / ulp), monotone in the distance (ulp = 0: inf for any d > 0)
+    if (p.ulp_margin >= 0.0 && rs.max_ulp > 0)
+        m = std::max(m, static_cast<double>(rs.max_ulp) / p.ulp_margin);
+    return m;
+}
+
 // ---- Stats ----------------------------------------------------------------------------
-void Stats::fold_run(std::int64_t step, const RunStats& rs, std::int64_t n) {
+void Stats::fold_run(std::int64_t step, const RunStats& rs, std::int64_t n, const Params& p) {
     if (series.empty()) step0 = step;
     while (step0 + static_cast<std::int64_t>(series.size()) <= step) {
         series.push_back(-1.0);
         series_over.push_back(0);
+        series_margin.push_back(0.0);
     }
     const std::size_t k = static_cast<std::size_t>(step - step0);
     if (rs.run_max > series[k]) series[k] = rs.run_max;
     series_over[k] += rs.count_over;
-    // rs was seeded with max_abs / max_rel: an index means a strictly greater value
-    if (rs.arg_abs >= 0 && rs.best_abs > max_abs) { max_abs = rs.best_abs; arg_step = step; arg_inner = rs.arg_abs; }
+    const double m = step_margin(rs, p);
+    if (m > series_margin[k]) series_margin[k] = m;
+    if (m > margin) margin = m;
+    // rs was seeded with max_abs / max_rel (and the exact integer magnitude): an index
+    // means a strictly greater value
+    if (rs.arg_abs >= 0 && (rs.best_abs > max_abs || rs.best_mag > mag())) {
+        max_abs = rs.best_abs;
+        arg_step = step;
+        arg_inner = rs.arg_abs;
+        mag_hi = static_cast<std::uint64_t>(rs.best_mag >> 64);
+        mag_lo = static_cast<std::uint64_t>(rs.best_mag);
+    }
     if (rs.arg_rel >= 0 && rs.best_rel > max_rel) { max_rel = rs.best_rel; rel_step = step; rel_inner = rs.arg_rel; }
     if (rs.max_ulp > max_ulp) max_ulp = rs.max_ulp;
     count_over += rs.count_over;
@@ -38,8 +102,10 @@ void Stats::merge(const Stats& o, std::int64_t step_shift, std::int64_t inner_sh
     auto shift_inner = [&](std::int64_t step, std::int64_t inner) {
         return step == ostep0 ? inner + inner_shift : inner;
     };
-    if (o.max_abs > max_abs) {
+    if (o.max_abs > max_abs || (o.max_abs == max_abs && o.mag() > mag())) {
         max_abs = o.max_abs;
+        mag_hi = o.mag_hi;
+        mag_lo = o.mag_lo;
         arg_step = o.arg_step + step_shift;
         arg_inner = shift_inner(arg_step, o.arg_inner);
     }
@@ -49,6 +115,7 @@ void Stats::merge(const Stats& o, std::int64_t step_shift, std::int64_t inner_sh
         rel_inner = shift_inner(rel_step, o.rel_inner);
     }
     if (o.max_ulp > max_ulp) max_ulp = o.max_ulp;
+    if (o.margin > margin) margin = o.margin;
     count_over += o.count_over;
     nan_mismatch += o.nan_mismatch;
     nan_both += o.nan_both;
@@ -59,6 +126,7 @@ void Stats::merge(const Stats& o, std::int64_t step_shift, std::int64_t inner_sh
         step0 = ostep0;
         series = o.series;
         series_over = o.series_over;
+        series_margin = o.series_margin;
         return;
     }
     const std::int64_t end = step0 + static_cast<std::int64_t>(series.size());
@@ -66,6 +134,7 @@ void Stats::merge(const Stats& o, std::int64_t step_shift, std::int64_t inner_sh
     if (ostep0 == end - 1) {  // shared boundary step
         if (o.series[0] > series.back()) series.back() = o.series[0];
         series_over.back() += o.series_over[0];
+        if (o.series_margin[0] > series_margin.back()) series_margin.back() = o.series_margin[0];
         from = 1;
     } else if (ostep0 != end) {
         throw std::invalid_argument("merge: the other statistics do not start where these end");
@@ -73,6 +142,140 @@ void Stats::merge(const Stats& o, std::int64_t step_shift, std::int64_t inner_sh
     series.insert(series.end(), o.series.begin() + static_cast<std::ptrdiff_t>(from), o.series.end());
     series_over.insert(series_over.end(), o.series_over.begin() + static_cast<std::ptrdiff_t>(from),
                        o.series_over.end());
+    series_margin.insert(series_margin.end(),
+                         o.series_margin.begin() + static_cast<std::ptrdiff_t>(from),
+                         o.series_margin.end());
+}
+
+// ---- the wire layout ------------------------------------------------------------------
+// Little-endian, in this order: max_abs f64, mag_hi u64, mag_lo u64, arg_step, arg_inner i64,
+// max_rel f64, rel_step, rel_inner i64, max_ulp u64, count_over, nan_mismatch, nan_both,
+// inf_mismatch, size, step0 i64, margin f64, n i64; then series f64[n], series_over i64[n],
+// series_margin f64[n].
+namespace {
+constexpr std::size_t WIRE_FIELDS = 17;  // the fixed fields above, 8 bytes each
+constexpr std::size_t WIRE_HEAD = WIRE_FIELDS * 8;
+
+void put64(std::string& out, std::uint64_t v) {
+    for (int k = 0; k < 8; ++k) out.push_back(static_cast<char>((v >> (8 * k)) & 0xffu));
+}
+std::uint64_t get64(const char* p) {
+    std::uint64_t v = 0;
+    for (int k = 0; k < 8; ++k) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(p[k])) << (8 * k);
+    return v;
+}
+std::uint64_t bits_of(double x) {
+    std::uint64_t u;
+    std::memcpy(&u, &x, sizeof u);
+    return u;
+}
+double double_of(std::uint64_t u) {
+    double x;
+    std::memcpy(&x, &u, sizeof x);
+    return x;
+}
+[[noreturn]] void bad(const std::string& field, const std::string& why) {
+    throw std::invalid_argument("statistics field '" + field + "': " + why);
+}
+}  // namespace
+
+std::string Stats::to_bytes() const {
+    std::string out;
+    out.reserve(WIRE_HEAD + 24 * series.size());
+    put64(out, bits_of(max_abs));
+    put64(out, mag_hi);
+    put64(out, mag_lo);
+    put64(out, static_cast<std::uint64_t>(arg_step));
+    put64(out, static_cast<std::uint64_t>(arg_inner));
+    put64(out, bits_of(max_rel));
+    put64(out, static_cast<std::uint64_t>(rel_step));
+    put64(out, static_cast<std::uint64_t>(rel_inner));
+    put64(out, max_ulp);
+    for (std::int64_t v : {count_over, nan_mismatch, nan_both, inf_mismatch, size, step0})
+        put64(out, static_cast<std::uint64_t>(v));
+    put64(out, bits_of(margin));
+    put64(out, static_cast<std::uint64_t>(series.size()));
+    for (double v : series) put64(out, bits_of(v));
+    for (std::int64_t v : series_over) put64(out, static_cast<std::uint64_t>(v));
+    for (double v : series_margin) put64(out, bits_of(v));
+    return out;
+}
+
+Stats Stats::from_bytes(const char* data, std::size_t len) {
+    if (len < WIRE_HEAD) bad("length", "truncated: " + std::to_string(len) + " bytes");
+    auto i64 = [&](std::size_t k) { return static_cast<std::int64_t>(get64(data + 8 * k)); };
+    auto f64 = [&](std::size_t k) { return double_of(get64(data + 8 * k)); };
+    const std::int64_t n = i64(16);
+    // the length must match before anything is allocated: n entries take 24 bytes each
+    if (n < 0 || static_cast<std::uint64_t>(n) > (len - WIRE_HEAD) / 24 ||
+        len != WIRE_HEAD + 24 * static_cast<std::size_t>(n))
+        bad("series length", std::to_string(n) + " does not match " + std::to_string(len) + " bytes");
+    Stats s;
+    s.max_abs = f64(0);
+    s.mag_hi = get64(data + 8);
+    s.mag_lo = get64(data + 16);
+    s.arg_step = i64(3);
+    s.arg_inner = i64(4);
+    s.max_rel = f64(5);
+    s.rel_step = i64(6);
+    s.rel_inner = i64(7);
+    s.max_ulp = get64(data + 64);
+    s.count_over = i64(9);
+    s.nan_mismatch = i64(10);
+    s.nan_both = i64(11);
+    s.inf_mismatch = i64(12);
+    s.size = i64(13);
+    s.step0 = i64(14);
+    s.margin = f64(15);
+    const auto un = static_cast<std::size_t>(n);
+    s.series.resize(un);
+    s.series_over.resize(un);
+    s.series_margin.resize(un);
+    for (std::size_t k = 0; k < un; ++k) {
+        s.series[k] = f64(WIRE_FIELDS + k);
+        s.series_over[k] = i64(WIRE_FIELDS + un + k);
+        s.series_margin[k] = f64(WIRE_FIELDS + 2 * un + k);
+    }
+    // every field against the others
+    for (auto [name, v] : {std::pair<const char*, std::int64_t>{"count_over", s.count_over},
+                           {"nan_mismatch", s.nan_mismatch}, {"nan_both", s.nan_both},
+                           {"inf_mismatch", s.inf_mismatch}, {"size", s.size}, {"step0", s.step0}})
+        if (v < 0) bad(name, "negative");
+    if (s.nan_mismatch > s.count_over || s.inf_mismatch > s.count_over - s.nan_mismatch)
+        bad("count_over", "smaller than the NaN and inf mismatches it includes");
+    if (s.count_over > s.size || s.nan_both > s.size - s.count_over)
+        bad("size", "smaller than the counted elements");
+    std::int64_t sum = 0;
+    double smax = -1.0, mmax = 0.0;
+    for (std::size_t k = 0; k < un; ++k) {
+        if (s.series_over[k] < 0 || s.series_over[k] > s.count_over - sum)
+            bad("series_over", "does not add up to count_over");
+        sum += s.series_over[k];
+        if (!(s.series[k] == -1.0 || s.series[k] >= 0.0)) bad("series", "holds an invalid value");
+        smax = std::max(smax, s.series[k]);
+        if (!(s.series_margin[k] >= 0.0)) bad("series_margin", "holds an invalid value");
+        mmax = std::max(mmax, s.series_margin[k]);
+    }
+    if (sum != s.count_over) bad("count_over", "is not the sum of series_over");
+    if (!(s.margin >= 0.0) || s.margin != mmax) bad("margin", "is not the maximum of series_margin");
+    const std::int64_t end = s.step0 + n;
+    if (n == 0 && (s.size != 0 || s.step0 != 0)) bad("size", "elements without steps");
+    if (!(s.max_abs == -1.0 || s.max_abs >= 0.0) || s.max_abs != smax)
+        bad("max_abs", "is not the maximum of series");
+    if (s.max_abs >= 0.0) {
+        if (s.arg_step < s.step0 || s.arg_step >= end) bad("arg_step", "outside the steps");
+        if (s.arg_inner < 0) bad("arg_inner", "negative");
+        if (!(s.max_rel >= 0.0)) bad("max_rel", "invalid with compared elements");
+        if (s.rel_step < s.step0 || s.rel_step >= end) bad("rel_step", "outside the steps");
+        if (s.rel_inner < 0) bad("rel_inner", "negative");
+        if (s.mag() != 0 && static_cast<double>(s.mag()) != s.max_abs)
+            bad("mag", "does not round to max_abs");
+    } else {
+        if (s.arg_step != -1 || s.arg_inner != -1 || s.rel_step != -1 || s.rel_inner != -1 ||
+            s.max_rel != -1.0 || s.mag() != 0 || s.max_ulp != 0)
+            bad("max_abs", "no compared element, but an argmax or maximum is set");
+    }
+    return s;
 }
 
 // ---- kernel selection -----------------------------------------------------------------
@@ -287,15 +490,16 @@ struct Plan {
     std::int64_t sa0, sb0;                      // step strides
     std::vector<std::int64_t> dims, sa, sb;     // coalesced inner dims (C order), >= 1 dim
     std::int64_t inner_offset, step_offset;
+    const double* atol_steps;  // per-step atol, or null
 };
 
 constexpr std::size_t CHUNK = 1024;
 
-void run_row(const Plan& pl, const char* pa, const char* pb, std::size_t cnt, std::int64_t base,
-             RunStats& rs) {
+void run_row(const Plan& pl, const Params& p, const char* pa, const char* pb, std::size_t cnt,
+             std::int64_t base, RunStats& rs) {
     const std::int64_t la = pl.sa.back(), lb = pl.sb.back();
     if (pl.direct_a && pl.direct_b) {
-        pl.fn(pa, pb, cnt, pl.p, rs, base);
+        pl.fn(pa, pb, cnt, p, rs, base);
         return;
     }
     alignas(64) unsigned char bufa[CHUNK * 16];
@@ -308,7 +512,7 @@ void run_row(const Plan& pl, const char* pa, const char* pb, std::size_t cnt, st
         const void* kb = xb;
         if (!pl.direct_a) { gather_k(pl.k, xa, la, pl.ca, pl.swap_a, m, bufa); ka = bufa; }
         if (!pl.direct_b) { gather_k(pl.k, xb, lb, pl.cb, pl.swap_b, m, bufb); kb = bufb; }
-        pl.fn(ka, kb, m, pl.p, rs, base + static_cast<std::int64_t>(done));
+        pl.fn(ka, kb, m, p, rs, base + static_cast<std::int64_t>(done));
         done += m;
     }
 }
@@ -317,6 +521,8 @@ void run_row(const Plan& pl, const char* pa, const char* pb, std::size_t cnt, st
 Stats walk(const Plan& pl, std::int64_t begin, std::int64_t end) {
     Stats st;
     if (begin >= end) return st;
+    const FpStateGuard fp;  // on every thread that runs a kernel
+    Params p = pl.p;
     const std::int64_t last = pl.dims.back();
     const std::size_t nd = pl.dims.size();
     std::int64_t s = begin / pl.inner, i0 = begin % pl.inner;
@@ -328,11 +534,13 @@ Stats walk(const Plan& pl, std::int64_t begin, std::int64_t end) {
         const std::int64_t ioff = s == 0 ? pl.inner_offset : 0;
         RunStats rs;
         rs.best_abs = st.max_abs;  // seeds: only a greater value needs an index
+        rs.best_mag = st.mag();
         rs.best_rel = st.max_rel;
+        if (pl.atol_steps) p.atol = pl.atol_steps[s];
         const char* pa = pl.a + s * pl.sa0;
         const char* pb = pl.b + s * pl.sb0;
         if (nd == 1) {  // one row per step: no index arithmetic
-            run_row(pl, pa + i0 * pl.sa[0], pb + i0 * pl.sb[0], static_cast<std::size_t>(i1 - i0),
+            run_row(pl, p, pa + i0 * pl.sa[0], pb + i0 * pl.sb[0], static_cast<std::size_t>(i1 - i0),
                     i0 + ioff, rs);
         } else {
             for (std::int64_t i = i0; i < i1;) {
@@ -346,11 +554,11 @@ Stats walk(const Plan& pl, std::int64_t begin, std::int64_t end) {
                     oa += idx * pl.sa[d];
                     ob += idx * pl.sb[d];
                 }
-                run_row(pl, pa + oa, pb + ob, static_cast<std::size_t>(cnt), i + ioff, rs);
+                run_row(pl, p, pa + oa, pb + ob, static_cast<std::size_t>(cnt), i + ioff, rs);
                 i += cnt;
             }
         }
-        st.fold_run(s + pl.step_offset, rs, i1 - i0);
+        st.fold_run(s + pl.step_offset, rs, i1 - i0, p);
         pos += i1 - i0;
     }
     return st;
@@ -359,8 +567,11 @@ Stats walk(const Plan& pl, std::int64_t begin, std::int64_t end) {
 }  // namespace
 
 Stats compute(const ArrayView& a, const ArrayView& b, const std::vector<std::int64_t>& shape,
-              const Params& p_in, bool want_ulp, std::int64_t step_offset,
-              std::int64_t inner_offset, int threads) {
+              const Request& req) {
+    const Params& p_in = req.p;
+    bool want_ulp = req.want_ulp;
+    const std::int64_t step_offset = req.step_offset, inner_offset = req.inner_offset;
+    const int threads = req.threads;
     if (shape.empty() || a.strides.size() != shape.size() || b.strides.size() != shape.size())
         throw std::invalid_argument("compute: shape and strides disagree");
     Plan pl;
@@ -368,7 +579,10 @@ Stats compute(const ArrayView& a, const ArrayView& b, const std::vector<std::int
     const bool same_float = is_float(a.code) && same_kernel(a.code) == same_kernel(b.code);
     want_ulp = want_ulp && same_float;
     pl.p = p_in;
-    if (!want_ulp) pl.p.ulp = std::numeric_limits<std::uint64_t>::max();
+    if (!want_ulp) {
+        pl.p.ulp = std::numeric_limits<std::uint64_t>::max();
+        pl.p.ulp_margin = -1.0;
+    }
     pl.table = active().load();
     pl.fn = pl.table->fn[pl.k][want_ulp ? 1 : 0];
     pl.ksize = kernel_size(pl.k);
@@ -383,6 +597,7 @@ Stats compute(const ArrayView& a, const ArrayView& b, const std::vector<std::int
     pl.sb0 = b.strides[0];
     pl.step_offset = step_offset;
     pl.inner_offset = inner_offset;
+    pl.atol_steps = req.atol_steps;
     // Coalesce the inner dims: drop length-1 dims, merge neighbours contiguous on both sides.
     pl.inner = 1;
     for (std::size_t d = 1; d < shape.size(); ++d) {
@@ -415,6 +630,7 @@ Stats compute(const ArrayView& a, const ArrayView& b, const std::vector<std::int
         st.step0 = step_offset;
         st.series.assign(static_cast<std::size_t>(pl.steps), -1.0);
         st.series_over.assign(static_cast<std::size_t>(pl.steps), 0);
+        st.series_margin.assign(static_cast<std::size_t>(pl.steps), 0.0);
         return st;
     }
     const std::int64_t total = pl.steps * pl.inner;

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -39,10 +40,16 @@ template <class W> struct is_signed_int { static constexpr bool value = std::num
 template <> struct is_signed_int<i128> { static constexpr bool value = true; };
 
 // ---- parameters and per-run statistics ------------------------------------------------
+// The bound as the kernels see it (DESIGN.md: an unset bound is not a zero bound; the
+// caller maps "unset" onto these values): atol/rtol unset while ulp is set -> atol = +inf
+// (the |a-b| test passes everything and adds 0 to the margin); nothing set -> atol = rtol
+// = 0 (inside means equal).
 struct Params {
     double atol = 0.0;
     double rtol = 0.0;
     std::uint64_t ulp = std::numeric_limits<std::uint64_t>::max();  // max() = no ULP bound
+    // the ULP bound as float64 for the margin's ULP term (it may exceed 2^64); < 0: unset
+    double ulp_margin = -1.0;
 };
 
 // Statistics of consecutive element runs (one step, or part of one). Plain data: the ISA
@@ -61,6 +68,12 @@ struct RunStats {
     std::int64_t nan_mismatch = 0;
     std::int64_t nan_both = 0;
     std::int64_t inf_mismatch = 0;
+    // max over compared pairs of |a-b| / (atol + rtol*max(|a|,|b|)), kept only when rtol > 0
+    // (with rtol == 0 the step's margin follows from run_max: see step_margin)
+    double margin = 0.0;
+    // integer inputs: exact running max magnitude (seed, then updated with best_abs), so an
+    // argmax tie on the float64-rounded magnitude goes to the larger exact one
+    u128 best_mag = 0;
 };
 
 // A contiguous kernel: folds a[0..n), b[0..n) (already of the compute type, contiguous,
@@ -98,6 +111,12 @@ static inline double rel_diff(double d, double mx, bool inf_mismatch) {
 }
 static inline double bound_of(double mx, const Params& p) { return p.atol + p.rtol * mx; }
 // Inside: equal, or |a-b| <= atol + rtol*max(|a|,|b|) and ULP <= ulp; never an inf mismatch.
+// One element's term of the margin (rtol > 0 only): d / bound, where a 0/0 or inf/inf
+// (d == 0, or an overflowing difference against an overflowing bound) counts as 0.
+static inline double margin_of(double d, double bound) {
+    const double q = d / bound;
+    return q == q ? q : 0.0;
+}
 static inline bool float_inside(bool eq, bool inf_mismatch, double d, double mx,
                                 std::uint64_t ulpd, const Params& p) {
     return eq || (!inf_mismatch && d <= bound_of(mx, p) && ulpd <= p.ulp);
@@ -160,18 +179,62 @@ static inline void float_element(double a, double b, std::uint64_t ulpd, bool wa
     const double rel = rel_diff(d, mx, infm);
     if (infm) ++rs.inf_mismatch;
     if (!float_inside(eq, infm, d, mx, ulpd, p)) ++rs.count_over;
+    if (p.rtol > 0.0 && !eq && !infm) {
+        const double q = margin_of(d, bound_of(mx, p));
+        if (q > rs.margin) rs.margin = q;
+    }
     if (d > rs.run_max) rs.run_max = d;
     if (d > rs.best_abs) { rs.best_abs = d; rs.arg_abs = idx; }
     if (rel > rs.best_rel) { rs.best_rel = rel; rs.arg_rel = idx; }
     if (want_ulp && ulpd > rs.max_ulp) rs.max_ulp = ulpd;
 }
 
-// Integers: exact unsigned magnitude; the bound test is exact too (M is u64 or u128).
-template <class M>
-static inline bool int_inside(M mag, double bound) {
-    constexpr double limit = sizeof(M) == 8 ? 0x1p64 : 0x1p127;
-    if (!(bound < limit)) return true;
-    return mag <= static_cast<M>(bound);  // mag <= bound  <=>  mag <= floor(bound)
+// Integers: exact unsigned magnitude, and an exact bound test: X <= atol + rtol*M in real
+// arithmetic (X = |a-b| < 2^66, M = max(|a|,|b|) < 2^65), no float64 rounding of M.
+// A finite double v >= 0 is n * 2^e with an integer n < 2^53 (dyadic split below).
+struct Dyadic {
+    std::uint64_t n;
+    int e;
+};
+static inline Dyadic dyadic_of(double v) {
+    std::uint64_t u;
+    std::memcpy(&u, &v, sizeof u);
+    const int be = static_cast<int>((u >> 52) & 0x7ffu);  // biased exponent
+    const std::uint64_t frac = u & ((std::uint64_t{1} << 52) - 1);
+    if (be == 0) return {frac, -1074};                    // subnormal: frac * 2^-1074
+    return {frac | (std::uint64_t{1} << 52), be - 1075};  // 1.frac * 2^(be-1023)
+}
+// floor(n * 2^e) and the fractional part as a numerator over 2^-e (e < 0), for n*2^e < 2^66.
+static inline u128 int_part(u128 n, int e) {
+    if (e >= 0) return n << e;
+    return -e >= 128 ? u128{0} : n >> -e;
+}
+static inline u128 frac_part(u128 n, int e) {  // n mod 2^-e (0 when e >= 0)
+    if (e >= 0 || -e >= 128) return e >= 0 ? u128{0} : n;
+    return n & ((u128{1} << -e) - 1);
+}
+// Does n1*2^e1 + n2*2^e2 reach 1, for fractions (each < 1, numerators < 2^117)?
+static inline bool fractions_carry(u128 n1, int e1, u128 n2, int e2) {
+    if (n1 == 0 || n2 == 0) return false;
+    if (e1 > e2) { std::swap(n1, n2); std::swap(e1, e2); }
+    // now e1 <= e2 < 0; with s = e2 - e1: n1 + n2*2^s >= 2^-e1  <=>  n2 + floor(n1/2^s) >= 2^-e2
+    // (2^-e1 is a multiple of 2^s). Both terms are < 2^117 * 2^e2: below 2^-10 when e2 < -127.
+    if (e2 < -127) return false;
+    const int s = e2 - e1;
+    const u128 q = s >= 128 ? u128{0} : n1 >> s;
+    return n2 + q >= (u128{1} << -e2);
+}
+static inline bool int_inside_exact(u128 X, u128 M, const Params& p) {
+    if (!(p.atol < 0x1p66) || (M > 0 && !(p.rtol < 0x1p66))) return true;  // >= 2^66 > X (also inf)
+    const Dyadic A = dyadic_of(p.atol), R = dyadic_of(p.rtol);
+    const u128 T = static_cast<u128>(R.n) * M;  // rtol*M = T * 2^R.e, T < 2^53 * 2^65
+    // a term >= 2^67 exceeds X: T's bit length + R.e > 67
+    int tbits = 0;
+    for (u128 t = T; t; t >>= 1) ++tbits;
+    if (T != 0 && tbits + R.e > 67) return true;
+    const u128 ia = int_part(A.n, A.e), it = T == 0 ? u128{0} : int_part(T, R.e);
+    const bool carry = fractions_carry(frac_part(A.n, A.e), A.e, T == 0 ? u128{0} : frac_part(T, R.e), R.e);
+    return X <= ia + it + (carry ? 1 : 0);  // X integer: X <= S <=> X <= floor(S)
 }
 template <class W, class M>
 static inline M int_magnitude(W x) {
@@ -185,12 +248,22 @@ static inline void int_element(W a, W b, const Params& p, RunStats& rs, std::int
     const M mag = a >= b ? static_cast<M>(static_cast<M>(a) - static_cast<M>(b))
                          : static_cast<M>(static_cast<M>(b) - static_cast<M>(a));
     const M ma = int_magnitude<W, M>(a), mb = int_magnitude<W, M>(b);
+    const M mm = ma > mb ? ma : mb;
     const double d = static_cast<double>(mag);
-    const double mx = static_cast<double>(ma > mb ? ma : mb);
+    const double mx = static_cast<double>(mm);
     const double rel = rel_diff(d, mx, false);
-    if (!(a == b || int_inside<M>(mag, bound_of(mx, p)))) ++rs.count_over;
+    if (!(a == b || int_inside_exact(static_cast<u128>(mag), static_cast<u128>(mm), p))) ++rs.count_over;
+    if (p.rtol > 0.0 && a != b) {
+        const double q = margin_of(d, bound_of(mx, p));
+        if (q > rs.margin) rs.margin = q;
+    }
     if (d > rs.run_max) rs.run_max = d;
-    if (d > rs.best_abs) { rs.best_abs = d; rs.arg_abs = idx; }
+    // exact tie-break: a larger exact magnitude wins even where the float64 values tie
+    if (rs.best_abs < 0.0 || static_cast<u128>(mag) > rs.best_mag) {
+        rs.best_abs = d;
+        rs.best_mag = static_cast<u128>(mag);
+        rs.arg_abs = idx;
+    }
     if (rel > rs.best_rel) { rs.best_rel = rel; rs.arg_rel = idx; }
 }
 
@@ -201,6 +274,7 @@ static inline void int_element(W a, W b, const Params& p, RunStats& rs, std::int
 // (a range inside a step), so merge() combines a shared boundary step.
 struct Stats {
     double max_abs = -1.0;  // -1: no compared pair
+    std::uint64_t mag_hi = 0, mag_lo = 0;  // integers: the exact max |a-b| (u128 in two halves)
     std::int64_t arg_step = -1, arg_inner = -1;
     double max_rel = -1.0;
     std::int64_t rel_step = -1, rel_inner = -1;
@@ -209,12 +283,27 @@ struct Stats {
     std::int64_t step0 = 0;
     std::vector<double> series;         // per-step max |a-b|; -1: no compared pair
     std::vector<std::int64_t> series_over;
+    // how much of its bound the worst element uses (DESIGN.md "margin"): max over elements
+    // of |a-b| / (atol + rtol*max(|a|,|b|)) and ULP distance / ulp; inf for a NaN or inf
+    // mismatch; 0 with nothing compared. Whole arrays and per step.
+    double margin = 0.0;
+    std::vector<double> series_margin;
 
-    void fold_run(std::int64_t step, const RunStats& rs, std::int64_t n);
+    u128 mag() const { return (static_cast<u128>(mag_hi) << 64) | mag_lo; }
+    void fold_run(std::int64_t step, const RunStats& rs, std::int64_t n, const Params& p);
     // `o` covers what comes right after this (same or next step once shifted): its steps
     // move by step_shift; the inner indices of its first step move by inner_shift.
     void merge(const Stats& o, std::int64_t step_shift, std::int64_t inner_shift);
+
+    // The one wire layout of these statistics (little-endian, fixed order; see kernels.cpp).
+    std::string to_bytes() const;
+    // Rebuilds and checks every field against the others; std::invalid_argument naming the
+    // field otherwise. Allocates nothing before the length is known to match.
+    static Stats from_bytes(const char* data, std::size_t len);
 };
+
+// The margin of one step's run statistics (see Stats::margin).
+double step_margin(const RunStats& rs, const Params& p);
 
 struct ArrayView {
     const char* data;
@@ -225,9 +314,18 @@ struct ArrayView {
 
 // shape[0] is the steps axis (moved to the front by the caller). Releases nothing: the
 // caller holds no interpreter lock when it calls this.
+// What compute() is asked for, in one struct (the bindings fill it).
+struct Request {
+    Params p;
+    bool want_ulp = false;
+    std::int64_t step_offset = 0;   // index of shape[0]'s first step in the whole array
+    std::int64_t inner_offset = 0;  // index of the first inner element (steps_axis=None pieces)
+    int threads = 1;
+    const double* atol_steps = nullptr;  // per-step atol (one per step of shape[0]) or null
+};
+
 Stats compute(const ArrayView& a, const ArrayView& b, const std::vector<std::int64_t>& shape,
-              const Params& p, bool want_ulp, std::int64_t step_offset,
-              std::int64_t inner_offset, int threads);
+              const Request& req);
 
 std::uint64_t read_pass(const void* a, std::size_t abytes, const void* b, std::size_t bbytes,
                         int threads);

@@ -335,7 +335,9 @@ inline bool fast_block_avx2(const double* a, const double* b, size_t len, const 
     _mm256_store_si256(reinterpret_cast<__m256i*>(uv0), umb0);
     _mm256_store_si256(reinterpret_cast<__m256i*>(uv1), umb1);
     for (int k = 0; k < 4; ++k)
-        ulpmax = std::max<uint64_t>(ulpmax, std::max<uint64_t>(uv0[k], uv1[k]) ^ 0x8000000000000000ull);
+        // unbias each lane before the unsigned maximum (the biased images order as signed)
+        ulpmax = std::max(ulpmax, std::max<uint64_t>(uv0[k] ^ 0x8000000000000000ull,
+                                                     uv1[k] ^ 0x8000000000000000ull));
     over = cnt;
     vmax_io = as_vd(_mm256_max_pd(vmax0, vmax1));
     brel_io = as_vd(_mm256_max_pd(rel0, rel1));
@@ -608,6 +610,14 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
     const vui vulp = splat<vui>(ulp_lim);
     const bool ulp_all = p.ulp >= std::numeric_limits<UI>::max();  // every distance fits
     const double shrink = 1.0 - 0x1p-50;
+    // rtol > 0: the margin needs each element's d / bound (margin_of); a lane divides only
+    // when its d exceeds mthr*bound, mthr = (running margin)(1 - 2^-50): below that, d/bound
+    // rounds to at most the running margin (the product is checked against 2^-1000 so that
+    // a subnormal product's absolute rounding cannot hide a greater value, and a running
+    // margin under 2^-900 gives mthr = 0: every lane with d > 0 divides).
+    const bool elem_margin = p.rtol > 0.0;
+    const vd vmtiny = splat<vd>(0x1p-900);
+    auto mthr_of = [&](vd m) { return m >= vmtiny ? m * shrink : vzero; };
 #if TOLERANCE_AVX2_FAST
     [[maybe_unused]] const PreF32 pre = std::is_same_v<T, float> ? pre_f32_params(p) : PreF32{};
 #endif
@@ -620,18 +630,20 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
 #endif
     vd brel = splat<vd>(rs.best_rel);
     vd thr = brel * shrink;
+    vd vmarg = splat<vd>(rs.margin);
+    vd mthr = mthr_of(vmarg);
     size_t i = 0;
     while (n - i >= static_cast<size_t>(2 * L)) {
         const size_t len = std::min(BLOCK, (n - i) / (2 * L) * (2 * L));
         // ---- fast path: finite values --------------------------------------------------
         vi f_over = c_over;
         vui f_ulp = v_ulp;
-        vd f_max = vmax, f_rel = brel, f_thr = thr;
+        vd f_max = vmax, f_rel = brel, f_thr = thr, f_marg = vmarg, f_mthr = mthr;
         bool finite = true;
 #if TOLERANCE_AVX2_FAST
         bool pre_done = false;
         if constexpr (std::is_same_v<T, float>) {
-            if (pre.on) {
+            if (pre.on && !elem_margin) {  // (the hand-scheduled blocks keep no margin)
                 int64_t cnt = 0;
                 uint64_t um = 0;
                 float m32 = 0.0f;
@@ -651,7 +663,7 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
             }
         }
         if (pre_done) {
-        } else if constexpr (true) {
+        } else if (!elem_margin) {
             int64_t cnt = 0;
             uint64_t um = 0;
             finite = fast_block_avx2<WantUlp>(a + i, b + i, len, p, check_ulp && !ulp_all, f_max,
@@ -672,13 +684,23 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
                 chk += ad * vzero;  // NaN from here on if a difference is not finite
                 const vd xa = (vd)((vu)da & absmask), xb = (vd)((vu)db & absmask);
                 const vd mx = xa > xb ? xa : xb;
-                vi over = ad > vatol + vrtol * mx;
+                const vd bnd = vatol + vrtol * mx;
+                vi over = ad > bnd;
                 if constexpr (WantUlp) {
                     const vui ud = ulp_lanes<T>(ta, tb);
                     if (check_ulp && !ulp_all) over |= VecOf<T>::widen((typename VecOf<T>::vsi)(ud > vulp));
                     f_ulp = ud > f_ulp ? ud : f_ulp;
                 }
                 f_over -= over;
+                if (elem_margin) {
+                    const vd mlim = f_mthr * bnd;
+                    if (any_true((ad > vzero) & ((ad > mlim) | (mlim < vtiny)))) {
+                        vd q = ad / bnd;
+                        q = q == q ? q : vzero;
+                        f_marg = q > f_marg ? q : f_marg;
+                        f_mthr = mthr_of(f_marg);
+                    }
+                }
                 f_max = ad > f_max ? ad : f_max;
                 const vd lim = f_thr * mx;
                 const vi cand = (ad > lim) | (lim < vtiny);
@@ -696,6 +718,8 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
             vmax = f_max;
             brel = f_rel;
             thr = f_thr;
+            vmarg = f_marg;
+            mthr = f_mthr;
         } else {
             // ---- full path: every rule ---------------------------------------------------
             for (size_t j = i; j < i + len; j += L) {
@@ -711,7 +735,14 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
                 const vi nana = da != da, nanb = db != db;
                 const vi anyn = nana | nanb, both = nana & nanb;
                 const vi infm = ((xa == vinf) | (xb == vinf)) & ~eq & ~anyn;
-                vi inside = (ad <= vatol + vrtol * mx) & ~infm;
+                const vd bnd = vatol + vrtol * mx;
+                vi inside = (ad <= bnd) & ~infm;
+                if (elem_margin) {
+                    vd q = ad / bnd;
+                    q = q == q ? q : vzero;
+                    q = (anyn | infm) ? vzero : q;  // (counted as mismatches: margin inf)
+                    vmarg = q > vmarg ? q : vmarg;
+                }
                 if constexpr (WantUlp) {
                     vui ud = ulp_lanes<T>(ta, tb);
                     const vui nanmask = (vui)__builtin_convertvector(anyn, typename VecOf<T>::vsi);
@@ -732,6 +763,7 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
                 brel = rel > brel ? rel : brel;
             }
             thr = brel * shrink;
+            mthr = mthr_of(vmarg);
         }
         const double m = hmax(vmax, -1.0);
         if (m > rs.best_abs) {
@@ -764,6 +796,7 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
     rs.nan_mismatch += hsum(c_nm);
     rs.nan_both += hsum(c_nb);
     rs.inf_mismatch += hsum(c_inf);
+    rs.margin = std::max(rs.margin, hmax(vmarg, 0.0));
     if (WantUlp) rs.max_ulp = std::max<uint64_t>(rs.max_ulp, hmax(v_ulp, UI{0}));
     if (i < n) run_float_scalar<T, WantUlp>(a + i, b + i, n - i, p, rs, base + static_cast<int64_t>(i));
 }

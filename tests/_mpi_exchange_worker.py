@@ -13,6 +13,7 @@ import numpy as np
 
 from tolerance.collective.exchange import exchange
 from tolerance.collective.mpi import RankContext, abort_on_error, world
+from tolerance.compare.rows import MISSING_KEY, Problem
 
 
 def arrays_of(p: int, mode: str) -> dict[str, np.ndarray]:
@@ -44,7 +45,7 @@ class MemSource:
 
     def meta(self, key):
         if key not in self.arrays:
-            return f"key {key!r} is missing"
+            return Problem(MISSING_KEY, f"key {key!r} is missing")
         a = self.arrays[key]
         return a.shape, a.dtype.str
 
@@ -84,7 +85,8 @@ def main() -> None:
             for o in outcomes:
                 a, b = parts[o.a].label, parts[o.b].label
                 d = Accumulator.from_bytes(o.acc).result(o.shape).to_dict() if o.acc else None
-                rows.append({"a": a, "b": b, "key": o.key, "reason": o.reason, "div": d})
+                rows.append({"a": a, "b": b, "key": o.key,
+                             "reason": o.problem.message if o.problem else None, "div": d})
             with open(out, "w") as f:
                 json.dump({"rows": rows, "bytes_sent": stats.bytes_sent}, f)
 

@@ -107,9 +107,12 @@ class NetnsCluster:
             _sh("ip", "-n", ns, "link", "set", "lo", "up")
             _sh("ip", "-n", self.sw, "link", "set", b, "master", "br0")
             _sh("ip", "-n", self.sw, "link", "set", b, "up")
+        commit = _sh("git", "-C", str(repo), "rev-parse", "HEAD").stdout.strip()
         for i, ns in enumerate(self.hosts):
-            root = d / f"root{i}"
-            _sh("git", "clone", "-q", "--shared", str(repo), str(root), timeout=120)
+            root = d / f"root{i}"   # every box root: its own clone, all at one commit
+            _sh("git", "clone", "-q", "--shared", "--no-checkout", str(repo), str(root),
+                timeout=120)
+            _sh("git", "-C", str(root), "checkout", "-q", "--detach", commit, timeout=120)
             self._sshd.append(subprocess.Popen(
                 self.prefix(ns, self.hostnames[i]) + ["/usr/sbin/sshd", "-D", "-e", "-f",
                                                       str(d / "sshd_config")],

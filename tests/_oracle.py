@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -26,8 +27,12 @@ def _ordered(x: np.ndarray) -> np.ndarray:
     return np.array(out, dtype=object).reshape(x.shape)
 
 
-def oracle(a, b, *, atol=0.0, rtol=0.0, ulp=None, steps_axis=0):
+def oracle(a, b, *, atol=None, rtol=None, ulp=None, steps_axis=0):
+    """Bounds as DESIGN.md words them: each optional; an element is inside when it meets
+    every bound that is set; none set: inside means equal. `atol` may be per step."""
     a, b = np.asarray(a), np.asarray(b)
+    tol_set = atol is not None or rtol is not None
+    bounded = tol_set or ulp is not None
     assert a.shape == b.shape
     shape = a.shape
     index = np.arange(a.size).reshape(shape)
@@ -41,6 +46,9 @@ def oracle(a, b, *, atol=0.0, rtol=0.0, ulp=None, steps_axis=0):
         B = np.moveaxis(b, ax, 0).reshape(shape[ax], inner)
         I = np.moveaxis(index, ax, 0).reshape(shape[ax], inner)
         nsteps = shape[ax]
+    at = np.zeros((A.shape[0], 1)) if atol is None else \
+        np.asarray(atol, dtype=np.float64).reshape(-1, 1) * np.ones((A.shape[0], 1))
+    rt = 0.0 if rtol is None else float(rtol)
     na, nb = a.dtype.newbyteorder("=").name, b.dtype.newbyteorder("=").name
     same_float = na == nb and na in FLOATS
     if na in FLOATS:
@@ -53,7 +61,10 @@ def oracle(a, b, *, atol=0.0, rtol=0.0, ulp=None, steps_axis=0):
             mx = np.maximum(np.abs(x), np.abs(y))
             infm = ~anyn & ~eq & (np.isinf(x) | np.isinf(y))
             rel = np.where(infm, np.inf, np.where(mx > 0, d / mx, 0.0))
-            inside_num = d <= atol + rtol * mx
+            allowed = at + rt * mx
+            inside_num = d <= allowed if tol_set else np.ones(A.shape, bool)
+            q = d / allowed
+            q = np.where(np.isnan(q) | anyn | infm, 0.0, q)
         if same_float:
             oa, ob = _ordered(A), _ordered(B)
             ulpd = np.abs(oa - ob) if A.size else np.zeros(A.shape, dtype=object)
@@ -61,7 +72,10 @@ def oracle(a, b, *, atol=0.0, rtol=0.0, ulp=None, steps_axis=0):
                 np.array([u <= ulp for u in ulpd.ravel()], dtype=bool).reshape(A.shape)
         else:
             ulpd, ulp_ok = None, np.ones(A.shape, bool)
-        inside = eq | both | (~anyn & ~infm & inside_num & ulp_ok)
+        if not bounded:
+            inside = eq | both
+        else:
+            inside = eq | both | (~anyn & ~infm & inside_num & ulp_ok)
         compared = ~anyn
         nan_mismatch = int((anyn & ~both).sum())
         nan_both = int(both.sum())
@@ -75,9 +89,20 @@ def oracle(a, b, *, atol=0.0, rtol=0.0, ulp=None, steps_axis=0):
         mx = np.array([float(v) for v in mm.ravel()], dtype=np.float64).reshape(A.shape)
         rel = np.array([dv / mv if mv > 0 else 0.0 for dv, mv in zip(d.ravel(), mx.ravel())],
                        dtype=np.float64).reshape(A.shape)
-        # exact: a Python int compares exactly with a float
-        inside = np.array([e == 0 or e <= atol + rtol * m for e, m in zip(dd.ravel(), mx.ravel())],
+        # exact: Fractions of the float64 bounds against the exact integers
+        def exact_le(e, at_r, m):  # e <= at_r + rt*m in exact arithmetic (inf bounds pass)
+            if math.isinf(at_r) or (math.isinf(rt) and m > 0):
+                return True
+            return e <= Fraction(at_r) + Fraction(rt) * m
+        atv = at.ravel().tolist()
+        rows = np.repeat(np.arange(A.shape[0]), A.shape[1]) if A.size else np.zeros(0, int)
+        inside = np.array([e == 0 or (bounded and exact_le(e, atv[r], m))
+                           for e, m, r in zip(dd.ravel(), mm.ravel(), rows)],
                           dtype=bool).reshape(A.shape)
+        with np.errstate(all="ignore"):
+            q = d / (at + rt * mx)
+        q = np.where(np.isnan(q), 0.0, q)
+        anyn = infm = both = np.zeros(A.shape, bool)
         compared = np.ones(A.shape, bool)
         nan_mismatch = nan_both = inf_mismatch = 0
         ulpd = None
@@ -95,6 +120,9 @@ def oracle(a, b, *, atol=0.0, rtol=0.0, ulp=None, steps_axis=0):
     if compared.any():
         m = dm.max()
         flat = int(np.flatnonzero(dm.ravel() == m)[0])
+        if na not in FLOATS:  # the exact integer magnitude breaks a tie of the float64 ones
+            exact = dd.ravel().tolist()
+            flat = max(range(len(exact)), key=lambda k: (exact[k], -k))
         out["max_abs"] = float(m)
         out["argmax"] = tuple(int(i) for i in np.unravel_index(int(I.ravel()[flat]), shape))
         out["step"] = 0 if (a.ndim == 0 or steps_axis is None) else flat // A.shape[1]
@@ -109,6 +137,23 @@ def oracle(a, b, *, atol=0.0, rtol=0.0, ulp=None, steps_axis=0):
         out["max_ulp"] = int(max(vals)) if vals else 0
     else:
         out["max_ulp"] = None
+    # margin: per element |a-b| / allowed (0/0 and inf/inf count 0) and ULP / ulp; a NaN or
+    # inf mismatch is infinitely far; None with no bound set
+    if bounded:
+        terms = np.where(tol_set, q, 0.0) if A.size else np.zeros(A.shape)
+        if same_float and ulp is not None and A.size:
+            def ut(u, c):
+                if not c or u == 0:
+                    return 0.0
+                return float(u) / float(ulp) if ulp else math.inf
+            uterm = np.array([ut(u, c) for u, c in zip(ulpd.ravel(), compared.ravel())],
+                             dtype=np.float64).reshape(A.shape)
+            terms = np.maximum(terms, uterm)
+        terms = np.where((anyn & ~both) | infm, math.inf, terms)
+        out["series_margin"] = terms.max(axis=1) if A.size else np.zeros(nsteps)
+        out["margin"] = float(out["series_margin"].max()) if nsteps else 0.0
+    else:
+        out["series_margin"] = out["margin"] = None
     nz = np.flatnonzero(out["series_over"])
     out["onset"] = int(nz[0]) if nz.size else None
     out["within"] = out["count_over"] == 0
@@ -123,6 +168,11 @@ def check_against_oracle(d, o) -> None:
     for k in ("max_abs", "max_rel"):
         got, want = getattr(d, k), o[k]
         assert got == want or (math.isnan(got) and math.isnan(want)), (k, got, want)
+    assert d.margin == o["margin"], ("margin", d.margin, o["margin"])
+    if o["series_margin"] is None:
+        assert d.series_margin is None
+    else:
+        np.testing.assert_array_equal(d.series_margin, o["series_margin"])
     assert d.series.dtype == np.float64 and d.series_over.dtype == np.int64
     np.testing.assert_array_equal(d.series, o["series"])
     np.testing.assert_array_equal(d.series_over, o["series_over"])
@@ -137,6 +187,11 @@ def same_divergence(d1, d2) -> None:
         assert getattr(d1, k) == getattr(d2, k), (k, getattr(d1, k), getattr(d2, k))
     assert d1.series.tobytes() == d2.series.tobytes()
     assert d1.series_over.tobytes() == d2.series_over.tobytes()
+    assert np.float64(d1.margin if d1.margin is not None else -1).tobytes() == \
+        np.float64(d2.margin if d2.margin is not None else -1).tobytes()
+    assert (d1.series_margin is None) == (d2.series_margin is None)
+    if d1.series_margin is not None:
+        assert d1.series_margin.tobytes() == d2.series_margin.tobytes()
 
 
 @contextlib.contextmanager

@@ -204,19 +204,35 @@ def test_core_outside_allowed_set_is_an_error_naming_the_chip():
 
 
 @pytest.mark.parametrize("chip,why", [
-    ("tpu:0", "unknown device 'tpu'"),
-    ("cpu:3-1", "start after end"),
+    ("tpu:0", "is not a chip"),
+    ("cpu:3-1", "runs backwards"),
     ("cpu:", "empty core list"),
     ("cpu:0,0", "core 0 is listed twice"),
     ("cpu:5000", "exceeds the supported maximum"),
-    ("cuda:x", "not an integer"),
-    ("cpu0", "is not of the form"),
+    ("cuda:x", "must be an integer"),
+    ("cpu0", "is not a chip"),
 ])
 def test_bad_chip_strings(chip, why):
+    """A chip string is parsed once, by the config's grammar, before any child starts."""
+    with pytest.raises(ValueError, match=why):
+        ChipConfig(chip, ["true"])
+
+
+def test_box_env_wins_over_the_chip_in_the_workload(tmp_path):
+    """Regression: OMP_NUM_THREADS=1 in the box env with chip cpu:0-1 reached the workload
+    as 2 (the chip's derived value used to win)."""
+    if NCPU < 2:
+        pytest.skip("needs two usable cores")
+    out = tmp_path / "env.txt"
+    code = "import os; print(os.environ['OMP_NUM_THREADS'], os.environ['OPENBLAS_NUM_THREADS'])"
+    cfg = ChipConfig("cpu:0-1", [sys.executable, "-c", code], out_dir=str(tmp_path),
+                     env={"OMP_NUM_THREADS": "1"}, stdout=str(out))
     with ChipGroup() as g:
-        g.start([ChipConfig(chip, ["true"])])
-        with pytest.raises(BootstrapError, match=f"^chip 0 \\({chip}\\) bootstrap failed: .*{why}"):
-            g.wait(60)
+        g.start([cfg])
+        (ctx,) = g.wait(60)
+        assert _wait_done(g) == [0]
+    assert out.read_text().split() == ["1", "2"]  # the box's own env wins; the rest derived
+    assert ctx.threads == 1 and ctx.cpus == "0-1"
 
 
 def test_injected_error(monkeypatch):

@@ -196,3 +196,17 @@ def test_lorenz_reports_where_no_useful_bound_exists(tmp_path):
         assert z["atol"] is None and z["rtol"] is None
         assert f"no useful bound from step {z['no_useful_bound_from']}" in res.stdout
         assert "(warn)" in res.stderr
+
+
+def test_calibrate_stable_then_launch_with_its_bounds_passes(tmp_path):
+    mpiexec()
+    cluster = _setup(tmp_path)
+    specs = Path(__file__).resolve().parent.parent / "specs"
+    out = tmp_path / "stable.bounds.yaml"
+    res = _tolerance("calibrate", "stable", "--cluster", cluster, "--specs", specs,
+                     "--replicas", "1", "--out", out, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert yaml.safe_load(out.read_text())["keys"]["z_b"]["atol"] > 0
+    res = _tolerance("launch", "stable", "--cluster", cluster, "--specs", specs,
+                     "--bounds", out, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr

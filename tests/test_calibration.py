@@ -108,3 +108,100 @@ def test_a_missing_key_is_a_problem_not_a_bound(tmp_path):
     envs, bounds, problems = calibrate(members, None, factor=2.0)
     assert [e.key for e in envs] == ["x"]
     assert any("'y'" in p for p in problems)
+
+
+# -- bounds files: schema, use, check ---------------------------------------------------
+
+import textwrap  # noqa: E402
+
+import yaml  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from tolerance.cli import main  # noqa: E402
+from tolerance.config import load_spec  # noqa: E402
+from tolerance.config.bounds_file import (bounds_document, load_bounds_file,  # noqa: E402
+                                          workload_hash)
+from tolerance.config.spec import list_stems, with_run_overrides  # noqa: E402
+
+SPEC = """\
+schema: 1
+python: tolerance.examples.stable:main
+keys: [z_b, omega_b]
+bounds:
+  omega_b: {rtol: 1.0e-6}
+"""
+
+
+def _bounds_file(tmp_path, spec, name="s.bounds.yaml", **keys):
+    doc = bounds_document(stem=spec.stem, workload=workload_hash(spec), code_commit=None,
+                          boxes=["a", "b"], replicas=2, perturb=0.0, factor=2.0,
+                          steps_axis=spec.steps_axis, envelope_name=name[:-5] + ".npz",
+                          keys=keys, created="20260101T000000Z")
+    path = tmp_path / "specs" / name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _spec_dir(tmp_path, extra=""):
+    (tmp_path / "specs").mkdir(exist_ok=True)
+    (tmp_path / "specs" / "s.yaml").write_text(SPEC + extra)
+    return tmp_path / "specs"
+
+
+def test_a_bounds_file_bounds_the_keys_the_spec_leaves_unbounded(tmp_path):
+    sdir = _spec_dir(tmp_path)
+    spec = load_spec("s", sdir)
+    path = _bounds_file(tmp_path, spec, z_b={"atol": 3e-6, "rtol": None},
+                        omega_b={"atol": 9.0, "rtol": None})
+    used = with_run_overrides(spec, bounds_path=path)
+    assert used.bounds_for("z_b").atol == 3e-6
+    assert used.bounds_for("omega_b").rtol == 1e-6       # the spec's own bound wins
+    assert used.bounds_for("omega_b").atol != 9.0
+    assert used.calibrated == ("z_b",)
+    # the spec may name it; a later --bounds file replaces what the first one set
+    (sdir / "s.yaml").write_text(SPEC + "bounds_file: s.bounds.yaml\n")
+    named = load_spec("s", sdir)
+    assert named.bounds_for("z_b").atol == 3e-6
+    other = _bounds_file(tmp_path, spec, name="t.bounds.yaml", z_b={"atol": 5e-6})
+    assert with_run_overrides(named, bounds_path=other).bounds_for("z_b").atol == 5e-6
+    assert list_stems(sdir) == ["s"]                      # bounds files are not stems
+
+
+def test_check_says_when_a_bounds_file_was_made_for_another_spec(tmp_path):
+    sdir = _spec_dir(tmp_path)
+    spec = load_spec("s", sdir)
+    _bounds_file(tmp_path, spec, z_b={"atol": 3e-6})
+    (tmp_path / "cluster.yaml").write_text(textwrap.dedent("""\
+        schema: 1
+        boxes:
+          - {name: a, host: localhost}
+          - {name: b, host: localhost}
+        """))
+    args = ["check", "--cluster", str(tmp_path / "cluster.yaml"), "--specs", str(sdir)]
+    ok = CliRunner().invoke(main, args)
+    assert ok.exit_code == 0, ok.output
+    (sdir / "s.yaml").write_text(SPEC.replace("stable", "lorenz") + "bounds_file: s.bounds.yaml\n")
+    bad = CliRunner().invoke(main, args)
+    assert bad.exit_code == 2
+    assert "s.bounds.yaml: made for a different spec" in bad.output
+
+
+@pytest.mark.parametrize("field,value,expect", [
+    ("schema", "tolerance.bounds/9", "schema"),
+    ("factor", -1, "factor"),
+    ("keys", {"z_b": {"atol": "big"}}, "keys.z_b.atol"),
+    ("keys", {"z_b": {"false_positive_rate": 3}}, "keys.z_b.false_positive_rate"),
+    ("envelope", "../../etc/x.npz", "envelope"),
+    ("surprise", 1, "surprise"),
+])
+def test_a_malformed_bounds_file_is_one_line_naming_the_field(tmp_path, field, value, expect):
+    sdir = _spec_dir(tmp_path)
+    spec = load_spec("s", sdir)
+    path = _bounds_file(tmp_path, spec, z_b={"atol": 1e-6})
+    doc = yaml.safe_load(path.read_text())
+    doc[field] = value
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(Exception) as info:
+        load_bounds_file(path)
+    line = str(info.value)
+    assert line.startswith(str(path)) and expect in line and "\n" not in line

@@ -180,13 +180,42 @@ def test_missing_file(tmp_path):
         load_cluster(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("text, kind, first, last, slug", [
-    ("cpu:*", "cpu", None, None, "cpu-all"), ("cpu:0-3", "cpu", 0, 3, "cpu-0-3"),
-    ("cpu:2", "cpu", 2, 2, "cpu-2"), ("cuda:1", "cuda", 1, None, "cuda-1"),
-    ("rocm:0", "rocm", 0, None, "rocm-0")])
-def test_parse_chip(text, kind, first, last, slug):
+@pytest.mark.parametrize("text, kind, index, cores, slug, norm", [
+    ("cpu:*", "cpu", None, None, "cpu-all", "cpu:*"),
+    ("cpu:0-3", "cpu", None, (0, 1, 2, 3), "cpu-0-3", "cpu:0-3"),
+    ("cpu:2", "cpu", None, (2,), "cpu-2", "cpu:2"),
+    ("cpu:0,2", "cpu", None, (0, 2), "cpu-0_2", "cpu:0,2"),
+    ("cpu:4-5,0,1", "cpu", None, (0, 1, 4, 5), "cpu-0-1_4-5", "cpu:0-1,4-5"),
+    ("cuda:1", "cuda", 1, None, "cuda-1", "cuda:1"),
+    ("rocm:0", "rocm", 0, None, "rocm-0", "rocm:0")])
+def test_parse_chip(text, kind, index, cores, slug, norm):
     chip = parse_chip(text)
-    assert (chip.kind, chip.first, chip.last, chip.slug, str(chip)) == (kind, first, last, slug, text)
+    assert (chip.kind, chip.index, chip.cores, chip.slug, str(chip)) == \
+        (kind, index, cores, slug, norm)
+
+
+@pytest.mark.parametrize("text", ["cpu:0,2", "cpu:0-3", "cpu:7", "cpu:*", "cpu:4-5,0,1",
+                                  "cuda:3", "rocm:0", "cpu:0,0", "cpu:3-1", "cpu:", "cpu:5000",
+                                  "cpu:1-", "tpu:0", "cuda:x", "cpu0", "cpu:0,,1"])
+def test_one_chip_grammar_everywhere(text):
+    """The config's parse and the native bring-up's agree on every chip string."""
+    from tolerance import _native
+    try:
+        native = _native.parse_chip(text)
+    except ValueError:
+        native = None
+    try:
+        chip = parse_chip(text)
+    except ValueError:
+        chip = None
+    assert (chip is None) == (native is None), (text, chip, native)
+    if chip is not None:
+        assert chip.kind == native["device"]
+        if chip.kind == "cpu":
+            assert (chip.cores is None) == native["all_cpus"]
+            assert list(chip.cores or ()) == native["cpus"]
+        else:
+            assert chip.index == native["device_id"]
 
 
 @pytest.mark.parametrize("text", ["gpu:0", "cpu:", "cpu:a", "cuda:*", "cuda:0-1", " cpu:*",
@@ -196,10 +225,28 @@ def test_bad_chips(text):
         parse_chip(text)
 
 
-def test_chip_env():
-    assert parse_chip("cuda:1").env() == {"CUDA_VISIBLE_DEVICES": "1"}
-    assert parse_chip("rocm:2").env()["ROCR_VISIBLE_DEVICES"] == "2"
-    assert parse_chip("cpu:0-1").env() == {} and parse_chip("cpu:0-1").cpus == (0, 1)
+def test_chip_knobs():
+    from tolerance.config import THREAD_VARS, knob_env
+    assert knob_env(parse_chip("cuda:1")) == {"CUDA_VISIBLE_DEVICES": "1"}
+    assert knob_env(parse_chip("rocm:2")) == {"ROCR_VISIBLE_DEVICES": "2",
+                                              "HIP_VISIBLE_DEVICES": "2"}
+    assert knob_env(parse_chip("cpu:0-1")) == {v: "2" for v in THREAD_VARS}
+    assert knob_env(parse_chip("cpu:*")) == {}
+    assert knob_env(parse_chip("cpu:0-3"), threads=3)["MKL_NUM_THREADS"] == "3"
+
+
+def test_box_env_wins_over_what_the_chip_implies():
+    """Regression: a box with OMP_NUM_THREADS=1 and chip cpu:0-1 gave its workload 2."""
+    from tolerance.config import Box, knob_env
+    from tolerance.runner import chip_env
+    box = Box(name="a", host="localhost", root="/r", env={"OMP_NUM_THREADS": "1"},
+              chips=("cpu:0-1",), threads=4)
+    spec = parse_spec(minimal(), stem="s")
+    env = chip_env(spec, box, parse_chip("cpu:0-1"))
+    assert env["OMP_NUM_THREADS"] == "1"          # the box's env wins
+    assert env["OPENBLAS_NUM_THREADS"] == "4"     # then the box's threads
+    assert knob_env(parse_chip("cuda:0"), env={"CUDA_VISIBLE_DEVICES": "7"}) == \
+        {"CUDA_VISIBLE_DEVICES": "7"}
 
 
 # -- specs -------------------------------------------------------------------------------
@@ -212,7 +259,7 @@ def test_spec_defaults():
     s = parse_spec(minimal(), stem="s")
     assert s.command == ("run", "{out}") and s.python is None
     assert s.outputs == "*.npz" and s.keys == ("z_b", "omega_b")
-    assert s.bounds_for("z_b") == Bounds(0.0, 0.0, None) and s.steps_axis == 0
+    assert s.bounds_for("z_b") == Bounds(None, None, None) and s.steps_axis == 0
     assert s.env == {} and s.timeout == 600.0
 
 
@@ -220,9 +267,13 @@ def test_spec_bounds_per_key_fall_back_to_default():
     s = parse_spec(minimal(bounds={"default": {"atol": 1e-6, "ulp": 4},
                                    "z_b": {"rtol": 1e-3}, "omega_b": {"ulp": None}}), stem="s")
     assert s.bounds_for("z_b") == Bounds(atol=1e-6, rtol=1e-3, ulp=4)
-    assert s.bounds_for("omega_b") == Bounds(atol=1e-6, rtol=0.0, ulp=None)
-    assert s.bounds_for("not_listed") == Bounds(atol=1e-6, rtol=0.0, ulp=4)
+    assert s.bounds_for("omega_b") == Bounds(atol=1e-6, rtol=None, ulp=None)
+    assert s.bounds_for("not_listed") == Bounds(atol=1e-6, rtol=None, ulp=4)
     assert set(s.bounds) == {"z_b", "omega_b"}
+    # an unset bound is not a zero bound; `atol: null` unsets an inherited one
+    s = parse_spec(minimal(bounds={"default": {"atol": 1e-6}, "z_b": {"atol": None, "ulp": 2}}),
+                   stem="s")
+    assert s.bounds_for("z_b") == Bounds(atol=None, rtol=None, ulp=2)
 
 
 def test_spec_yaml_floats_like_1e_minus_6(tmp_path):

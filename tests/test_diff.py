@@ -85,7 +85,7 @@ def test_n_way_rows_agree_with_the_kernel(tmp_path, n):
     doc = _json(*paths, "--atol", ATOL)
     assert doc["schema"] == "tolerance.diff/1"
     assert [i["label"] for i in doc["inputs"]] == [p.name for p in paths]
-    assert doc["bounds"] == {"atol": ATOL, "rtol": 0.0, "ulp": None}
+    assert doc["bounds"] == {"atol": ATOL, "rtol": None, "ulp": None}
     keys = ["z_b", "omega_b", "ints"]
     assert list(doc["inputs"][0]["keys"]) == keys
     assert doc["inputs"][0]["keys"]["z_b"] == {"shape": [120, 33], "dtype": "float32"}
@@ -103,16 +103,29 @@ def test_n_way_rows_agree_with_the_kernel(tmp_path, n):
 def test_chunk_size_and_threads_do_not_change_a_figure(tmp_path):
     paths = _family(tmp_path, 3)
     ref = _json(*paths, "--atol", ATOL)
-    for extra in (["--chunk-bytes", "200"], ["--chunk-bytes", "1"], ["--threads", "2"],
-                  ["--chunk-bytes", "4096", "--threads", "1"]):
+    for extra in (["--chunk-mb", "0.0625"], ["--chunk-mb", "64"], ["--threads", "2"],
+                  ["--chunk-mb", "1", "--threads", "1"]):
         assert _json(*paths, "--atol", ATOL, *extra) == ref, extra
+    # below the option's floor: the engine itself, down to one element per block
+    from tolerance.compare.engine import diff_inputs, open_inputs
+    from tolerance.compare.report import diff_document
+    from tolerance.config.spec import Bounds
+    for budget in (1, 200, 4096):
+        inputs = open_inputs(paths)
+        try:
+            doc = diff_document(diff_inputs(inputs, bound=Bounds(atol=float(ATOL)),
+                                            budget=budget))
+        finally:
+            for d in inputs:
+                d.archive.close()
+        assert doc["rows"] == ref["rows"], budget
 
 
 @pytest.mark.parametrize("axis", ["1", "-1", "none"])
 def test_other_steps_axes(tmp_path, axis):
     paths = _family(tmp_path, 3)
     doc = _json(*paths, "--atol", ATOL, "--steps-axis", axis, "--keys", "z_b,omega_b",
-                "--chunk-bytes", "300")
+                "--chunk-mb", "0.0625")
     ax = None if axis == "none" else int(axis)
     assert doc["steps_axis"] == ax
     _check_rows_against_kernel(doc, paths, ["z_b", "omega_b"], atol=ATOL, steps_axis=ax)
@@ -183,11 +196,13 @@ def test_unmeasured_rows_in_json(tmp_path):
     rows = {r["key"]: r for r in doc["rows"]}
     assert rows["x"]["status"] == "unmeasured"
     assert rows["x"]["reason"] == "shape mismatch (4, 3) vs (4, 2)"
+    assert rows["x"]["code"] == "shape_mismatch" and rows["k"]["code"] == "ulp_needs_same_float"
     assert rows["x"]["max_abs"] == "nan" and rows["x"]["max_rel"] == "nan"
     for f in ("argmax", "step", "max_ulp", "count_over", "size", "nan_mismatch", "nan_both",
               "inf_mismatch", "onset"):
         assert rows["x"][f] is None
-    assert rows["k"]["status"] == "unmeasured" and "--ulp" in rows["k"]["reason"]
+    assert rows["k"]["status"] == "unmeasured" and "ULP bound" in rows["k"]["reason"]
+    assert "--" not in rows["k"]["reason"]  # no library message names a command-line flag
     assert doc["exit_code"] == 3
 
 

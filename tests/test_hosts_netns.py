@@ -218,3 +218,40 @@ def test_by_hand_a_rank_on_the_wrong_host_is_refused_naming_the_box(hosts):
     assert len(errs) == 1 and "box 'haswell' is declared on host" in errs[0], res.stderr
     assert hosts.hostnames[1] in errs[0]
     assert_nothing_left(hosts)
+
+
+def _commit(root: Path, name: str) -> str:
+    import subprocess
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid"}
+    (root / name).write_text("# a note made on one host\n")
+    subprocess.run(["git", "-C", str(root), "add", name], check=True, env=env, timeout=30)
+    subprocess.run(["git", "-C", str(root), "commit", "-q", "-m", name], check=True, env=env,
+                   timeout=30)
+    return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True, env=env,
+                          capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+def test_sync_push_brings_a_box_to_the_controllers_commit(hosts):
+    head = _commit(hosts.root(0), "pushed.txt")      # the controller is one commit ahead
+    cluster = write_cluster(hosts, coretypes=False)
+    # verify refuses: box 1 and 2 are one commit behind
+    rt, extra_env = runtime_args("hydra")
+    argv = [sys.executable, "-m", "tolerance", "launch", "lorenz", "--cluster", cluster,
+            "--specs", SPECS, *rt]
+    res = hosts.run_ctl(argv, cwd=hosts.root(0), timeout=120, env={**hosts.env(), **extra_env})
+    assert res.returncode == 2 and "do not run the same code" in res.stderr, res.stderr
+    res = hosts.run_ctl(argv + ["--sync", "push"], cwd=hosts.root(0), timeout=120,
+                        env={**hosts.env(), **extra_env})
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(next(hosts.root(0).glob("runs/lorenz/*/report.json")).read_text())
+    assert doc["sync"] == "push" and [b["commit"] for b in doc["boxes"]] == [head] * 3
+    # a real local change on one host is refused, naming the box and the file
+    model = hosts.root(2) / "python" / "tolerance" / "examples" / "lorenz.py"
+    model.write_text(model.read_text() + "\nSTEPS_CHANGED = 1\n")
+    res = hosts.run_ctl(argv + ["--sync", "push"], cwd=hosts.root(0), timeout=120,
+                        env={**hosts.env(), **extra_env})
+    assert res.returncode == 2, res.stdout + res.stderr
+    line = assert_one_line(res)
+    assert "box prescott" in line and "local changes" in line and "lorenz.py" in line, line
+    assert_nothing_left(hosts)

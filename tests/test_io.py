@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from _npzfiles import Entry, npy_bytes, npy_header, write_zip
 from tolerance._errors import FormatError, ToleranceError
 from tolerance.cli import main
-from tolerance.io import (atomic_writer, newest_npz, open_npz, plan_chunk, write_json,
+from tolerance.io import (atomic_writer, newest_npz, open_npz, plan_blocks, write_json,
                           write_npz)
 
 
@@ -89,10 +89,13 @@ def test_stored_chunks_are_views_of_the_file_not_copies(tmp_path):
 
 
 def test_chunk_plan_by_byte_budget():
-    assert plan_chunk((1000, 64), 0, 4, budget=4096) == 16
-    assert plan_chunk((1000, 64), 1, 4, budget=4096) == 1024 // 1000 or 1
-    assert plan_chunk((10, 10**7), 0, 8, budget=4096) == 1  # one step over budget: one chunk
-    assert plan_chunk((100,), None, 8, budget=80) == 10
+    assert plan_blocks((1000, 64), 0, 4, budget=4096)[0] == 16
+    assert plan_blocks((1000, 64), 1, 4, budget=4096)[0] == 1  # a step of 4000 B: one per block
+    assert plan_blocks((10, 10**7), 0, 8, budget=4096) == (1, [(i, i + 1) for i in range(10)])
+    assert plan_blocks((100,), None, 8, budget=80) == (10, [(i, i + 10) for i in range(0, 100, 10)])
+    assert plan_blocks((100,), None, 2, budget=80)[0] == 40  # the real element size counts
+    assert plan_blocks((0, 3), 0, 8, budget=80) == (3, [(0, 0)])
+    assert plan_blocks((7,), 0, 8, budget=1 << 40)[0] == (1 << 30) // 8  # capped: one MPI message
 
 
 def test_streaming_memory_is_bounded(tmp_path):

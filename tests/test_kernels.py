@@ -100,8 +100,8 @@ def cases(draw):
         axis = None
     else:
         axis = draw(st.integers(-a.ndim, a.ndim - 1))
-    atol = draw(st.sampled_from([0.0, 1e-6, 0.5, 3.0, np.inf]))
-    rtol = draw(st.sampled_from([0.0, 1e-3, 0.5]))
+    atol = draw(st.sampled_from([None, 0.0, 1e-6, 0.5, 3.0, np.inf]))
+    rtol = draw(st.sampled_from([None, 0.0, 1e-3, 0.5]))
     ulp = None
     if na == nb and na in FLOATS:
         ulp = draw(st.sampled_from([None, 0, 1, 4, 2**70]))

@@ -86,23 +86,35 @@ def test_lorenz_on_the_default_boxes_fails_from_step_0(lorenz_run):
         assert len(s.files) == 2 * len(doc["rows"])
 
 
+@pytest.fixture(scope="module")
+def lorenz_run_small_blocks(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lorenz-small")
+    res = run_job(write_cluster(root, default_boxes()), "lorenz", "--chunk-mb", "0.0625")
+    return root, res
+
+
 @pytest.mark.skipif(not X86, reason="OPENBLAS_CORETYPE names x86-64 kernels")
-def test_report_rows_equal_tolerance_diff_on_the_same_files(lorenz_run):
-    root, res = lorenz_run
+@pytest.mark.parametrize("which", ["default", "small"])
+def test_report_rows_equal_tolerance_diff_on_the_same_files(lorenz_run, lorenz_run_small_blocks,
+                                                            which):
+    root, res = lorenz_run if which == "default" else lorenz_run_small_blocks
+    assert res.returncode == 1, res.stderr
     doc = report_of(root, "lorenz")
     outputs = [b["chips"][0]["output"] for b in doc["boxes"]]
-    for key, bounds in doc["bounds"].items():
-        args = ["diff", *outputs, "--keys", key, "--json", "--atol", repr(bounds["atol"]),
-                "--rtol", repr(bounds["rtol"])]
-        out = CliRunner().invoke(main, args)
-        assert out.exit_code in (0, 1, 3), out.output
-        diff_rows = json.loads(out.stdout)["rows"]
-        run_rows = [r for r in doc["rows"] if r["key"] == key]
-        assert len(diff_rows) == len(run_rows) == 3
-        for d, r in zip(diff_rows, run_rows):
-            for f in ("status", "max_abs", "argmax", "step", "max_rel", "max_ulp", "count_over",
-                      "size", "nan_mismatch", "nan_both", "inf_mismatch", "onset"):
-                assert d[f] == r[f], (key, f, d, r)
+    for chunk_mb in ("0.0625", "1", "16", "64"):
+        for key, bounds in doc["bounds"].items():
+            args = ["diff", *outputs, "--keys", key, "--json", "--atol", repr(bounds["atol"]),
+                    "--rtol", repr(bounds["rtol"]), "--chunk-mb", chunk_mb]
+            out = CliRunner().invoke(main, args)
+            assert out.exit_code in (0, 1, 3), out.output
+            diff_rows = json.loads(out.stdout)["rows"]
+            run_rows = [r for r in doc["rows"] if r["key"] == key]
+            assert len(diff_rows) == len(run_rows) == 3
+            for d, r in zip(diff_rows, run_rows):
+                for f in ("status", "code", "bound", "max_abs", "argmax", "step", "max_rel",
+                          "max_ulp", "count_over", "size", "nan_mismatch", "nan_both",
+                          "inf_mismatch", "onset"):
+                    assert d[f] == r[f], (which, chunk_mb, key, f, d, r)
 
 
 def test_stable_stays_within_bound(tmp_path):
@@ -148,7 +160,9 @@ def test_a_failing_box_is_unmeasured_and_the_others_compared(tmp_path):
 
 def test_a_rank_killed_mid_compare_ends_the_job_naming_the_box(tmp_path):
     cluster = write_cluster(tmp_path, [{"name": n} for n in ("a", "b", "c")])
-    env = {**os.environ, "TOLERANCE_TEST_KILL_BOX": "b"}
+    faults = str(Path(__file__).with_name("_faults"))  # a test-only sitecustomize
+    env = {**os.environ, "TOLERANCE_TEST_KILL_BOX": "b",
+           "PYTHONPATH": os.pathsep.join(filter(None, [faults, os.environ.get("PYTHONPATH")]))}
     argv = [sys.executable, "-m", "tolerance", "launch", "stable", "--cluster", str(cluster),
             "--specs", str(SPECS), "--mpiexec", mpiexec()]
     t0, t0_wall = time.monotonic(), time.time() - 1
@@ -167,7 +181,11 @@ def test_a_rank_killed_mid_compare_ends_the_job_naming_the_box(tmp_path):
 
 
 def _git(root, *args):
-    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, timeout=30)
+    # one fixed date: the three roots' commits are the same commit, whenever they are made
+    env = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+           "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
+    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, timeout=30,
+                   env=env)
 
 
 def _box_roots(tmp_path, change: str | None):
@@ -231,3 +249,24 @@ def test_launch_dry_run_prints_the_command_and_starts_nothing(tmp_path):
     for box in ("haswell", "sandybridge", "prescott"):
         assert f"python {box} -m tolerance run lorenz" in out.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_sync_push_by_hand_ships_rank_0s_commit(tmp_path):
+    roots = _box_roots(tmp_path, None)
+    (roots[0] / "model.py").write_text("def step(x):\n    return 4 * x\n")
+    _git(roots[0], "commit", "-q", "-am", "newer model")
+    head = subprocess.run(["git", "-C", str(roots[0]), "rev-parse", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    (roots[2] / "model.py").write_text("def step(x):\n    return 5 * x\n")   # a real change
+    boxes = [{"name": n, "root": str(r)} for n, r in zip("abc", roots)]
+    cluster = write_cluster(tmp_path, boxes)
+    res = run_job(cluster, "stable", "--sync", "push")
+    assert res.returncode == 2, res.stdout + res.stderr
+    errs = [ln for ln in res.stderr.splitlines() if ln.startswith("tolerance: error:")]
+    assert len(errs) == 1 and "box c" in errs[0] and "model.py" in errs[0], res.stderr
+    _git(roots[2], "checkout", "-q", "--", "model.py")
+    res = run_job(cluster, "stable", "--sync", "push")
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = report_of(roots[0], "stable")
+    assert doc["sync"] == "push" and [b["commit"] for b in doc["boxes"]] == [head] * 3
+    assert (roots[1] / "model.py").read_text() == "def step(x):\n    return 4 * x\n"

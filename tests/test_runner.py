@@ -252,7 +252,9 @@ def test_python_entry_and_context(tmp_path, monkeypatch):
     assert ctx["chip"] == "cpu:0" and ctx["box"] == "b1" and ctx["stem"] == "t" and ctx["spec_hash"] == spec.identity_hash()
 
 
-def test_env_box_then_spec_then_chip(tmp_path, monkeypatch):
+def test_env_chip_then_box_then_spec(tmp_path, monkeypatch):
+    """The documented knob order: what the chip implies, then the box's env, then the
+    spec's env (the box's own CUDA_VISIBLE_DEVICES wins over the cuda:3 chip's)."""
     monkeypatch.setenv("TOL_TEST_PARENT", "parent")
     monkeypatch.setenv("TOL_TEST_X", "parent")
     script = ("import json, os, sys; json.dump(dict((k, os.environ.get(k)) for k in "
@@ -265,10 +267,10 @@ def test_env_box_then_spec_then_chip(tmp_path, monkeypatch):
     (chip,) = result.chips
     seen = json.loads(Path(chip.output).read_text())
     assert seen == {"TOL_TEST_PARENT": "parent", "TOL_TEST_X": "box", "TOL_TEST_Y": "spec",
-                    "TOL_TEST_Z": "spec", "CUDA_VISIBLE_DEVICES": "3"}
+                    "TOL_TEST_Z": "spec", "CUDA_VISIBLE_DEVICES": "9"}
     # the record is the resolved extra env, not the whole os.environ
     assert chip.env == {"TOL_TEST_X": "box", "TOL_TEST_Y": "spec", "TOL_TEST_Z": "spec",
-                        "CUDA_VISIBLE_DEVICES": "3"}
+                        "CUDA_VISIBLE_DEVICES": "9"}
 
 
 # -- outputs -------------------------------------------------------------------------------

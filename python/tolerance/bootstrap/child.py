@@ -2,7 +2,7 @@
 
 Started by :class:`tolerance.bootstrap.ChipGroup` (never by hand). CONFIG is the chip's JSON
 config, inline or ``@path``. The shim opens its mailbox, brings the chip up in native code
-(affinity, device visibility, thread variables), publishes SUCCESS or ERROR,
+(affinity; its environment knobs were resolved by the parent), publishes SUCCESS or ERROR,
 then runs the workload in the chip's output directory: ``exec`` of its argv, or an
 import-and-call of ``module:function`` as ``fn(ctx, out_dir)`` (an int return value is the
 exit status).
@@ -119,15 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         if status is not None:
             return status
 
-    ok, info, env = _native.chip_bring_up(mailbox, chip, rank, nranks,
-                                          int(cfg.get("threads") or 0))
+    ok, info = _native.chip_bring_up(mailbox, chip, rank, nranks,
+                                     int(cfg.get("threads") or 0))
     if not ok:
         print(f"tolerance.bootstrap.child: {info}", file=sys.stderr)
         return 3
 
     data = {"published": info}
-    os.environ.update({str(k): str(v) for k, v in (cfg.get("env") or {}).items()})
-    os.environ.update(dict(env))  # chip variables win over the workload env
+    # the environment knobs were resolved by the parent (config.chips.knob_env) and are
+    # this process's own environment already
     os.environ[CONTEXT_ENV] = json.dumps(data, separators=(",", ":"))
     out_dir = cfg.get("out_dir") or os.getcwd()
 

@@ -15,21 +15,21 @@ __all__ = ["kill_process_group", "last_line", "spawn_chip"]
 def spawn_chip(c: ChipConfig, mailbox: str, rank: int, nranks: int) -> subprocess.Popen:
     """Start chip `rank` of `nranks` (its mailbox created by the group)."""
     out_dir = os.path.abspath(c.out_dir)
+    env = dict(os.environ)
+    knobs = c.knobs()
+    env.update(knobs)
+    threads = knobs.get("OMP_NUM_THREADS", "")
     payload = {
-        "chip": c.chip, "rank": rank, "nranks": nranks, "threads": c.threads,
+        "chip": c.chip, "rank": rank, "nranks": nranks,
+        "threads": int(threads) if threads.isdigit() else None,  # recorded in the context
         "argv": list(c.argv) if c.argv is not None else None, "python": c.python,
-        "out_dir": out_dir, "env": dict(c.env),
+        "out_dir": out_dir,
     }
     cmd = [c.python_exe, "-m", "tolerance.bootstrap.child", mailbox,
            json.dumps(payload, separators=(",", ":"))]
     # The workload env is the shim's own from its first instruction: variables such as
-    # OPENBLAS_CORETYPE act only if set before NumPy is imported, and the shim imports
-    # `tolerance` (hence NumPy) before it brings the chip up.
-    env = dict(os.environ)
-    env.update(c.env)
-    if c.threads:  # also for the shim's own interpreter, before any BLAS starts
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(c.threads)
+    # OPENBLAS_CORETYPE act only if set before NumPy is imported, and thread variables
+    # must be set before any BLAS pool starts in the shim's own interpreter.
     files = []
     try:
         out = err = None

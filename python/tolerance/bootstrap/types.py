@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from tolerance._errors import ToleranceError
+from tolerance.config.chips import knob_env, parse_chip
 
 __all__ = ["BootstrapError", "ChipConfig", "ChipContext"]
 
@@ -22,19 +23,25 @@ class BootstrapError(ToleranceError):
 class ChipConfig:
     """One chip of a box: what to bring up and what to run on it."""
 
-    chip: str                               # "cpu:0-3" | "cpu:2" | "cpu:*" | "cuda:1" | "rocm:0"
+    chip: str                               # the chip grammar (config.chips): "cpu:0-3", "cuda:1"
     argv: Sequence[str] | None = None       # workload to exec after bring-up, or None
     python: str | None = None               # "module:function" called as fn(ctx, out_dir)
     out_dir: str = "."                      # the chip's output directory (cwd of the workload)
-    env: Mapping[str, str] = field(default_factory=dict)  # extra env for the workload
-    threads: int | None = None              # OMP/OPENBLAS/MKL_NUM_THREADS for the workload
+    env: Mapping[str, str] = field(default_factory=dict)  # the box's (and spec's) env: wins
+    threads: int | None = None              # every thread variable (below `env`)
     stdout: str | None = None               # log file paths (None: inherit the parent's)
     stderr: str | None = None
     python_exe: str = sys.executable        # interpreter for the chip shim
 
+    def knobs(self) -> dict[str, str]:
+        """The workload's environment knobs, resolved in the one documented order
+        (config.chips.knob_env): derived from the chip, then `threads`, then `env`."""
+        return knob_env(parse_chip(self.chip), threads=self.threads, env=self.env)
+
     def __post_init__(self) -> None:
         if not isinstance(self.chip, str) or not self.chip:
             raise ValueError(f"chip must be a non-empty string, not {self.chip!r}")
+        object.__setattr__(self, "chip", str(parse_chip(self.chip)))  # ValueError: not a chip
         if (self.argv is None) == (self.python is None):
             raise ValueError(f"chip {self.chip}: give exactly one of argv and python")
         if self.argv is not None:

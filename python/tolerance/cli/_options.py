@@ -19,16 +19,24 @@ def _nonneg(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     return value
 
 
-atol = click.option("--atol", type=float, default=0.0, show_default=True, callback=_nonneg,
-                    help="Absolute bound: inside when |a-b| <= atol + rtol*max(|a|,|b|).")
-rtol = click.option("--rtol", type=float, default=0.0, show_default=True, callback=_nonneg,
+# Each bound is optional: an element is inside when it meets every bound that is set, and
+# with none set inside means equal (an unset bound is not a zero bound).
+atol = click.option("--atol", type=float, default=None, callback=_nonneg,
+                    help="Absolute bound: inside when |a-b| <= atol + rtol*max(|a|,|b|) "
+                         "(an unset atol counts 0 there when --rtol is set).")
+rtol = click.option("--rtol", type=float, default=None, callback=_nonneg,
                     help="Relative bound (symmetric: no input is the reference).")
 ulp = click.option("--ulp", type=click.IntRange(min=0), default=None,
-                   help="Also require the ULP distance to be <= this (same float type only).")
+                   help="Require the ULP distance to be <= this (same float type only); "
+                        "alone, it means 'within ULP'. No bound at all: equal required.")
 steps_axis = click.option("--steps-axis", default="0", show_default=True, callback=_steps_axis,
                           help="Axis that indexes steps, or 'none' for one step.")
 threads = click.option("--threads", type=click.IntRange(min=1), default=None,
                        help="Kernel threads (default: the cores this process may use).")
+chunk_mb = click.option("--chunk-mb", type=click.FloatRange(min=0.0625, max=1024), default=16.0,
+                        show_default=True,
+                        help="Byte budget of one block (whole steps) per input: what is read, "
+                             "hashed and, in a run, sent between boxes at a time.")
 as_json = click.option("--json", "as_json", is_flag=True,
                        help="Print exactly one JSON document on stdout.")
 quiet = click.option("-q", "--quiet", is_flag=True, help="Print only the summary line.")

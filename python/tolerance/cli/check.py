@@ -43,6 +43,7 @@ def check(ctx: click.Context, stems: tuple[str, ...], cluster_path: str | None,
             problems.append(f"{sdir}: no such specs directory")
         names = list_stems(sdir)
     checked: dict[str, str] = {}
+    notes: list[str] = []
     for stem in names:
         try:
             spec = load_spec(stem, sdir)
@@ -50,14 +51,19 @@ def check(ctx: click.Context, stems: tuple[str, ...], cluster_path: str | None,
             problems += _problems(exc)
             continue
         checked[spec.stem] = spec.identity_hash()
+        named, found = _bounds_files_problems(spec, sdir, cluster)
+        problems += named
+        notes += found
 
     if as_json:
         click.echo(json.dumps({"cluster": str(path),
                                "boxes": list(cluster.names) if cluster else None,
-                               "specs": checked, "problems": problems}, indent=2, sort_keys=True))
+                               "specs": checked, "problems": problems, "warnings": notes}, indent=2, sort_keys=True))
     else:
         for line in problems:
             click.echo(line)
+        for line in notes:
+            click.echo(f"(warn) {line}")
         if cluster is not None:
             click.echo(f"ok: {path}: {len(cluster.boxes)} boxes ({', '.join(cluster.names)})")
         for stem, digest in checked.items():
@@ -65,3 +71,36 @@ def check(ctx: click.Context, stems: tuple[str, ...], cluster_path: str | None,
         if problems:
             click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}", err=True)
     ctx.exit(EXIT_ERROR if problems else EXIT_OK)
+
+
+def _bounds_files_problems(spec, sdir: Path, cluster) -> tuple[list[str], list[str]]:
+    """A spec's calibrated bounds files: the one it names (`bounds_file:`; a mismatch is a
+    problem) and `<stem>.bounds.yaml` beside it (a mismatch is a warning). A different
+    code commit is always only a warning: code moves on, bounds may still hold."""
+    from tolerance.collective.code_fingerprint import code_fingerprint
+    from tolerance.config.bounds_file import load_bounds_file
+
+    problems: list[str] = []
+    warnings: list[str] = []
+    candidates = []
+    if spec.bounds_file is not None:
+        candidates.append((Path(spec.bounds_file), True))
+    beside = sdir / f"{spec.stem}.bounds.yaml"
+    if beside.is_file() and (spec.bounds_file is None
+                             or beside.resolve() != Path(spec.bounds_file).resolve()):
+        candidates.append((beside, False))
+    commit = None
+    if candidates and cluster is not None and cluster.boxes:
+        commit = code_fingerprint(cluster.boxes[0].root).head
+    for path, named in candidates:
+        try:
+            bf = load_bounds_file(path)
+        except ConfigError as exc:
+            (problems if named else warnings).extend(_problems(exc))
+            continue
+        for why in bf.mismatch(spec):
+            (problems if named else warnings).append(f"{path}: {why}")
+        if commit and bf.code_commit and commit != bf.code_commit:
+            warnings.append(f"{path}: made at commit {bf.code_commit[:12]}, "
+                            f"this checkout is at {commit[:12]}")
+    return problems, warnings

@@ -6,8 +6,6 @@ import json
 import click
 
 from tolerance.cli import _options as opt
-from tolerance.compare.rows import describe_bounds, format_row, summarize
-from tolerance.io.npz import DEFAULT_CHUNK_BYTES
 
 
 @click.command("diff")
@@ -15,21 +13,23 @@ from tolerance.io.npz import DEFAULT_CHUNK_BYTES
 @opt.keys
 @opt.bounds
 @opt.steps_axis
+@opt.chunk_mb
 @opt.threads
 @opt.as_json
 @opt.series
 @opt.quiet
-@click.option("--chunk-bytes", type=click.IntRange(min=1), default=DEFAULT_CHUNK_BYTES,
-              hidden=True, help="Byte budget of one chunk per input.")
-def diff(paths, keys, atol, rtol, ulp, steps_axis, threads, as_json, series_path, quiet,
-         chunk_bytes):
+def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, series_path,
+         quiet):
     """Compare .npz/.npy files pairwise: max |a-b| per key and per step.
 
     A directory stands for the newest .npz under it (by modification time). Exit codes:
     0 every row within bounds, 1 a bound exceeded (or a NaN/inf mismatch), 2 error,
     3 some row unmeasured (missing key, shape or dtype mismatch) and none exceeded.
     """
-    from tolerance.compare.engine import diff_inputs, open_inputs
+    from tolerance.compare.engine import PartialKey, diff_inputs, open_inputs
+    from tolerance.compare.report import diff_document, format_row, series_arrays, summarize
+    from tolerance.compare.rows import KEY_NOT_EVERYWHERE, MISSING_KEY, UNMEASURED
+    from tolerance.config.spec import Bounds
     from tolerance.io.atomic import write_npz
 
     if len(paths) < 2:
@@ -42,33 +42,38 @@ def diff(paths, keys, atol, rtol, ulp, steps_axis, threads, as_json, series_path
         names = keys if keys is not None else \
             {k for d in inputs for k in d.archive.keys()}
         wk = max((len(k) for k in names), default=0)
-        bound = describe_bounds(atol, rtol, ulp)
         show = not as_json and not quiet
 
         def on_rows(rows):
             if show:
                 for r in rows:
-                    if r["status"] == "unmeasured" and keys is None and r["reason"].startswith(
-                            ("missing key", "key not in every input")):
+                    if r.status == UNMEASURED and keys is None and \
+                            r.code in (MISSING_KEY, KEY_NOT_EVERYWHERE):
                         continue  # said once by the key's (warn) line
-                    click.echo(format_row(r, widths=(wa, wb, wk), bounds=bound,
-                                          steps=steps_axis is not None))
+                    click.echo(format_row(r, widths=(wa, wb, wk), steps=steps_axis is not None))
 
-        def on_warning(msg):
-            if not quiet:
-                click.echo(msg, err=as_json)
+        def on_notice(n):
+            if quiet:
+                return
+            if isinstance(n, PartialKey):
+                click.echo(f"(warn) key {n.key!r} is only in {', '.join(n.have)} (missing in "
+                           f"{', '.join(n.lack)}): not compared (pass --keys to compare the "
+                           f"inputs that have it)", err=as_json)
+            else:
+                click.echo(f"(warn) key {n.key!r} is missing in {', '.join(n.lack)}", err=as_json)
 
-        result = diff_inputs(inputs, keys=keys, atol=atol, rtol=rtol, ulp=ulp,
-                             steps_axis=steps_axis, threads=threads, budget=chunk_bytes,
-                             on_rows=on_rows, on_warning=on_warning)
+        result = diff_inputs(inputs, keys=keys, bound=Bounds(atol=atol, rtol=rtol, ulp=ulp),
+                             steps_axis=steps_axis, threads=threads,
+                             budget=int(chunk_mb * (1 << 20)), on_rows=on_rows,
+                             on_notice=on_notice)
     finally:
         for d in inputs:
             d.archive.close()
     code = result.exit_code
     if series_path is not None:
-        write_npz(series_path, result.series_arrays(), overwrite=True)
+        write_npz(series_path, series_arrays(result.rows), overwrite=True)
     if as_json:
-        click.echo(json.dumps(result.to_json(), allow_nan=False))
+        click.echo(json.dumps(diff_document(result), allow_nan=False))
     else:
         click.echo(summarize(result.rows, len(inputs), len(result.keys), code))
     if code:

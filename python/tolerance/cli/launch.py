@@ -14,7 +14,7 @@ from tolerance.cli import _options
 @click.argument("stem")
 @_options.cluster
 @_options.specs
-@click.option("--sync", "sync_mode", type=click.Choice(["verify", "off"]),
+@click.option("--sync", "sync_mode", type=click.Choice(["verify", "push", "off"]),
               default="verify", show_default=True,
               help="verify: refuse unless every box runs the same code; push: ship this "
                    "checkout's commit to every box first; off: do not compare code.")
@@ -64,6 +64,10 @@ def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: s
         raise ToleranceError(f"{cluster.path}: boxes: a run needs at least 2 boxes, "
                              f"found {len(cluster.boxes)}")
     mode = "off" if no_sync else sync_mode
+    if mode == "push":  # this checkout's HEAD goes to every box with the inputs
+        from tolerance.collective.code_fingerprint import make_push
+
+        inputs["push"] = make_push(Path.cwd())
     run_args = ["--sync", mode, *extra]
     mpiexec = find_mpiexec(mpiexec_path)
     flavor = mpiexec_flavor(mpiexec)

@@ -23,12 +23,13 @@ _NO_SYNC_WARNING = ("WARNING: --no-sync: the boxes ran without the same-code che
 @click.argument("stem")
 @_options.cluster
 @_options.specs
-@click.option("--sync", "sync_mode", type=click.Choice(["verify", "off"]), default="verify",
-              show_default=True, help="Refuse to run unless every box runs the same code.")
+@click.option("--sync", "sync_mode", type=click.Choice(["verify", "push", "off"]), default="verify",
+              show_default=True,
+              help="verify: refuse unless every box runs the same code; push: first check "
+                   "rank 0's (the launcher's) commit out on every clean box; off: run anyway.")
 @click.option("--no-sync", "no_sync", is_flag=True,
-              help="Same as --sync off: run even if the boxes' code differs (warned loudly).")
-@click.option("--chunk-mb", type=click.FloatRange(min=0.0625, max=1024), default=16.0,
-              show_default=True, help="Byte budget of one block of steps sent between boxes.")
+              help="Same as --sync off: run without the same-code check (warned loudly).")
+@_options.chunk_mb
 @_options.threads
 @_options.bounds_file
 @_options.run_env
@@ -41,10 +42,11 @@ def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str 
     from tolerance.collective.job import run_stem
     from tolerance.collective.mpi import world
 
-    sync = sync_mode == "verify" and not no_sync
+    sync = sync_mode in ("verify", "push") and not no_sync
+    push = sync_mode == "push" and not no_sync
     debug = bool(ctx.obj and ctx.obj.get("debug"))
     progress = Progress(sys.stderr)
-    outcome = run_stem(stem, cluster_path=cluster_path, specs_dir=specs_dir, sync=sync,
+    outcome = run_stem(stem, cluster_path=cluster_path, specs_dir=specs_dir, sync=sync, push=push,
                        chunk_mb=chunk_mb, threads=threads, debug=debug,
                        progress=progress.update if progress.live else None,
                        run_dir=run_dir, env=run_env, bounds_path=bounds_path)
@@ -65,33 +67,19 @@ def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str 
 
 def _report(outcome) -> int:
     """Rank 0: print the rows and the summary, write the report files; the exit code."""
-    from tolerance.collective.report import (build_rows, exit_code_of, report_document,
-                                             write_report)
-    from tolerance.compare.rows import describe_bounds, format_row, run_head, summarize
+    from tolerance.compare.report import (run_console, run_document, run_exit_code,
+                                          write_run_report)
 
     if not outcome.sync:
         click.echo(_NO_SYNC_WARNING, err=True)
-    click.echo(f"tolerance run {outcome.stem}  run {outcome.run_id}  "
-               f"{len(outcome.infos)} boxes: " + " ".join(i["box"] for i in outcome.infos))
-    for b in outcome.boxes:
-        for c in b.get("chips", []):
-            if c.get("status") != "finished":
-                tail = [ln for ln in (c.get("stderr_tail") or []) if ln.strip()][-1:]
-                click.echo(f"(warn) box {b.get('box')} chip {c.get('chip')}: {c.get('status')}"
-                           f"{': ' + c['reason'] if c.get('reason') else ''}"
-                           f"{'  | ' + tail[0].strip() if tail else ''}")
-    rows, series = build_rows(outcome)
-    code = exit_code_of(rows, outcome.boxes, outcome.participants)
-    doc = report_document(outcome, rows, code)
-    width = max((len(run_head(r)) for r in rows), default=0)
-    steps = outcome.spec.steps_axis is not None
-    for r in rows:
-        b = outcome.spec.bounds_for(r["key"])
-        click.echo(format_row(r, head_width=width, steps=steps,
-                              bounds=describe_bounds(b.atol, b.rtol, b.ulp)))
-    paths = write_report(outcome.run_dir, doc, series)
-    click.echo(summarize(rows, len(outcome.participants), len(outcome.spec.keys), code)
-               + f"; data moved {doc['bytes_moved']} B; report {paths['report']}")
+    rows = outcome.rows
+    code = run_exit_code(rows, outcome.boxes, outcome.participants)
+    doc = run_document(outcome, rows, code)
+    paths = write_run_report(outcome.run_dir, doc, rows)
+    lines, summary = run_console(outcome, rows, code, doc, paths)
+    for line in lines:
+        click.echo(line)
+    click.echo(summary)
     if not outcome.sync:
         click.echo(_NO_SYNC_WARNING, err=True)
     return code

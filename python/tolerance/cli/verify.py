@@ -36,8 +36,8 @@ def verify(ctx: click.Context, stem: str, against: str, box_name: str | None,
     differ, a key the reference lacks), with a warning saying why.
     """
     from tolerance.compare.reference import REFERENCE_LABEL, verify_output
-    from tolerance.compare.rows import (describe_bounds, format_row, row_to_json,
-                                        rows_exit_code, summarize)
+    from tolerance.compare.report import format_row, summarize
+    from tolerance.compare.rows import rows_exit_code
     from tolerance.config import load_default_cluster, load_spec
     from tolerance.config.spec import load_bounds, spec_differences
     from tolerance.io.atomic import write_json
@@ -89,7 +89,7 @@ def verify(ctx: click.Context, stem: str, against: str, box_name: str | None,
                          "self_sha256": ref.doc["self_sha256"]},
            "bounds": "file" if bounds is not None else "reference",
            "run_dir": result.run_dir, "warnings": warnings,
-           "rows": [row_to_json(r) for r in rows], "exit_code": code}
+           "rows": [r.to_json() for r in rows], "exit_code": code}
     try:
         write_json(Path(result.run_dir or run_dir) / "verify.json", doc)
     except (OSError, ToleranceError) as exc:
@@ -101,15 +101,11 @@ def verify(ctx: click.Context, stem: str, against: str, box_name: str | None,
         click.echo(f"tolerance verify {spec.stem} on {box.name} against {against} "
                    f"(box {ref.doc['box']}, run {ref.doc['run_id']}, "
                    f"commit {str(ref.doc['code'].get('head') or '-')[:12]}, {src})")
-        wa, wb = len(REFERENCE_LABEL), max(len(r["b"]) for r in rows) if rows else 0
-        wk = max((len(r["key"]) for r in rows), default=0)
-        for r in rows:
-            b = bounds[r["key"]] if bounds is not None else ref.bounds.get(r["key"], {})
-            get = b.get if isinstance(b, dict) else (lambda k, b=b: getattr(b, k))
-            text = describe_bounds(get("atol") or 0.0, get("rtol") or 0.0, get("ulp"))
-            click.echo(format_row(r, widths=(wa, wb, wk), bounds=text,
-                                  steps=ref.steps_axis is not None))
-        click.echo(summarize(rows, 1 + len(result.chips), len({r["key"] for r in rows}), code)
+        wa, wb = len(REFERENCE_LABEL), max(len(r.b) for r in rows) if rows else 0
+        wk = max((len(r.key) for r in rows), default=0)
+        for r in rows:  # each row carries the bound it was measured with
+            click.echo(format_row(r, widths=(wa, wb, wk), steps=ref.steps_axis is not None))
+        click.echo(summarize(rows, 1 + len(result.chips), len({r.key for r in rows}), code)
                    + f"; run {result.run_dir}")
     for w in warnings:
         click.echo(f"tolerance: warning: {w}", err=True)

@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from tolerance._errors import EXIT_ERROR, ToleranceError
-from tolerance.collective.exchange import ExchangeStats, exchange
+from tolerance.collective.exchange import exchange
 from tolerance.bootstrap.segments import mapped_by_self
-from tolerance.collective.code_fingerprint import code_fingerprint
+from tolerance.collective.code_fingerprint import apply_push, code_fingerprint, make_push
 from tolerance.collective.inputs import content_hash, parse_inputs, resolve_inputs
 from tolerance.collective.handshake import (assign_boxes, check_hosts, make_rank_info,
                                             sync_problems, this_host)
 from tolerance.collective.mpi import RankContext, abort_on_error, world
 from tolerance.collective.sources import NpzBlockSource, participant_label
 from tolerance.collective.watch import WATCH_ENV, RankLine, env_rank
-from tolerance.compare.kernel import Accumulator
+from tolerance.compare.engine import EngineStats, outcome_rows
 from tolerance.config.spec import with_run_overrides
 from tolerance.runner import claim_run_dir, run_box
 
@@ -48,11 +48,12 @@ class RunOutcome:
     infos: list = field(default_factory=list)        # handshake dicts, by rank
     boxes: list = field(default_factory=list)        # BoxResult.to_dict(), by rank
     participants: list = field(default_factory=list)
-    outcomes: list = field(default_factory=list)      # (PairOutcome, Divergence | None)
-    stats: ExchangeStats | None = None
+    rows: list = field(default_factory=list)          # compare.rows.Row, in (key, a, b) order
+    stats: EngineStats | None = None
     timings: dict = field(default_factory=dict)
     sync: bool = True
     line: object | None = None                        # the watch line, when launched
+    push: bool = False                                # --sync push brought every box to one commit
 
     def close_line(self) -> None:
         """Say `bye` to the launcher: this rank ended normally."""
@@ -103,8 +104,8 @@ def _open_line() -> RankLine | None:
 def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync: bool = True,
              chunk_mb: float = 16.0, threads: int | None = None, debug: bool = False,
              progress: Callable[[str], None] | None = None, run_dir: str | None = None,
-             env: Mapping[str, str] | None = None, bounds_path: str | None = None
-             ) -> RunOutcome:
+             env: Mapping[str, str] | None = None, bounds_path: str | None = None,
+             push: bool = False) -> RunOutcome:
     """One replicated run of `stem`, this process being one rank.
 
     run_dir: the run directory to use instead of claiming `runs/<stem>/<stamp>` (relative
@@ -151,9 +152,29 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
             return RunOutcome(EXIT_ERROR, error=str(exc), stem=stem, line=line)
         box = cluster.box(chosen[rank])
         ctx.box = box.name
+        if push:  # --sync push: every box checks the controller's commit out first
+            problem = None
+            shipped = inputs.get("push") if line is not None else None
+            if line is None and rank == 0:
+                try:
+                    shipped = make_push(box.root)   # by hand: rank 0's checkout is the controller's
+                except ToleranceError as exc:
+                    problem = str(exc)
+            if line is None:
+                shipped, problem = comm.bcast((shipped, problem), root=0)
+            if problem is None and not shipped:
+                problem = "--sync push: the launcher sent no commit (launch with --sync push)"
+            if problem is None:
+                if line is not None:
+                    line.phase("checking out the pushed commit")
+                problem = apply_push(box.root, shipped, box.name)
+            problem = _agree(comm, problem)
+            if problem:
+                return RunOutcome(EXIT_ERROR, error=problem, stem=stem, line=line)
         outcome = _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads,
                               progress, t0, line, inputs, run_dir)
         outcome.line = line
+        outcome.push = push
         return outcome
 
 
@@ -166,7 +187,8 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
     # 1. handshake.
     if line is not None:
         line.phase("handshake")
-    info = make_rank_info(rank, box.name, code_fingerprint(box.root), content_hash(inputs))
+    info = make_rank_info(rank, box.name, code_fingerprint(box.root, spec.code),
+                           content_hash(inputs))
     infos = comm.allgather(info)
     if line is not None:
         line.shm(mapped_by_self())  # the launcher sweeps only this job's segments
@@ -231,14 +253,11 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
     t_cmp = time.monotonic()
     if rank != 0:
         return RunOutcome(0)
-    decoded = []
-    for o in outcomes:
-        div = Accumulator.from_bytes(o.acc).result(o.shape) if o.acc is not None else None
-        decoded.append((o, div))
+    rows = outcome_rows(outcomes, [p.label for p in participants], spec.keys, spec.bounds_for)
     return RunOutcome(
         0, run_id=run_id, run_dir=run_dir, stem=stem, spec=spec,
         infos=[i.to_dict() for i in infos], boxes=boxes, participants=participants,
-        outcomes=decoded, stats=stats, sync=sync,
+        rows=rows, stats=stats, sync=sync,
         timings={"handshake_s": t_handshake - t0, "run_s": t_run - t_handshake,
                  "compare_s": t_cmp - t_run, "total_s": time.monotonic() - t0})
 

@@ -6,6 +6,7 @@ from typing import Iterator
 
 import numpy as np
 
+from tolerance.compare.rows import MISSING_KEY, Problem
 from tolerance.io import Archive
 
 
@@ -24,9 +25,9 @@ class NpzBlockSource:
         self.path = str(path)
         self._archive = Archive(self.path)  # raises FormatError naming the file
 
-    def meta(self, key: str) -> tuple[tuple[int, ...], str] | str:
+    def meta(self, key: str) -> tuple[tuple[int, ...], str] | Problem:
         if key not in self._archive:
-            return f"key {key!r} is missing from {self.path}"
+            return Problem(MISSING_KEY, f"key {key!r} is missing from {self.path}")
         m = self._archive[key]
         return tuple(m.shape), m.dtype.str
 

@@ -150,6 +150,8 @@ def measure(members: Sequence[EnsembleMember], keys: Sequence[str] | None, *,
     not be measured): a key with a problem gets no envelope.
     """
     from tolerance.compare.engine import diff_inputs, open_inputs
+    from tolerance.compare.rows import UNMEASURED
+    from tolerance.config.spec import Bounds
     from tolerance.io.npz import DEFAULT_CHUNK_BYTES
 
     if len(members) < 2:
@@ -159,15 +161,17 @@ def measure(members: Sequence[EnsembleMember], keys: Sequence[str] | None, *,
     inputs = open_inputs([m.path for m in members], labels)
     problems: list[str] = []
     try:
-        result = diff_inputs(inputs, keys=keys, steps_axis=steps_axis, threads=threads,
-                             budget=budget)
-        problems.extend(w.removeprefix("(warn) ") for w in result.warnings)
+        result = diff_inputs(inputs, keys=keys, bound=Bounds(), steps_axis=steps_axis,
+                             threads=threads, budget=budget)
+        problems.extend(f"key {p.key!r} is only in {', '.join(p.have)} (missing in "
+                        f"{', '.join(p.lack)}): not compared" for p in result.partial)
+        problems.extend(f"key {m.key!r} is missing in {', '.join(m.lack)}"
+                        for m in result.missing)
         bad: set[str] = set()
         for row in result.rows:
-            if row.get("status") == "unmeasured" or row.get("reason"):
-                bad.add(row["key"])
-                problems.append(f"key {row['key']!r}: {row['a']} vs {row['b']}: "
-                                f"{row.get('reason')}")
+            if row.status == UNMEASURED:
+                bad.add(row.key)
+                problems.append(f"key {row.key!r}: {row.a} vs {row.b}: {row.reason}")
         out: list[KeyEnvelope] = []
         index = {lab: i for i, lab in enumerate(labels)}
         for key in result.keys:
@@ -180,12 +184,11 @@ def measure(members: Sequence[EnsembleMember], keys: Sequence[str] | None, *,
             pair_series: dict[tuple[int, int], np.ndarray] = {}
             pair_rel: dict[tuple[int, int], float] = {}
             for row in result.rows:
-                if row["key"] != key:
+                if row.key != key:
                     continue
-                p = (index[row["a"]], index[row["b"]])
-                s, _over = result.series[row["a"], row["b"], key]
-                pair_series[p] = np.asarray(s, dtype=np.float64)
-                pair_rel[p] = float(row.get("max_rel") or 0.0)
+                p = (index[row.a], index[row.b])
+                pair_series[p] = np.asarray(row.series, dtype=np.float64)
+                pair_rel[p] = float(row.max_rel or 0.0)
             env = np.zeros(steps)
             for s in pair_series.values():
                 env = np.fmax(env, s)

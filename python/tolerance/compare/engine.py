@@ -1,8 +1,19 @@
-"""The N-way engine: every pair (i<j) of N inputs, every key, streamed chunk by chunk.
+"""The one pair engine: every pair (i<j) of N participants, every key, block by block.
 
-For each key, chunk c of every input is read once and folded into the accumulator of
-every pair it belongs to (`tolerance.Accumulator`, the one canonical kernel), then
-dropped: peak memory is O(chunk x inputs) whatever the array size.
+Used by `tolerance diff` through the local transport (every input on this process) and by
+`tolerance run` through the MPI transport (collective.exchange). Per key:
+
+1. every participant's (shape, dtype) is known first (`Transport.gather_metas`); a pair
+   that cannot be compared becomes an unmeasured row with a reason code;
+2. pairs that can be measured are grouped by shape; each group is cut into blocks by the
+   one block planner (`io.npz.plan_blocks`, with the group's real element size);
+3. per block, every participant's block is hashed (xxh3-128) and the digests are shared:
+   a pair whose blocks have equal digests folds the owner's block against itself (exactly
+   what comparing the two gives) and moves no data; otherwise the other side's block is
+   moved to the pair's owner once (`Transport.move`);
+4. every pair has one `Accumulator` (the one canonical kernel); its result is the row.
+
+Peak memory is O(block x participants on this process) whatever the array size.
 """
 from __future__ import annotations
 
@@ -12,17 +23,17 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from tolerance.compare.rows import (SCHEMA, incompatibility, row_from_divergence,
-                                    row_to_json, rows_exit_code, series_key,
-                                    unmeasured_row)
-from tolerance.io.npz import DEFAULT_CHUNK_BYTES, Archive, Member, normalize_axis, plan_chunk
+from tolerance.compare.rows import (KERNEL_REFUSED, KEY_NOT_EVERYWHERE, MISSING_KEY, NO_OUTPUT,
+                                    SCHEMA, Problem, Row, as_bound, incompatibility,
+                                    measured_row, rows_exit_code, unmeasured_row)
+from tolerance.io.digest import block_digest
+from tolerance.io.npz import DEFAULT_CHUNK_BYTES, Archive, normalize_axis, plan_blocks
 
 _END = object()
-
 
 def unique_labels(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     """A short unique label per input: the file name; where file names repeat, the parent
@@ -64,48 +75,6 @@ def unique_labels(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
         out = [lab + "#" if c[lab] > 1 and k else lab
                for k, lab in enumerate(out)]
     return out
-
-
-@dataclass
-class DiffInput:
-    label: str
-    path: str
-    archive: Archive
-
-    def describe(self) -> dict[str, Any]:
-        return {"label": self.label, "path": self.path,
-                "keys": {k: {"shape": list(m.shape), "dtype": m.dtype.name}
-                         for k, m in self.archive.members.items()}}
-
-
-@dataclass
-class DiffResult:
-    inputs: list[dict[str, Any]]
-    bounds: dict[str, Any]
-    steps_axis: int | None
-    keys: list[str]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    #: (a, b, key) -> (per-step max_abs float64, per-step count_over int64), measured rows only
-    series: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        return rows_exit_code(self.rows)
-
-    def to_json(self) -> dict[str, Any]:
-        """The `tolerance.diff/1` document (strict JSON)."""
-        return {"schema": SCHEMA, "inputs": self.inputs, "bounds": self.bounds,
-                "steps_axis": self.steps_axis,
-                "rows": [row_to_json(r) for r in self.rows], "exit_code": self.exit_code}
-
-    def series_arrays(self) -> dict[str, np.ndarray]:
-        """`<a>__<b>__<key>__max_abs` and `..__over` for every measured row."""
-        out: dict[str, np.ndarray] = {}
-        for (a, b, key), (s, over) in self.series.items():
-            out[series_key(a, b, key, "max_abs")] = s
-            out[series_key(a, b, key, "over")] = over
-        return out
 
 
 def _drive(gens: list[Iterator[np.ndarray]], prefetch: bool = True
@@ -161,68 +130,379 @@ def _drive(gens: list[Iterator[np.ndarray]], prefetch: bool = True
         pool.shutdown(wait=True)
 
 
-def compare_key(members: Sequence[Member | None], labels: Sequence[str], key: str, *,
-                atol: float = 0.0, rtol: float = 0.0, ulp: int | None = None,
-                steps_axis: int | None = 0, threads: int | None = None,
-                budget: int = DEFAULT_CHUNK_BYTES,
-                ) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], tuple[Any, Any]]]:
-    """Rows (pairs i<j, in order) and series for one key across N inputs.
+# --------------------------------------------------------------------------- sources, transports
 
-    members[i] is None where input i lacks the key.
+class BlockSource(Protocol):
+    """One participant's arrays, read block by block (never whole)."""
+
+    label: str
+
+    def meta(self, key: str) -> "tuple[tuple[int, ...], str] | Problem":
+        """(shape, dtype.str) of `key`, or the Problem why it cannot be read."""
+
+    def blocks(self, key: str, steps_axis: int | None, per_block: int) -> Iterator[np.ndarray]:
+        """Consecutive blocks of `per_block` steps along `steps_axis` (flat C-order pieces
+        of `per_block` elements when it is None), in order, each once."""
+
+
+class Transport(Protocol):
+    """Where participants live and how facts, digests and blocks travel between them."""
+
+    here: int                                    # this process's place (an MPI rank; 0 locally)
+
+    def where(self, participant: int) -> int:
+        """The place holding `participant`."""
+
+    def gather_metas(self, local: dict[int, Any]) -> dict[int, Any]:
+        """Every participant's meta from each place's own."""
+
+    def gather_digests(self, local: dict[int, bytes]) -> dict[int, bytes]:
+        """Every participant's digest of the current block from each place's own."""
+
+    def move(self, blocks: dict[int, np.ndarray], wanted: Sequence[tuple[int, int]],
+             block_shape: tuple[int, ...], dtypes: Mapping[int, str]) -> dict[int, np.ndarray]:
+        """Send each (participant, place) of `wanted` whose block is here to that place;
+        return the blocks received here. Returns after every send completed."""
+
+
+@dataclass
+class EngineStats:
+    bytes_sent: int = 0          # data bytes (array payloads) this process sent
+    blocks: int = 0              # blocks hashed here
+    blocks_equal: int = 0        # (pair, block) folds that moved no data
+
+
+@dataclass
+class PairOutcome:
+    """One (a, b, key) as the engine leaves it: an accumulator, or the problem."""
+
+    a: int
+    b: int
+    key: str
+    shape: tuple[int, ...] | None = None
+    acc: Any = None              # Accumulator (or its bytes, after a gather)
+    problem: Problem | None = None
+
+
+def pair_owner(i: int, j: int, n: int) -> int:
+    """The participant (i or j, i < j) whose place computes the pair, balanced round-robin.
+
+    Participants sit on a circle; a pair goes to the one from which the other is at most
+    half-way round clockwise. Every participant then owns about (n-1)/2 pairs, so the data
+    of each moves to about half of the others, never to all of them.
+    """
+    if not 0 <= i < j < n:
+        raise ValueError(f"pair ({i}, {j}) is not i < j < {n}")
+    d = j - i
+    if 2 * d < n:
+        return i
+    if 2 * d > n:
+        return j
+    return i if i % 2 == 0 else j  # n even and j opposite i: alternate to stay balanced
+
+
+class LocalTransport:
+    """Every participant on this process: nothing travels."""
+
+    here = 0
+
+    def where(self, participant: int) -> int:
+        return 0
+
+    def gather_metas(self, local: dict[int, Any]) -> dict[int, Any]:
+        return dict(local)
+
+    def gather_digests(self, local: dict[int, bytes]) -> dict[int, bytes]:
+        return dict(local)
+
+    def move(self, blocks, wanted, block_shape, dtypes) -> dict[int, np.ndarray]:
+        if wanted:
+            raise RuntimeError("the local transport has nothing to move")
+        return {}
+
+
+def safe_meta(src: BlockSource, key: str):
+    """A source's meta; a reader's error becomes the participant's problem for this key."""
+    try:
+        return src.meta(key)
+    except Exception as exc:  # noqa: BLE001 - the row's reason, not a crash
+        return Problem(NO_OUTPUT, f"{src.label}: {type(exc).__name__}: {exc}")
+
+
+def pair_problem(labels: Sequence[str], i: int, j: int, metas: Mapping[int, Any],
+                 ulp: int | None, steps_axis: int | None) -> Problem | None:
+    """Why pair (i, j) cannot be compared, or None."""
+    mi, mj = metas[i], metas[j]
+    probs = [(labels[k], m) for k, m in ((i, mi), (j, mj)) if isinstance(m, Problem)]
+    other = [(lab, p) for lab, p in probs if p.code != MISSING_KEY]
+    if other:
+        return other[0][1]
+    if probs:
+        return Problem(MISSING_KEY, "missing key in " + " and ".join(lab for lab, _ in probs))
+    (sa, da), (sb, db) = mi, mj
+    return incompatibility(tuple(sa), np.dtype(da), tuple(sb), np.dtype(db), ulp=ulp,
+                           steps_axis=steps_axis)
+
+
+def _block_shape(shape, axis, lo, hi) -> tuple[int, ...]:
+    if axis is None:
+        return (hi - lo,)  # flat pieces of the one step
+    s = list(shape)
+    s[axis] = hi - lo
+    return tuple(s)
+
+
+# --------------------------------------------------------------------------- the engine
+
+def compare_key(transport: Transport, local: Mapping[int, BlockSource], labels: Sequence[str],
+                key: str, bound: Any, steps_axis: int | None, *,
+                failed: Mapping[int, Problem] | None = None, threads: int | None = None,
+                budget: int = DEFAULT_CHUNK_BYTES, stats: EngineStats | None = None,
+                progress: Callable[[str, int, int], None] | None = None,
+                prefetch: bool = True) -> list[PairOutcome]:
+    """Every pair of the participants on `key`: the outcomes of the pairs this place
+    computes, and (at place 0) of every pair that cannot be measured.
+
+    `local` maps participant index -> its source, for the participants held here;
+    `failed` gives the participants (anywhere) that have no output at all. Every place
+    calls this with the same key order: the transport's collective steps line up.
     """
     from tolerance.compare.kernel import Accumulator
 
-    n = len(members)
-    rows: dict[tuple[int, int], dict[str, Any]] = {}
-    live: list[tuple[int, int]] = []
-    for i, j in combinations(range(n), 2):
-        a, b = members[i], members[j]
-        if a is None or b is None:
-            missing = [labels[k] for k, m in ((i, a), (j, b)) if m is None]
-            rows[i, j] = unmeasured_row(labels[i], labels[j], key,
-                                        "missing key in " + " and ".join(missing))
-            continue
-        why = incompatibility(a.shape, a.dtype, b.shape, b.dtype, ulp=ulp,
-                              steps_axis=steps_axis)
-        if why:
-            rows[i, j] = unmeasured_row(labels[i], labels[j], key, why)
-            continue
-        live.append((i, j))
-
-    series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-    # pairs that can be measured share a shape within a group: stream each group together
+    stats = stats if stats is not None else EngineStats()
+    bound = as_bound(bound)
+    n = len(labels)
+    metas = transport.gather_metas({i: safe_meta(src, key) for i, src in local.items()})
+    metas.update(failed or {})
+    out: list[PairOutcome] = []
     groups: dict[tuple[int, ...], list[tuple[int, int]]] = {}
-    for i, j in live:
-        groups.setdefault(members[i].shape, []).append((i, j))  # type: ignore[union-attr]
-    for shape, pairs in groups.items():
-        used = sorted({k for p in pairs for k in p})
+    for i, j in combinations(range(n), 2):
+        why = pair_problem(labels, i, j, metas, bound.ulp, steps_axis)
+        if why is not None:
+            if transport.here == 0:
+                out.append(PairOutcome(i, j, key, problem=why))
+            continue
+        groups.setdefault(tuple(metas[i][0]), []).append((i, j))
+
+    for shape, pairs in sorted(groups.items()):
+        members = sorted({k for p in pairs for k in p})
         ax = normalize_axis(steps_axis, len(shape))
-        itemsize = max(members[k].file_dtype.itemsize for k in used)  # type: ignore[union-attr]
-        per_chunk = plan_chunk(shape, ax, itemsize, budget)
-        accs = {p: Accumulator(atol=atol, rtol=rtol, ulp=ulp, steps_axis=ax, threads=threads)
-                for p in pairs}
-        dead: dict[tuple[int, int], str] = {}
-        gens = [members[k].chunks(ax, per_chunk) for k in used]  # type: ignore[union-attr]
-        pos = {k: q for q, k in enumerate(used)}
-        for chunks in _drive(gens):
-            for p in pairs:
+        itemsize = max(np.dtype(metas[k][1]).itemsize for k in members)
+        per, ranges = plan_blocks(shape, ax, itemsize, budget)
+        owned = [(i, j) for i, j in pairs if transport.where(pair_owner(i, j, n)) == transport.here]
+        accs = {p: Accumulator(atol=bound.atol, rtol=bound.rtol, ulp=bound.ulp, steps_axis=ax,
+                               threads=threads) for p in owned}
+        dead: dict[tuple[int, int], Problem] = {}
+        mine = [k for k in members if k in local]
+        dtypes = {k: metas[k][1] for k in members}
+        chunks_it = _drive([local[k].blocks(key, ax, per) for k in mine], prefetch=prefetch) \
+            if mine else None
+        for b, (lo, hi) in enumerate(ranges):
+            if progress is not None and transport.here == 0:
+                progress(key, b, len(ranges))
+            blocks = dict(zip(mine, next(chunks_it))) if chunks_it is not None else {}
+            if chunks_it is not None and len(blocks) != len(mine):
+                raise RuntimeError(f"{key}: the readers yielded fewer blocks than the plan "
+                                   f"({len(ranges)})")
+            digests = transport.gather_digests({k: block_digest(x) for k, x in blocks.items()})
+            stats.blocks += len(blocks)
+            wanted: set[tuple[int, int]] = set()
+            for i, j in pairs:
+                if digests[i] == digests[j]:
+                    continue
+                o = pair_owner(i, j, n)
+                other = j if o == i else i
+                dest = transport.where(o)
+                if transport.where(other) != dest:
+                    wanted.add((other, dest))
+            received = transport.move(blocks, sorted(wanted), _block_shape(shape, ax, lo, hi),
+                                      dtypes)
+            stats.bytes_sent += sum(blocks[k].nbytes for k, d in wanted if k in blocks)
+            for p, acc in accs.items():
                 if p in dead:
                     continue
+                i, j = p
                 try:
-                    accs[p].update(chunks[pos[p[0]]], chunks[pos[p[1]]])
+                    if digests[i] == digests[j]:
+                        x = blocks[pair_owner(i, j, n)]
+                        acc.update(x, x)
+                        stats.blocks_equal += 1
+                    else:
+                        acc.update(blocks[i] if i in blocks else received[i],
+                                   blocks[j] if j in blocks else received[j])
                 except (TypeError, ValueError) as exc:  # the kernel refuses this pair
-                    dead[p] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            del chunks
-        for p in pairs:
-            la, lb = labels[p[0]], labels[p[1]]
+                    dead[p] = Problem(KERNEL_REFUSED, str(exc).splitlines()[0] if str(exc)
+                                      else type(exc).__name__)
+            del blocks, received
+        if chunks_it is not None and next(chunks_it, None) is not None:
+            raise RuntimeError(f"{key}: the readers yielded more blocks than the plan "
+                               f"({len(ranges)})")
+        for p, acc in accs.items():
             if p in dead:
-                rows[p] = unmeasured_row(la, lb, key, dead[p])
-                continue
-            div = accs[p].result(shape)
-            rows[p] = row_from_divergence(la, lb, key, div)
-            series[la, lb, key] = (np.asarray(div.series, dtype=np.float64),
-                                   np.asarray(div.series_over, dtype=np.int64))
-    return [rows[p] for p in sorted(rows)], series
+                out.append(PairOutcome(*p, key, problem=dead[p]))
+            else:
+                out.append(PairOutcome(*p, key, shape=tuple(shape), acc=acc))
+    return out
+
+
+def outcome_rows(outcomes: Sequence[PairOutcome], labels: Sequence[str], keys: Sequence[str],
+                 bounds_for: Callable[[str], Any]) -> list[Row]:
+    """Rows in (key, a, b) order from the outcomes of every place."""
+    from tolerance.compare.kernel import Accumulator
+
+    order = {k: q for q, k in enumerate(keys)}
+    rows = []
+    for o in sorted(outcomes, key=lambda o: (order[o.key], o.a, o.b)):
+        a, b, bound = labels[o.a], labels[o.b], bounds_for(o.key)
+        if o.problem is not None:
+            rows.append(unmeasured_row(a, b, o.key, o.problem, bound))
+            continue
+        acc = Accumulator.from_bytes(o.acc) if isinstance(o.acc, (bytes, bytearray)) else o.acc
+        rows.append(measured_row(a, b, o.key, acc.result(o.shape), bound))
+    return rows
+
+
+# --------------------------------------------------------------------------- diff: local inputs
+
+class MemberSource:
+    """One array member (or None where the input lacks the key) as a BlockSource."""
+
+    def __init__(self, label: str, member: Any) -> None:
+        self.label = label
+        self.member = member
+
+    def meta(self, key: str):
+        if self.member is None:
+            return Problem(MISSING_KEY, f"key {key!r} is missing from {self.label}")
+        return tuple(self.member.shape), self.member.dtype.str
+
+    def blocks(self, key: str, steps_axis: int | None, per_block: int) -> Iterator[np.ndarray]:
+        return self.member.chunks(steps_axis, per_block)
+
+
+def compare_members(members: Sequence[Any], labels: Sequence[str], key: str, bound: Any, *,
+                    steps_axis: int | None = 0, threads: int | None = None,
+                    budget: int = DEFAULT_CHUNK_BYTES) -> list[Row]:
+    """The rows (pairs i<j) of one key over io members on this process (None: lacking)."""
+    local = {i: MemberSource(lab, m) for i, (lab, m) in enumerate(zip(labels, members))}
+    outcomes = compare_key(LocalTransport(), local, labels, key, bound, steps_axis,
+                           threads=threads, budget=budget)
+    return outcome_rows(outcomes, labels, [key], lambda _k: bound)
+
+
+@dataclass
+class DiffInput:
+    label: str
+    path: str
+    archive: Archive
+
+    def describe(self) -> dict[str, Any]:
+        return {"label": self.label, "path": self.path,
+                "keys": {k: {"shape": list(m.shape), "dtype": m.dtype.name}
+                         for k, m in self.archive.members.items()}}
+
+    def meta(self, key: str):
+        m = self.archive.members.get(key)
+        if m is None:
+            return Problem(MISSING_KEY, f"key {key!r} is missing from {self.path}")
+        return tuple(m.shape), m.dtype.str
+
+    def blocks(self, key: str, steps_axis: int | None, per_block: int) -> Iterator[np.ndarray]:
+        return self.archive.members[key].chunks(steps_axis, per_block)
+
+
+@dataclass(frozen=True)
+class PartialKey:
+    """A key that some inputs lack (diff compares it only when asked for by name)."""
+
+    key: str
+    have: list[str]
+    lack: list[str]
+
+
+@dataclass(frozen=True)
+class MissingKey:
+    """A key asked for by name that some inputs lack."""
+
+    key: str
+    lack: list[str]
+
+
+@dataclass
+class DiffResult:
+    inputs: list[dict[str, Any]]
+    bound: Any
+    steps_axis: int | None
+    keys: list[str]
+    rows: list[Row] = field(default_factory=list)
+    partial: list[PartialKey] = field(default_factory=list)   # left out: not in every input
+    missing: list[MissingKey] = field(default_factory=list)
+    stats: EngineStats = field(default_factory=EngineStats)
+
+    @property
+    def exit_code(self) -> int:
+        return rows_exit_code(self.rows)
+
+
+def diff_inputs(inputs: Sequence[DiffInput], *, keys: Sequence[str] | None = None,
+                bound: Any, steps_axis: int | None = 0, threads: int | None = None,
+                budget: int = DEFAULT_CHUNK_BYTES,
+                on_rows: Callable[[list[Row]], None] | None = None,
+                on_notice: Callable[[PartialKey | MissingKey], None] | None = None) -> DiffResult:
+    """Compare every pair of inputs on every key through the local transport; rows come
+    back in (key, i, j) order.
+
+    keys None: the keys common to all inputs (in the first input's order); a key present
+    in some inputs only is reported in `partial` and gets unmeasured rows (code
+    KEY_NOT_EVERYWHERE, or MISSING_KEY for the pairs that lack it). on_rows is called with
+    each key's rows as soon as they are done (for streaming console output), on_notice with
+    each PartialKey (first) and MissingKey (before that key's rows).
+    """
+    bound = as_bound(bound)
+    labels = [d.label for d in inputs]
+    all_keys: list[str] = []
+    for d in inputs:
+        for k in d.archive.keys():
+            if k not in all_keys:
+                all_keys.append(k)
+    if keys is None:
+        chosen = [k for k in all_keys if all(k in d.archive for d in inputs)]
+        partial = [k for k in all_keys if k not in chosen]
+    else:
+        chosen, partial = list(dict.fromkeys(keys)), []
+    result = DiffResult(inputs=[d.describe() for d in inputs], bound=bound,
+                        steps_axis=steps_axis, keys=chosen + partial)
+    for key in partial:
+        pk = PartialKey(key, [labels[i] for i, d in enumerate(inputs) if key in d.archive],
+                        [labels[i] for i, d in enumerate(inputs) if key not in d.archive])
+        result.partial.append(pk)
+        if on_notice:
+            on_notice(pk)
+    transport = LocalTransport()
+    local = dict(enumerate(inputs))
+    for key in chosen:
+        lack = [labels[i] for i, d in enumerate(inputs) if key not in d.archive]
+        if lack:
+            result.missing.append(MissingKey(key, lack))
+            if on_notice:
+                on_notice(result.missing[-1])
+        outcomes = compare_key(transport, local, labels, key, bound, steps_axis,
+                               threads=threads, budget=budget, stats=result.stats)
+        rows = outcome_rows(outcomes, labels, [key], lambda _k: bound)
+        result.rows.extend(rows)
+        if on_rows:
+            on_rows(rows)
+    for key in partial:
+        rows = []
+        for i, j in combinations(range(len(inputs)), 2):
+            gone = [labels[k] for k in (i, j) if key not in inputs[k].archive]
+            problem = Problem(MISSING_KEY, "missing key in " + " and ".join(gone)) if gone else \
+                Problem(KEY_NOT_EVERYWHERE, "key not in every input")
+            rows.append(unmeasured_row(labels[i], labels[j], key, problem, bound))
+        result.rows.extend(rows)
+        if on_rows:
+            on_rows(rows)
+    return result
 
 
 def open_inputs(paths: Sequence[str | os.PathLike[str]],
@@ -254,65 +534,6 @@ def open_inputs(paths: Sequence[str | os.PathLike[str]],
     return out
 
 
-def diff_inputs(inputs: Sequence[DiffInput], *, keys: Sequence[str] | None = None,
-                atol: float = 0.0, rtol: float = 0.0, ulp: int | None = None,
-                steps_axis: int | None = 0, threads: int | None = None,
-                budget: int = DEFAULT_CHUNK_BYTES,
-                on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
-                on_warning: Callable[[str], None] | None = None) -> DiffResult:
-    """Compare every pair of inputs on every key; rows come back in (key, i, j) order.
-
-    keys None: the keys common to all inputs (in the first input's order); a key present
-    in some inputs only gets a warning and unmeasured rows. on_rows is called with each
-    key's rows as soon as they are done (for streaming console output).
-    """
-    labels = [d.label for d in inputs]
-    all_keys: list[str] = []
-    for d in inputs:
-        for k in d.archive.keys():
-            if k not in all_keys:
-                all_keys.append(k)
-    warnings: list[str] = []
-
-    def warn(msg: str) -> None:
-        warnings.append(msg)
-        if on_warning:
-            on_warning(msg)
-
-    if keys is None:
-        common = [k for k in all_keys if all(k in d.archive for d in inputs)]
-        partial = [k for k in all_keys if k not in common]
-        chosen = common
-    else:
-        chosen = list(dict.fromkeys(keys))
-        partial = []
-    result = DiffResult(inputs=[d.describe() for d in inputs],
-                        bounds={"atol": atol, "rtol": rtol, "ulp": ulp},
-                        steps_axis=steps_axis, keys=chosen + partial, warnings=warnings)
-    for key in partial:
-        have = [labels[i] for i, d in enumerate(inputs) if key in d.archive]
-        lack = [labels[i] for i, d in enumerate(inputs) if key not in d.archive]
-        warn(f"(warn) key {key!r} is only in {', '.join(have)} (missing in {', '.join(lack)}): "
-             f"not compared (pass --keys to compare the inputs that have it)")
-    for key in chosen:
-        members = [d.archive.members.get(key) for d in inputs]
-        missing = [labels[i] for i, m in enumerate(members) if m is None]
-        if missing:
-            warn(f"(warn) key {key!r} is missing in {', '.join(missing)}")
-        rows, series = compare_key(members, labels, key, atol=atol, rtol=rtol, ulp=ulp,
-                                   steps_axis=steps_axis, threads=threads, budget=budget)
-        result.rows.extend(rows)
-        result.series.update(series)
-        if on_rows:
-            on_rows(rows)
-    for key in partial:
-        rows = []
-        for i, j in combinations(range(len(inputs)), 2):
-            gone = [labels[k] for k in (i, j) if key not in inputs[k].archive]
-            reason = ("missing key in " + " and ".join(gone)) if gone else \
-                "key not in every input (pass --keys to compare)"
-            rows.append(unmeasured_row(labels[i], labels[j], key, reason))
-        result.rows.extend(rows)
-        if on_rows:
-            on_rows(rows)
-    return result
+__all__ = ["BlockSource", "DiffInput", "DiffResult", "EngineStats", "LocalTransport",
+           "MemberSource", "MissingKey", "PairOutcome", "PartialKey", "SCHEMA", "Transport", "compare_key", "compare_members",
+           "diff_inputs", "open_inputs", "outcome_rows", "pair_owner", "unique_labels"]

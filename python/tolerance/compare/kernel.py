@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 import warnings
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Tuple
@@ -17,6 +16,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from tolerance import _native
+from tolerance.compare import _wire
 
 __all__ = ["Divergence", "divergence", "Accumulator", "assert_bounded", "SUPPORTED_DTYPES"]
 
@@ -69,12 +69,32 @@ def _swapped(dt: np.dtype) -> bool:
     return dt.itemsize > 1 and not dt.isnative
 
 
-def _check_params(atol: float, rtol: float, ulp: Optional[int], threads: Optional[int]):
-    atol, rtol = float(atol), float(rtol)
-    if not atol >= 0.0:
-        raise ValueError(f"atol must be >= 0, got {atol}")
-    if not rtol >= 0.0:
-        raise ValueError(f"rtol must be >= 0, got {rtol}")
+def _check_bound(name: str, v: Any) -> Optional[float]:
+    if v is None:
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a number >= 0 or None, got {v!r}")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number >= 0 or None, got {v!r}") from None
+    if not f >= 0.0:
+        raise ValueError(f"{name} must be >= 0 or None, got {f}")
+    return f
+
+
+def _check_params(atol: Any, rtol: Any, ulp: Optional[int], threads: Optional[int]):
+    """Validated (atol, rtol, ulp, threads, atol_steps): atol may be one number, None, or a
+    1-D sequence of per-step values (then atol is None and atol_steps holds them)."""
+    atol_steps = None
+    if atol is not None and np.ndim(atol) == 1:
+        atol_steps = np.array(atol, dtype=np.float64)
+        if not np.all(atol_steps >= 0.0):
+            raise ValueError("per-step atol values must be >= 0")
+        atol = None
+    elif atol is not None and np.ndim(atol) > 1:
+        raise ValueError(f"atol must be a number, None or one value per step, got {np.ndim(atol)}-d")
+    atol, rtol = _check_bound("atol", atol), _check_bound("rtol", rtol)
     if ulp is not None:
         if isinstance(ulp, (bool, np.bool_)) or not isinstance(ulp, (int, np.integer)) or ulp < 0:
             raise ValueError(f"ulp must be an integer >= 0 or None, got {ulp!r}")
@@ -83,7 +103,19 @@ def _check_params(atol: float, rtol: float, ulp: Optional[int], threads: Optiona
         threads = _default_threads()
     elif isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1 or None, got {threads!r}")
-    return atol, rtol, ulp, int(threads)
+    return atol, rtol, ulp, int(threads), atol_steps
+
+
+def _kernel_bound(atol: Optional[float], rtol: Optional[float], ulp: Optional[int],
+                  has_steps: bool) -> Tuple[float, float, int]:
+    """The bound as the kernel takes it (DESIGN.md: an element is inside when it meets every
+    bound that is set; none set: inside means equal). An unset atol/rtol counts as 0 in
+    atol + rtol*max(|a|,|b|) when the other is set; with only ulp set that test is off
+    (atol = +inf); with nothing set both are 0, so inside means |a-b| = 0, i.e. equal."""
+    kulp = _U64_MAX if ulp is None else min(ulp, _U64_MAX)
+    if atol is None and rtol is None and not has_steps:
+        return (math.inf if ulp is not None else 0.0), 0.0, kulp
+    return (atol or 0.0), (rtol or 0.0), kulp
 
 
 def _norm_axis(axis: int, ndim: int) -> int:
@@ -110,7 +142,11 @@ def _json_float(x: float) -> Any:
     return x
 
 
-@dataclass(frozen=True)
+def _fmt_float(x: float) -> str:
+    return f"{x:.6g}"
+
+
+@dataclass(frozen=True, repr=False)
 class Divergence:
     """How far two arrays are apart (DESIGN.md "The numbers")."""
 
@@ -130,6 +166,27 @@ class Divergence:
     within: bool
     #: index of the first greatest relative difference (extra; used by assert_bounded)
     argmax_rel: Optional[Tuple[int, ...]] = None
+    #: how much of its bound the worst element uses: max over elements of |a-b| / allowed
+    #: (allowed = atol + rtol*max(|a|,|b|)) and ULP distance / ulp; <= 1 passes; inf for
+    #: a NaN or inf mismatch; None when no bound is set
+    margin: Optional[float] = None
+    #: the margin per step (None when no bound is set)
+    series_margin: Optional[np.ndarray] = None
+
+    def __repr__(self) -> str:
+        where = "" if self.argmax is None else f" at {self.argmax}"
+        parts = [f"max_abs={_fmt_float(self.max_abs)}{where}", f"max_rel={_fmt_float(self.max_rel)}"]
+        if self.max_ulp is not None:
+            parts.append(f"max_ulp={self.max_ulp}")
+        parts.append(f"over={self.count_over}/{self.size}")
+        if self.nan_mismatch or self.inf_mismatch:
+            parts.append(f"nan_mismatch={self.nan_mismatch}, inf_mismatch={self.inf_mismatch}")
+        if self.onset is not None:
+            parts.append(f"onset={self.onset}")
+        if self.margin is not None:
+            parts.append(f"margin={_fmt_float(self.margin)}")
+        parts.append(f"steps={self.series.size}, within={self.within}")
+        return "Divergence(" + ", ".join(parts) + ")"
 
     def to_dict(self) -> dict:
         """A JSON-safe dict: non-finite floats as "nan"/"inf"/"-inf", tuples and arrays as lists."""
@@ -148,40 +205,51 @@ class Divergence:
             "series": [_json_float(float(x)) for x in self.series],
             "series_over": [int(x) for x in self.series_over],
             "within": self.within,
+            "margin": None if self.margin is None else _json_float(self.margin),
+            "series_margin": None if self.series_margin is None
+            else [_json_float(float(x)) for x in self.series_margin],
         }
-
-
-_MAGIC = b"TOLACC"
-_VERSION = 1
-# magic, version, flags, atol, rtol, ulp, steps_axis, steps, inner, a-name len, b-name len, ndim
-_HEAD = struct.Struct("<6sHIddQqqqBBH")
-# max_abs, arg_step, arg_inner, max_rel, rel_step, rel_inner, max_ulp, count_over,
-# nan_mismatch, nan_both, inf_mismatch, size, step0, series length
-_STATS = struct.Struct("<dqqdqqQqqqqqqq")
-_F_ULP, _F_AXIS_NONE, _F_STARTED = 1, 2, 4
 
 
 class Accumulator:
     """Folds chunk pairs, in order, into the statistics of the whole arrays.
 
-    With a steps axis, each `update` is a block of consecutive steps along it; with
-    ``steps_axis=None`` each update is the next flat C-order piece of the one step.
-    `merge` takes an accumulator covering what comes right after; `to_bytes`/`from_bytes`
-    carry one across processes (a versioned little-endian format, no pickle).
+    Bounds (each optional, None = unset; DESIGN.md "bound"): ``atol``, ``rtol``, ``ulp``.
+    ``atol`` may also be a 1-D sequence with one value per step of the whole array
+    (a per-step bound; needs a steps axis). With a steps axis, each `update` is a block of
+    consecutive steps along it (``first_step``: the index in the whole array of the first step
+    this accumulator folds, so that per-step atol values are looked up there; a part that
+    merges after another starts where that one ends); with ``steps_axis=None`` each update is the next flat
+    C-order piece of the one step. `merge` takes an accumulator covering what comes right
+    after; `to_bytes`/`from_bytes` carry one across processes (compare/_wire.py).
     """
 
-    def __init__(self, *, atol: float = 0.0, rtol: float = 0.0, ulp: Optional[int] = None,
-                 steps_axis: Optional[int] = 0, threads: Optional[int] = None):
-        self.atol, self.rtol, self.ulp, self.threads = _check_params(atol, rtol, ulp, threads)
+    def __init__(self, *, atol: Any = None, rtol: Optional[float] = None,
+                 ulp: Optional[int] = None, steps_axis: Optional[int] = 0,
+                 threads: Optional[int] = None, first_step: int = 0):
+        self.atol, self.rtol, self.ulp, self.threads, self.atol_steps = \
+            _check_params(atol, rtol, ulp, threads)
         if steps_axis is not None and (isinstance(steps_axis, bool)
                                        or not isinstance(steps_axis, (int, np.integer))):
             raise TypeError(f"steps_axis must be an integer or None, got {steps_axis!r}")
+        if steps_axis is None and self.atol_steps is not None:
+            raise ValueError("per-step atol values need a steps axis (steps_axis is None)")
         self.steps_axis = None if steps_axis is None else int(steps_axis)
+        if isinstance(first_step, bool) or not isinstance(first_step, (int, np.integer)) \
+                or first_step < 0:
+            raise ValueError(f"first_step must be an integer >= 0, got {first_step!r}")
+        self.first_step = int(first_step)
         self.steps = 0
         self._inner = 0  # elements folded into the one step (steps_axis=None)
         self._names: Optional[Tuple[str, str]] = None
         self._step_shape: Optional[Tuple[int, ...]] = None
         self._stats = _native.Stats()
+
+    @property
+    def bounded(self) -> bool:
+        """Whether any bound is set (with none, inside means equal and margin is None)."""
+        return not (self.atol is None and self.rtol is None and self.ulp is None
+                    and self.atol_steps is None)
 
     # -- folding ------------------------------------------------------------------------
     def _fix(self, names: Tuple[str, str], step_shape: Optional[Tuple[int, ...]]) -> None:
@@ -213,29 +281,44 @@ class Accumulator:
             a2, b2 = np.moveaxis(a, ax, 0), np.moveaxis(b, ax, 0)
             self._fix(names, a2.shape[1:])
             step_offset, inner_offset = self.steps, 0
-        ulp = _U64_MAX if self.ulp is None else min(self.ulp, _U64_MAX)
+        katol, krtol, kulp = _kernel_bound(self.atol, self.rtol, self.ulp,
+                                           self.atol_steps is not None)
+        req = _native.Request(atol=katol, rtol=krtol, ulp=kulp,
+                              ulp_margin=-1.0 if self.ulp is None else float(self.ulp),
+                              want_ulp=names[0] == names[1] and names[0] in _FLOATS,
+                              step_offset=step_offset, inner_offset=inner_offset,
+                              threads=self.threads)
+        if self.atol_steps is not None:
+            n, at = a2.shape[0], self.first_step + self.steps
+            if at + n > self.atol_steps.size:
+                raise ValueError(f"per-step atol has {self.atol_steps.size} values, but step "
+                                 f"{at + n - 1} was given")
+            req.atol_steps = self.atol_steps[at:at + n]
         st = _native.compute(a2, _CODES[names[0]], _swapped(a.dtype), b2, _CODES[names[1]],
-                             _swapped(b.dtype), self.atol, self.rtol, ulp,
-                             names[0] == names[1] and names[0] in _FLOATS,
-                             step_offset, inner_offset, self.threads)
+                             _swapped(b.dtype), req)
+        self._stats.merge(st)
         if self.steps_axis is None:
-            self._stats.merge(st)
             self._inner += a.size
             self.steps = 1
         else:
-            self._stats.merge(st)
             self.steps += a2.shape[0]
         return self
+
+    def _settings(self):
+        return (self.atol, self.rtol, self.ulp, self.steps_axis,
+                None if self.atol_steps is None else self.atol_steps.tobytes())
 
     def merge(self, other: "Accumulator") -> "Accumulator":
         """Fold `other`, which covers the steps (or flat pieces) right after self's; in place."""
         if not isinstance(other, Accumulator):
             raise TypeError(f"can only merge an Accumulator, got {type(other).__name__}")
-        mine = (self.atol, self.rtol, self.ulp, self.steps_axis)
-        theirs = (other.atol, other.rtol, other.ulp, other.steps_axis)
-        if mine != theirs:
+        if self._settings() != other._settings():
             raise ValueError(f"cannot merge accumulators with different settings "
-                             f"(atol, rtol, ulp, steps_axis): {mine} vs {theirs}")
+                             f"(atol, rtol, ulp, steps_axis, per-step atol): "
+                             f"{self._settings()[:4]} vs {other._settings()[:4]}")
+        if self.atol_steps is not None and other.first_step != self.first_step + self.steps:
+            raise ValueError(f"the other accumulator starts at step {other.first_step}, but "
+                             f"this one ends at step {self.first_step + self.steps}")
         if other._names is not None:
             self._fix(other._names, other._step_shape)
         if self.steps_axis is None:
@@ -275,11 +358,11 @@ class Accumulator:
                 if tuple(expect) != full:
                     raise ValueError(f"shape {full} does not match the folded shape {tuple(expect)}")
         st = self._stats
-        series = np.maximum(st.series, 0.0) if st.series.size else np.zeros(0)
+        raw = st.series
+        # -1 marks a step without a compared pair; a select, not a float max, so that a
+        # process-wide DAZ cannot flush a subnormal figure here either
+        series = np.where(raw < 0.0, 0.0, raw)
         series_over = st.series_over.astype(np.int64, copy=False)
-        if series.size < self.steps:  # nothing folded at all
-            series = np.zeros(self.steps)
-            series_over = np.zeros(self.steps, dtype=np.int64)
         compared = st.max_abs >= 0.0
         argmax = self._full_index(st.arg_step, st.arg_inner, full) if compared else None
         argmax_rel = self._full_index(st.rel_step, st.rel_inner, full) if compared else None
@@ -287,6 +370,7 @@ class Accumulator:
         over = np.flatnonzero(series_over)
         names = self._names
         same_float = names is not None and names[0] == names[1] and names[0] in _FLOATS
+        bounded = self.bounded
         return Divergence(
             max_abs=float(st.max_abs) if compared else 0.0,
             argmax=argmax,
@@ -303,91 +387,38 @@ class Accumulator:
             series_over=series_over,
             within=int(st.count_over) == 0,
             argmax_rel=argmax_rel,
+            margin=float(st.margin) if bounded else None,
+            series_margin=st.series_margin if bounded else None,
         )
 
     # -- serialization ------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        st = self._stats
-        flags = (_F_ULP if self.ulp is not None else 0) | \
-                (_F_AXIS_NONE if self.steps_axis is None else 0) | \
-                (_F_STARTED if self._names is not None else 0)
-        na, nb = (n.encode() for n in (self._names or ("", "")))
-        step_shape = self._step_shape or ()
-        series = np.ascontiguousarray(st.series, dtype="<f8")
-        series_over = np.ascontiguousarray(st.series_over, dtype="<i8")
-        parts = [
-            _HEAD.pack(_MAGIC, _VERSION, flags, self.atol, self.rtol,
-                       0 if self.ulp is None else min(self.ulp, _U64_MAX),
-                       0 if self.steps_axis is None else self.steps_axis,
-                       self.steps, self._inner, len(na), len(nb), len(step_shape)),
-            na, nb, struct.pack(f"<{len(step_shape)}q", *step_shape),
-            _STATS.pack(st.max_abs, st.arg_step, st.arg_inner, st.max_rel, st.rel_step,
-                        st.rel_inner, st.max_ulp, st.count_over, st.nan_mismatch, st.nan_both,
-                        st.inf_mismatch, st.size, st.step0, series.size),
-            series.tobytes(), series_over.tobytes(),
-        ]
-        return b"".join(parts)
+        return _wire.encode(_wire.State(
+            atol=self.atol, rtol=self.rtol, ulp=self.ulp, atol_steps=self.atol_steps,
+            first_step=self.first_step,
+            steps_axis=self.steps_axis, steps=self.steps, inner=self._inner, names=self._names,
+            step_shape=self._step_shape, stats=self._stats))
 
     @classmethod
     def from_bytes(cls, data: bytes, *, threads: Optional[int] = None) -> "Accumulator":
-        """Rebuild an accumulator from `to_bytes`; ValueError on anything malformed."""
-        mv = memoryview(bytes(data))
-        if len(mv) < _HEAD.size:
-            raise ValueError("accumulator data is truncated (header)")
-        (magic, version, flags, atol, rtol, ulp, axis, steps, inner, la, lb,
-         ndim) = _HEAD.unpack_from(mv, 0)
-        if magic != _MAGIC:
-            raise ValueError("not accumulator data (bad magic)")
-        if version != _VERSION:
-            raise ValueError(f"unsupported accumulator data version {version} (this reads {_VERSION})")
-        if flags & ~(_F_ULP | _F_AXIS_NONE | _F_STARTED):
-            raise ValueError(f"accumulator data has unknown flags {flags:#x}")
-        off = _HEAD.size
-        need = off + la + lb + 8 * ndim + _STATS.size
-        if len(mv) < need:
-            raise ValueError("accumulator data is truncated (names, shape or statistics)")
-        try:
-            na = bytes(mv[off:off + la]).decode("ascii")
-            nb = bytes(mv[off + la:off + la + lb]).decode("ascii")
-        except UnicodeDecodeError:
-            raise ValueError("accumulator data has malformed dtype names") from None
-        off += la + lb
-        step_shape = struct.unpack_from(f"<{ndim}q", mv, off)
-        off += 8 * ndim
-        fields = _STATS.unpack_from(mv, off)
-        off += _STATS.size
-        nser = fields[-1]
-        if nser < 0 or len(mv) != off + 16 * nser:
-            raise ValueError(f"accumulator data has {len(mv)} bytes, expected {off + 16 * max(nser, 0)}")
-        started = bool(flags & _F_STARTED)
-        if started and (na not in _CODES or nb not in _CODES):
-            raise ValueError(f"accumulator data names unsupported dtypes {na!r}, {nb!r}")
-        if not started and (la or lb):
-            raise ValueError("accumulator data has dtype names but no data")
-        if (steps < 0 or inner < 0 or any(n < 0 for n in step_shape)
-                or any(v < 0 for v in fields[7:12]) or not atol >= 0 or not rtol >= 0):
-            raise ValueError("accumulator data holds negative or invalid counts or bounds")
-        acc = cls(atol=atol, rtol=rtol, ulp=ulp if flags & _F_ULP else None,
-                  steps_axis=None if flags & _F_AXIS_NONE else axis, threads=threads)
-        acc.steps, acc._inner = steps, inner
-        if started:
-            acc._names = (na, nb)
-            if not flags & _F_AXIS_NONE:
-                acc._step_shape = tuple(step_shape)
-        st = acc._stats
-        (st.max_abs, st.arg_step, st.arg_inner, st.max_rel, st.rel_step, st.rel_inner,
-         st.max_ulp, st.count_over, st.nan_mismatch, st.nan_both, st.inf_mismatch, st.size,
-         st.step0) = fields[:-1]
-        st.series = np.frombuffer(mv, dtype="<f8", count=nser, offset=off)
-        st.series_over = np.frombuffer(mv, dtype="<i8", count=nser, offset=off + 8 * nser)
-        if nser > steps:
-            raise ValueError("accumulator data has more series entries than steps")
+        """Rebuild an accumulator from `to_bytes`; ValueError naming the field on anything
+        malformed or inconsistent."""
+        s = _wire.decode(data)
+        acc = cls(atol=s.atol if s.atol_steps is None else s.atol_steps, rtol=s.rtol, ulp=s.ulp,
+                  steps_axis=s.steps_axis, threads=threads, first_step=s.first_step)
+        acc.steps, acc._inner = s.steps, s.inner
+        acc._names, acc._step_shape = s.names, s.step_shape
+        acc._stats = s.stats
         return acc
 
 
-def divergence(a: Any, b: Any, *, atol: float = 0.0, rtol: float = 0.0, ulp: Optional[int] = None,
-               steps_axis: Optional[int] = 0, threads: Optional[int] = None) -> Divergence:
-    """Divergence of two arrays of the same shape (DESIGN.md "The numbers")."""
+def divergence(a: Any, b: Any, *, atol: Any = None, rtol: Optional[float] = None,
+               ulp: Optional[int] = None, steps_axis: Optional[int] = 0,
+               threads: Optional[int] = None) -> Divergence:
+    """Divergence of two arrays of the same shape (DESIGN.md "The numbers"). Each bound is
+    optional (None = unset): an element is inside when it meets every bound that is set
+    (|a-b| <= atol + rtol*max(|a|,|b|) when atol or rtol is set, ULP distance <= ulp when
+    ulp is set); with no bound set, inside means equal. `atol` may be one value per step."""
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
@@ -403,27 +434,60 @@ def _fmt_index(idx: Optional[Tuple[int, ...]]) -> str:
     return "none" if idx is None else "(" + ", ".join(str(i) for i in idx) + ")"
 
 
-def assert_bounded(actual: Any, desired: Any, *, atol: float = 0.0, rtol: float = 0.0,
+def _describe(atol: Any, rtol: Optional[float], ulp: Optional[int]) -> str:
+    parts = []
+    if atol is not None:
+        parts.append(f"atol={atol:g}" if np.ndim(atol) == 0 else "atol=<per step>")
+    if rtol is not None:
+        parts.append(f"rtol={rtol:g}")
+    if ulp is not None:
+        parts.append(f"ulp={ulp}")
+    return ", ".join(parts) if parts else "no bound set: equal required"
+
+
+def assert_bounded(actual: Any, desired: Any, *, atol: Any = None, rtol: Optional[float] = None,
                    ulp: Optional[int] = None, steps_axis: Optional[int] = 0) -> None:
     """Raise AssertionError, with a numpy/torch-style report, unless every element of
-    `actual` is inside the bound around `desired` (symmetric: neither is the reference)."""
-    d = divergence(actual, desired, atol=atol, rtol=rtol, ulp=ulp, steps_axis=steps_axis)
+    `actual` is inside the bound around `desired` (symmetric: neither is the reference).
+    Bounds as in `divergence` (None = unset; none set: equal required)."""
+    __tracebackhide__ = True  # pytest shows the caller's line, not this function's frames
+    a, b = np.asarray(actual), np.asarray(desired)
+    if a.shape != b.shape:
+        raise AssertionError(f"Arrays have different shapes: {a.shape} vs {b.shape}")
+    d = divergence(a, b, atol=atol, rtol=rtol, ulp=ulp, steps_axis=steps_axis)
     if d.within:
         return
-    bounds = f"atol={atol:g}, rtol={rtol:g}" + ("" if ulp is None else f", ulp={ulp}")
     pct = 100.0 * d.count_over / d.size if d.size else 0.0
     lines = [
-        f"Arrays are not within the bound ({bounds})",
+        f"Arrays are not within the bound ({_describe(atol, rtol, ulp)})",
         f"Mismatched elements: {d.count_over} / {d.size} ({pct:.3g}%)",
     ]
     if d.nan_mismatch or d.inf_mismatch:
-        lines.append(f"  of which NaN mismatches: {d.nan_mismatch}, inf mismatches: {d.inf_mismatch}")
-    lines.append(f"Greatest absolute difference: {d.max_abs!r} at index {_fmt_index(d.argmax)} "
-                 f"(up to {atol:g} allowed)")
-    lines.append(f"Greatest relative difference: {d.max_rel!r} at index {_fmt_index(d.argmax_rel)} "
-                 f"(up to {rtol:g} allowed)")
+        lines.append(f"  of which NaN mismatches: {d.nan_mismatch} (NaN against a number), "
+                     f"inf mismatches: {d.inf_mismatch} (inf against another value); "
+                     f"these fail whatever the bound")
+    if d.argmax is not None:
+        x, y = a[d.argmax], b[d.argmax]
+        if atol is None and rtol is None:
+            allowed = "" if ulp is not None else " (equal required)"
+        else:
+            at = 0.0 if atol is None else (float(atol) if np.ndim(atol) == 0
+                                           else float(np.asarray(atol)[d.step]))
+            rt = 0.0 if rtol is None else float(rtol)
+            mx = max(abs(float(x)), abs(float(y)))
+            allowed = (f" (allowed there: {at + rt * mx:.6g} = atol {at:g} + rtol {rt:g} "
+                       f"* max(|a|,|b|) {mx:.6g})")
+        lines.append(f"Greatest absolute difference: {d.max_abs!r} at index "
+                     f"{_fmt_index(d.argmax)}{allowed}; actual {x!r}, desired {y!r}")
+        lines.append(f"Greatest relative difference: {d.max_rel!r} at index "
+                     f"{_fmt_index(d.argmax_rel)}")
+    else:
+        lines.append("No element compared (every mismatch involves a NaN)")
     if d.max_ulp is not None:
         lines.append(f"Greatest ULP distance: {d.max_ulp}"
                      + ("" if ulp is None else f" (up to {ulp} allowed)"))
+    if d.margin is not None:
+        lines.append(f"Margin: {d.margin:.6g} (the share of the bound the worst element uses; "
+                     f"<= 1 passes)")
     lines.append(f"Onset step: {d.onset}" + ("" if steps_axis is None else f" (steps axis {steps_axis})"))
     raise AssertionError("\n".join(lines))

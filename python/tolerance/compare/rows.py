@@ -1,62 +1,128 @@
-"""The `tolerance.diff/1` row: built in one place, reused by `tolerance diff` and the MPI layer.
+"""The row: one (a, b, key) verdict, typed, carrying its bound and, when unmeasured, a
+reason code plus a message. Built here only; `tolerance diff` and `tolerance run` both get
+their rows from the one pair engine (compare.engine) through `measured_row` and
+`unmeasured_row`.
 
-A row is a plain dict with the contract's fields, in the contract's order. Inside Python,
-non-finite numbers are floats (nan, inf); `row_to_json` turns them into the strings
-"nan", "inf", "-inf" so the document is strict JSON.
+The row's JSON form (`Row.to_json`, the `tolerance.diff/1` row) has the fields of
+ROW_FIELDS in that order; non-finite numbers become the strings "nan", "inf", "-inf" so
+the document is strict JSON. Callers decide on a row by its `code` (REASON_CODES), never
+by its message text; no message names a command-line flag.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
 
 from tolerance._errors import EXIT_EXCEEDED, EXIT_OK, EXIT_UNMEASURED, combine_exit_codes
+from tolerance.config.spec import Bounds
 
 SCHEMA = "tolerance.diff/1"
 
-#: the fields of a row, in order
-ROW_FIELDS = ("a", "b", "key", "status", "reason", "max_abs", "argmax", "step", "max_rel",
-              "max_ulp", "count_over", "size", "nan_mismatch", "nan_both", "inf_mismatch",
-              "onset")
-_FLOAT_FIELDS = ("max_abs", "max_rel")
-_INT_FIELDS = ("argmax", "step", "max_ulp", "count_over", "size", "nan_mismatch", "nan_both",
-               "inf_mismatch", "onset")
+#: the fields of a row's JSON form, in order
+ROW_FIELDS = ("a", "b", "key", "status", "code", "reason", "bound", "max_abs", "argmax",
+              "step", "max_rel", "max_ulp", "count_over", "size", "nan_mismatch", "nan_both",
+              "inf_mismatch", "onset")
 
 PASS, FAIL, UNMEASURED = "pass", "fail", "unmeasured"
 
+# Reason codes of unmeasured rows (the `code` field; `reason` is the message for people).
+MISSING_KEY = "missing_key"              # a side has no such key
+KEY_NOT_EVERYWHERE = "key_not_everywhere"  # diff: the key is not in every input
+SHAPE_MISMATCH = "shape_mismatch"
+DTYPE_MISMATCH = "dtype_mismatch"        # different kinds (float vs int, ...)
+UNSUPPORTED_DTYPE = "unsupported_dtype"
+ULP_NEEDS_SAME_FLOAT = "ulp_needs_same_float"
+STEPS_AXIS_OUT_OF_RANGE = "steps_axis_out_of_range"
+NO_OUTPUT = "no_output"                  # run: the box/chip failed, or its output is unreadable
+KERNEL_REFUSED = "kernel_refused"        # the kernel raised on this pair's data
+DIGESTS_DIFFER = "digests_differ"        # verify: a digests-only reference, bytes differ
+REASON_CODES = (MISSING_KEY, KEY_NOT_EVERYWHERE, SHAPE_MISMATCH, DTYPE_MISMATCH,
+                UNSUPPORTED_DTYPE, ULP_NEEDS_SAME_FLOAT, STEPS_AXIS_OUT_OF_RANGE, NO_OUTPUT,
+                KERNEL_REFUSED, DIGESTS_DIFFER)
+
 # dtype classes that compare with each other (the kernel's supported set)
 _CLASS = {"f": "float", "i": "int", "u": "int", "b": "bool"}
+
+
+def as_bound(b: Any) -> Bounds:
+    """Any object with atol, rtol, ulp as a Bounds."""
+    if isinstance(b, Bounds):
+        return b
+    return Bounds(atol=b.atol, rtol=b.rtol, ulp=b.ulp)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why something cannot be compared: a code from REASON_CODES and a message."""
+
+    code: str
+    message: str
+
+
+@dataclass
+class Row:
+    """One (a, b, key) verdict. Unmeasured rows have nan floats, None ints, and code+reason."""
+
+    a: str
+    b: str
+    key: str
+    status: str
+    bound: Bounds
+    code: str | None = None
+    reason: str | None = None
+    max_abs: float = math.nan
+    argmax: list[int] | None = None
+    step: int | None = None
+    max_rel: float = math.nan
+    max_ulp: int | None = None
+    count_over: int | None = None
+    size: int | None = None
+    nan_mismatch: int | None = None
+    nan_both: int | None = None
+    inf_mismatch: int | None = None
+    onset: int | None = None
+    #: per-step max |a-b| (float64) and count over the bound (int64); measured rows only
+    series: np.ndarray | None = field(default=None, repr=False, compare=False)
+    series_over: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def exit_code(self) -> int:
+        return {PASS: EXIT_OK, FAIL: EXIT_EXCEEDED, UNMEASURED: EXIT_UNMEASURED}[self.status]
+
+    def to_json(self) -> dict[str, Any]:
+        """The `tolerance.diff/1` row (strict JSON)."""
+        out: dict[str, Any] = {}
+        for f in ROW_FIELDS:
+            v = getattr(self, f)
+            out[f] = v.to_dict() if f == "bound" else json_number(v)
+        return out
 
 
 def _opt_int(x: Any) -> int | None:
     return None if x is None else int(x)
 
 
-def row_from_divergence(a: str, b: str, key: str, div: Any) -> dict[str, Any]:
+def measured_row(a: str, b: str, key: str, div: Any, bound: Any) -> Row:
     """A measured row from a `tolerance.Divergence`: status pass when within, else fail."""
-    return {
-        "a": a, "b": b, "key": key,
-        "status": PASS if div.within else FAIL,
-        "reason": None,
-        "max_abs": float(div.max_abs),
-        "argmax": None if div.argmax is None else [int(i) for i in div.argmax],
-        "step": _opt_int(div.step),
-        "max_rel": float(div.max_rel),
-        "max_ulp": _opt_int(div.max_ulp),
-        "count_over": int(div.count_over),
-        "size": int(div.size),
-        "nan_mismatch": int(div.nan_mismatch),
-        "nan_both": int(div.nan_both),
-        "inf_mismatch": int(div.inf_mismatch),
-        "onset": _opt_int(div.onset),
-    }
+    return Row(
+        a=a, b=b, key=key, status=PASS if div.within else FAIL, bound=as_bound(bound),
+        max_abs=float(div.max_abs),
+        argmax=None if div.argmax is None else [int(i) for i in div.argmax],
+        step=_opt_int(div.step), max_rel=float(div.max_rel), max_ulp=_opt_int(div.max_ulp),
+        count_over=int(div.count_over), size=int(div.size),
+        nan_mismatch=int(div.nan_mismatch), nan_both=int(div.nan_both),
+        inf_mismatch=int(div.inf_mismatch), onset=_opt_int(div.onset),
+        series=np.asarray(div.series, dtype=np.float64),
+        series_over=np.asarray(div.series_over, dtype=np.int64))
 
 
-def unmeasured_row(a: str, b: str, key: str, reason: str) -> dict[str, Any]:
-    """A row that could not be compared: numbers nan, ints None, and why."""
-    row: dict[str, Any] = {"a": a, "b": b, "key": key, "status": UNMEASURED, "reason": reason}
-    for f in ROW_FIELDS[5:]:
-        row[f] = math.nan if f in _FLOAT_FIELDS else None
-    return row
+def unmeasured_row(a: str, b: str, key: str, problem: Problem, bound: Any) -> Row:
+    """A row that could not be compared: numbers nan, ints None, and why (code + message)."""
+    return Row(a=a, b=b, key=key, status=UNMEASURED, bound=as_bound(bound),
+               code=problem.code, reason=problem.message)
 
 
 def json_number(x: Any) -> Any:
@@ -66,18 +132,10 @@ def json_number(x: Any) -> Any:
     return x
 
 
-def row_to_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A row with every non-finite float as a string (strict JSON)."""
-    return {k: json_number(row[k]) for k in ROW_FIELDS}
-
-
-def row_exit_code(row: Mapping[str, Any]) -> int:
-    return {PASS: EXIT_OK, FAIL: EXIT_EXCEEDED, UNMEASURED: EXIT_UNMEASURED}[row["status"]]
-
-
-def rows_exit_code(rows: Iterable[Mapping[str, Any]], *extra: int) -> int:
-    """The exit code of a set of rows (plus other parts' codes), by DESIGN.md precedence."""
-    return combine_exit_codes(*(row_exit_code(r) for r in rows), *extra)
+def rows_exit_code(rows: Iterable[Row], *extra: int) -> int:
+    """The exit code of a set of rows (plus other parts' codes), by the documented
+    precedence (docs/numbers.md "Exit codes")."""
+    return combine_exit_codes(*(r.exit_code for r in rows), *extra)
 
 
 def dtype_class(dtype: Any) -> str | None:
@@ -87,92 +145,26 @@ def dtype_class(dtype: Any) -> str | None:
 
 def incompatibility(shape_a: tuple[int, ...], dtype_a: Any, shape_b: tuple[int, ...],
                     dtype_b: Any, *, ulp: int | None = None,
-                    steps_axis: int | None = 0) -> str | None:
-    """Why two arrays cannot be compared (the reason of an unmeasured row), or None.
+                    steps_axis: int | None = 0) -> Problem | None:
+    """Why two arrays cannot be compared (the problem of an unmeasured row), or None.
 
     Checked before any data moves: shape, dtype kind, unsupported dtypes, a ULP bound on
     anything but the same float type, and a steps axis that the shape does not have.
     """
     if tuple(shape_a) != tuple(shape_b):
-        return f"shape mismatch {tuple(shape_a)} vs {tuple(shape_b)}"
+        return Problem(SHAPE_MISMATCH, f"shape mismatch {tuple(shape_a)} vs {tuple(shape_b)}")
     ca, cb = dtype_class(dtype_a), dtype_class(dtype_b)
     for c, dt in ((ca, dtype_a), (cb, dtype_b)):
         if c is None:
-            return f"unsupported dtype {dt} (supported: bool, int, uint, float)"
+            return Problem(UNSUPPORTED_DTYPE,
+                           f"unsupported dtype {dt} (supported: bool, int, uint, float)")
     if ca != cb:
-        return f"dtype kind mismatch {dtype_a} vs {dtype_b}"
+        return Problem(DTYPE_MISMATCH, f"dtype kind mismatch {dtype_a} vs {dtype_b}")
     if ulp is not None and (ca != "float" or dtype_a != dtype_b):
-        return f"--ulp needs the same float type on both sides ({dtype_a} vs {dtype_b})"
+        return Problem(ULP_NEEDS_SAME_FLOAT, f"a ULP bound needs the same float type on both "
+                                             f"sides ({dtype_a} vs {dtype_b})")
     nd = len(shape_a)
     if steps_axis is not None and nd and not -nd <= steps_axis < nd:
-        return f"steps axis {steps_axis} is out of range for shape {tuple(shape_a)}"
+        return Problem(STEPS_AXIS_OUT_OF_RANGE,
+                       f"steps axis {steps_axis} is out of range for shape {tuple(shape_a)}")
     return None
-
-
-# --- console ---------------------------------------------------------------------------
-
-def _g(x: float) -> str:
-    if isinstance(x, float) and math.isnan(x):
-        return "nan"
-    if isinstance(x, float) and math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.2g}"
-
-
-def describe_bounds(atol: float = 0.0, rtol: float = 0.0, ulp: int | None = None) -> str:
-    parts = []
-    if atol:
-        parts.append(f"atol {atol:g}")
-    if rtol:
-        parts.append(f"rtol {rtol:g}")
-    if ulp is not None:
-        parts.append(f"ulp {ulp}")
-    return " ".join(parts) if parts else "exact"
-
-
-def run_head(row: Mapping[str, Any]) -> str:
-    """The head of a `tolerance run` line: `max‖z_b[pc2] − z_b[mac]‖ =`."""
-    return f"max‖{row['key']}[{row['a']}] − {row['key']}[{row['b']}]‖ ="
-
-
-def format_row(row: Mapping[str, Any], *, widths: tuple[int, int, int] = (0, 0, 0),
-               bounds: str = "exact", steps: bool = True, head_width: int | None = None) -> str:
-    """One aligned console line, e.g.
-    `a.npz  b.npz  z_b  max|a-b| 3.2e-07 @ step 812  rel 4.1e-08  ulp 3  onset 790  FAIL (atol 1e-07)`
-    With `head_width` (the `tolerance run` style) the line opens with `run_head(row)` padded
-    to that width: `max‖z_b[pc2] − z_b[mac]‖ = 3.2e-07 @ step 812 ...`.
-    """
-    if head_width is not None:
-        head, label = f"{run_head(row):<{head_width}} ", ""
-    else:
-        wa, wb, wk = widths
-        head, label = f"{row['a']:<{wa}}  {row['b']:<{wb}}  {row['key']:<{wk}}  ", "max|a-b| "
-    if row["status"] == UNMEASURED:
-        return head + f"{label}{'nan':<8}  (warn) unmeasured: {row['reason']}"
-    where = ""
-    if row["argmax"] is not None and len(row["argmax"]) and row["max_abs"] != 0:
-        where = (f"@ step {row['step']}" if steps
-                 else "@ [" + ",".join(str(i) for i in row["argmax"]) + "]")
-    parts = [f"{label}{_g(row['max_abs']):<8} {where:<13}", f"rel {_g(row['max_rel']):<8}"]
-    parts.append(f"ulp {row['max_ulp']:<5}" if row["max_ulp"] is not None else " " * 9)
-    parts.append(f"{'over ' + str(row['count_over']) + '/' + str(row['size']):<18}")
-    if steps:
-        parts.append(f"onset {'-' if row['onset'] is None else row['onset']:<6}")
-    verdict = "pass" if row["status"] == PASS else f"FAIL ({bounds})"
-    extra = [f"{name} {row[field]}" for name, field in (
-        ("NaN-mismatch", "nan_mismatch"), ("inf-mismatch", "inf_mismatch"),
-        ("nan-both", "nan_both")) if row[field]]
-    return head + " ".join(parts) + " " + "  ".join([verdict, *extra])
-
-
-def summarize(rows: Iterable[Mapping[str, Any]], n_inputs: int, n_keys: int,
-              exit_code: int) -> str:
-    rows = list(rows)
-    n = {s: sum(1 for r in rows if r["status"] == s) for s in (PASS, FAIL, UNMEASURED)}
-    return (f"{n_inputs} inputs, {n_keys} keys, {len(rows)} rows: {n[PASS]} pass, "
-            f"{n[FAIL]} fail, {n[UNMEASURED]} unmeasured -> exit {exit_code}")
-
-
-def series_key(a: str, b: str, key: str, kind: str) -> str:
-    """The name of a row's per-step series in a series .npz (`kind`: max_abs | over)."""
-    return f"{a}__{b}__{key}__{kind}"

@@ -8,13 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from tolerance.config._yaml import SchemaProblems, load_yaml
-from tolerance.config.chips import CHIP_GRAMMAR, Chip, chip_problem, parse_chip
-from tolerance.config.cluster import THREAD_VARS, Box, Cluster, load_cluster, parse_cluster
+from tolerance.config.chips import CHIP_GRAMMAR, THREAD_VARS, Chip, chip_problem, knob_env, parse_chip
+from tolerance.config.cluster import Box, Cluster, load_cluster, parse_cluster
 from tolerance.config.spec import (BOX_LOCAL_ENV, Bounds, Spec, list_stems, load_spec,
                                    parse_spec, spec_path)
 
 __all__ = [
-    "BOX_LOCAL_ENV", "CHIP_GRAMMAR", "THREAD_VARS", "Bounds", "Box", "Chip", "Cluster",
+    "BOX_LOCAL_ENV", "CHIP_GRAMMAR", "THREAD_VARS", "Bounds", "Box", "Chip", "Cluster", "knob_env",
     "SchemaProblems", "Spec", "chip_problem", "default_cluster_path", "list_stems",
     "load_cluster", "load_default_cluster", "load_spec", "load_yaml", "parse_chip",
     "parse_cluster", "parse_spec", "shipped_cluster_path", "spec_path",

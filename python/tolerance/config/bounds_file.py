@@ -67,8 +67,8 @@ class BoundsFile:
     envelope: Path                      # the sibling .npz, resolved
     keys: Mapping[str, KeyCalibration]
 
-    def mismatch(self, spec: Any, code_commit: str | None = None) -> list[str]:
-        """What makes this file not for `spec` (and this commit): one phrase each."""
+    def mismatch(self, spec: Any) -> list[str]:
+        """What makes this file not for `spec`: one phrase each."""
         out = []
         if self.stem != spec.stem:
             out.append(f"made for stem {self.stem!r}, not {spec.stem!r}")
@@ -77,8 +77,6 @@ class BoundsFile:
                        "steps_axis or timeout changed since)")
         if self.steps_axis != spec.steps_axis:
             out.append(f"made with steps_axis {self.steps_axis}, the spec has {spec.steps_axis}")
-        if code_commit and self.code_commit and code_commit != self.code_commit:
-            out.append(f"made at commit {self.code_commit[:12]}, this is {code_commit[:12]}")
         return out
 
 
@@ -201,9 +199,12 @@ def apply_bounds_file(spec: Any, bf: BoundsFile) -> Any:
     from tolerance.config.spec import Bounds
 
     key_bounds = dict(spec.key_bounds)
+    calibrated = list(spec.calibrated)
     for key, kc in bf.keys.items():
-        if key in key_bounds or (kc.atol is None and kc.rtol is None):
+        if (key in key_bounds and key not in calibrated) or (kc.atol is None and kc.rtol is None):
             continue
         given = {k: v for k, v in (("atol", kc.atol), ("rtol", kc.rtol)) if v is not None}
         key_bounds[key] = Bounds(**given)
-    return replace(spec, key_bounds=key_bounds)
+        if key not in calibrated:
+            calibrated.append(key)
+    return replace(spec, key_bounds=key_bounds, calibrated=tuple(calibrated))

@@ -9,13 +9,11 @@ from typing import Any, Mapping
 from tolerance._errors import ConfigError
 from tolerance.config._check import Checker, name_problem
 from tolerance.config._yaml import SchemaProblems, key_path, load_yaml
-from tolerance.config.chips import Chip, chip_problem, parse_chip
+from tolerance.config.chips import Chip, chip_problem, knob_env, parse_chip
 
 SCHEMA = 1
 _CLUSTER_KEYS = ("schema", "boxes")
 _BOX_KEYS = ("name", "host", "root", "python", "env", "chips", "tags", "threads")
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -35,12 +33,9 @@ class Box:
         return tuple(parse_chip(c) for c in self.chips)
 
     def resolved_env(self) -> dict[str, str]:
-        """The box's share of a chip's env: `threads` as thread variables, then `env`."""
-        out: dict[str, str] = {}
-        if self.threads is not None:
-            out.update({v: str(self.threads) for v in THREAD_VARS})
-        out.update(self.env)
-        return out
+        """The box's share of a chip's env (`threads`, then `env`): knob_env of a chip that
+        implies nothing."""
+        return knob_env(Chip("cpu"), threads=self.threads, env=self.env)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "host": self.host, "root": self.root, "python": self.python,

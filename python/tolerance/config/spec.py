@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from tolerance.config._check import Checker, name_problem
 from tolerance.config._yaml import SchemaProblems, key_path, load_yaml
-from tolerance.config.cluster import THREAD_VARS
+from tolerance.config.chips import THREAD_VARS
 
 SCHEMA = 1
 DEFAULT_OUTPUTS = "*.npz"
@@ -22,7 +22,7 @@ DEFAULT_TIMEOUT = 600.0
 PLACEHOLDERS = ("out", "chip", "python")
 
 _SPEC_KEYS = ("schema", "description", "command", "python", "outputs", "keys", "bounds",
-              "steps_axis", "env", "timeout")
+              "steps_axis", "env", "timeout", "bounds_file", "code")
 _BOUND_KEYS = ("atol", "rtol", "ulp")
 _ENTRY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
                     r":[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -52,10 +52,12 @@ BOX_LOCAL_ENV = THREAD_VARS + ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
 
 @dataclass(frozen=True)
 class Bounds:
-    """The bound of one key: inside when |a-b| <= atol + rtol*max(|a|,|b|) (and ULP <= ulp)."""
+    """The bound of one key. Each part is optional (None = unset): an element is inside when
+    it meets every bound that is set (|a-b| <= atol + rtol*max(|a|,|b|) when atol or rtol is
+    set, ULP <= ulp when ulp is set); a key with no bound set must be equal."""
 
-    atol: float = 0.0
-    rtol: float = 0.0
+    atol: float | None = None
+    rtol: float | None = None
     ulp: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +80,12 @@ class Spec:
     timeout: float = DEFAULT_TIMEOUT
     description: str | None = None
     path: Path | None = None
+    #: a calibrated bounds file (`tolerance calibrate`), resolved against the spec's folder
+    bounds_file: Path | None = None
+    code: tuple[str, ...] = ()   # globs of untracked files that count as code (fingerprint)
+    #: keys whose bound came from a bounds file (a later file may replace them; a bound
+    #: written in the spec itself never is)
+    calibrated: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.command is None) == (self.python is None):
@@ -113,6 +121,8 @@ class Spec:
             "steps_axis": self.steps_axis,
             "env": dict(sorted(self.env.items())),
             "timeout": self.timeout,
+            # only when set, so that every spec without it keeps its identity
+            **({"code": list(self.code)} if self.code else {}),
         }
 
     def published(self) -> dict[str, Any]:
@@ -148,17 +158,20 @@ def _bounds(ck: Checker, raw: Any, path: str, base: Bounds) -> Bounds | None:
     ck.keys(data, path, _BOUND_KEYS)
     before = len(ck.problems)
     atol, rtol, ulp = base.atol, base.rtol, base.ulp
-    if "atol" in data:
-        atol = ck.number(data["atol"], key_path(path, "atol"), minimum=0.0)
+    if "atol" in data:  # `atol: null` unsets an inherited bound
+        atol = None if data["atol"] is None else \
+            ck.number(data["atol"], key_path(path, "atol"), minimum=0.0)
     if "rtol" in data:
-        rtol = ck.number(data["rtol"], key_path(path, "rtol"), minimum=0.0)
+        rtol = None if data["rtol"] is None else \
+            ck.number(data["rtol"], key_path(path, "rtol"), minimum=0.0)
     if "ulp" in data and data["ulp"] is not None:
         ulp = ck.integer(data["ulp"], key_path(path, "ulp"), minimum=0)
     elif "ulp" in data:
         ulp = None
     if len(ck.problems) > before:
         return None
-    return Bounds(atol=float(atol), rtol=float(rtol), ulp=ulp)  # type: ignore[arg-type]
+    return Bounds(atol=None if atol is None else float(atol),  # type: ignore[arg-type]
+                  rtol=None if rtol is None else float(rtol), ulp=ulp)
 
 
 def _bounds_section(ck: Checker, raw: Any, keys: tuple[str, ...]
@@ -337,16 +350,36 @@ def parse_spec(data: Any, *, stem: str, display: str | None = None,
                                                                 if name in THREAD_VARS else "")))
                 del env[name]
 
+    bounds_file = None
+    if doc.get("bounds_file") is not None:
+        text = ck.string(doc["bounds_file"], "bounds_file")
+        if text is not None:
+            bounds_file = Path(text) if path is None else (path.parent / text)
+            if path is not None and not bounds_file.is_file():
+                ck.add("bounds_file", f"{bounds_file}: no such file (make it with "
+                                      f"`tolerance calibrate {stem}`)")
+
     timeout = DEFAULT_TIMEOUT
     if "timeout" in doc:
         t = ck.number(doc["timeout"], "timeout", positive=True)
         timeout = t if t is not None else timeout
 
+    code: tuple[str, ...] = ()
+    if doc.get("code") is not None:
+        globs = ck.string_list(doc["code"], "code")
+        for i, g in enumerate(globs or []):
+            parts = PurePosixPath(g).parts
+            if g.startswith("/") or "\\" in g or ".." in parts:
+                ck.add(key_path("code", i), f"{g!r} must be a glob relative to the box root "
+                                            "(no absolute path, no '..')")
+        code = tuple(globs or ())
+
     if ck.problems:
         raise SchemaProblems(ck.problems)
     return Spec(stem=stem, command=command, python=python, outputs=outputs, keys=keys,
                 default_bounds=default, key_bounds=key_bounds, steps_axis=steps_axis, env=env,
-                timeout=timeout, description=description, path=path)
+                timeout=timeout, description=description, path=path, bounds_file=bounds_file,
+                code=code)
 
 
 def spec_path(stem: str, specs_dir: Path | str) -> Path:
@@ -367,7 +400,10 @@ def load_spec(stem_or_path: str | Path, specs_dir: Path | str | None = None) -> 
         p = spec_path(text, specs_dir if specs_dir is not None else "specs")
         stem = text
     data = load_yaml(p, str(p))
-    return parse_spec(data, stem=stem, display=str(p), path=p)
+    spec = parse_spec(data, stem=stem, display=str(p), path=p)
+    if spec.bounds_file is not None:
+        spec = with_run_overrides(spec, bounds_path=spec.bounds_file)
+    return spec
 
 
 def list_stems(specs_dir: Path | str) -> list[str]:
@@ -375,7 +411,9 @@ def list_stems(specs_dir: Path | str) -> list[str]:
     d = Path(specs_dir)
     if not d.is_dir():
         return []
-    return sorted(p.stem for p in d.glob("*.yaml") if p.is_file())
+    # `<stem>.bounds.yaml` files are calibrated bounds (tolerance calibrate), not specs
+    return sorted(p.stem for p in d.glob("*.yaml")
+                  if p.is_file() and not p.name.endswith(".bounds.yaml"))
 
 
 def with_run_overrides(spec: Spec, *, env: Mapping[str, str] | None = None,

@@ -11,6 +11,7 @@ data offsets, sizes, CRCs) is checked here against the file and the `.npy` heade
 """
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import queue
@@ -22,7 +23,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -68,21 +69,36 @@ def normalize_axis(steps_axis: int | None, ndim: int, where: str = "") -> int | 
     return ax
 
 
-def plan_chunk(shape: tuple[int, ...], steps_axis: int | None, itemsize: int,
-               budget: int = DEFAULT_CHUNK_BYTES) -> int:
-    """Steps per chunk (int steps axis) or elements per flat piece (steps_axis None).
+#: a block is also one MPI message; MPI counts are C ints, so a block stays far below
+#: 2 GiB (1 GiB leaves room for any MPI implementation's header arithmetic)
+MAX_BLOCK_BYTES = 1 << 30
 
-    At least 1: a single step larger than the budget is one chunk.
+
+def plan_blocks(shape: Sequence[int], steps_axis: int | None, itemsize: int,
+                budget: int = DEFAULT_CHUNK_BYTES) -> tuple[int, list[tuple[int, int]]]:
+    """The one block planner: how a key of `shape` (elements of `itemsize` bytes) is cut
+    into blocks of at most `budget` bytes (capped at MAX_BLOCK_BYTES).
+
+    With a steps axis a block holds whole steps (at least one: a single step larger than
+    the budget is one block); with `steps_axis` None (and for 0-d arrays) the array is one
+    step and blocks are flat C-order element ranges. Depends only on its arguments, so
+    every reader and every rank cuts alike. Returns (steps or elements per block, the
+    consecutive [lo, hi) ranges; one empty range for an empty extent).
     """
-    budget = max(int(budget), 1)
+    budget = max(1, min(int(budget), MAX_BLOCK_BYTES))
+    itemsize = max(1, int(itemsize))
+    shape = tuple(int(d) for d in shape)
     ax = normalize_axis(steps_axis, len(shape))
+    size = math.prod(shape)
     if ax is None:
-        return max(1, budget // max(itemsize, 1))
-    per_step = itemsize
-    for i, d in enumerate(shape):
-        if i != ax:
-            per_step *= d
-    return max(1, budget // max(per_step, 1))
+        per, extent = max(1, budget // itemsize), size
+    else:
+        extent = shape[ax]
+        step_bytes = itemsize * math.prod(d for i, d in enumerate(shape) if i != ax)
+        per = max(1, budget // max(step_bytes, 1))
+    if extent == 0:
+        return per, [(0, 0)]
+    return per, [(lo, min(lo + per, extent)) for lo in range(0, extent, per)]
 
 
 class _CrcWorker:
@@ -297,7 +313,7 @@ class Member:
         shape = self.shape
         ax = normalize_axis(steps_axis, len(shape), f"{self.path}: {self.key}: ")
         if per_chunk is None:
-            per_chunk = plan_chunk(shape, ax, self.file_dtype.itemsize, budget)
+            per_chunk = plan_blocks(shape, ax, self.file_dtype.itemsize, budget)[0]
         per_chunk = max(1, int(per_chunk))
         if self._contiguous(ax):
             if self.method == "deflated":

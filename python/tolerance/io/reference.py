@@ -36,7 +36,7 @@ import numpy as np
 from tolerance._errors import FormatError, ToleranceError
 from tolerance.io.digest import DIGEST_ALGORITHM, DIGEST_BYTES, block_digest
 from tolerance.io.npy import MAX_NBYTES, MAX_NDIM, parse_descr
-from tolerance.io.npz import Archive, Member, normalize_axis, plan_chunk
+from tolerance.io.npz import Archive, Member, normalize_axis, plan_blocks
 
 SCHEMA = "tolerance.reference/1"
 MANIFEST = "reference.json"
@@ -96,7 +96,7 @@ def digest_plan(shape: tuple[int, ...], steps_axis: int | None,
     """(normalized steps axis, steps per block) of a key's digest blocks: whole steps under
     `budget` bytes at the widest element, or flat C-order pieces when there is no axis."""
     ax = normalize_axis(steps_axis, len(shape))
-    return ax, plan_chunk(shape, ax, _WIDEST, budget)
+    return ax, plan_blocks(shape, ax, _WIDEST, budget)[0]
 
 
 def block_count(shape: tuple[int, ...], ax: int | None, per_block: int) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 from tolerance._errors import ToleranceError
 from tolerance.config import Box, Chip, Spec
+from tolerance.config.chips import knob_env
 from tolerance.runner import _chips
 from tolerance.runner.env_fingerprint import environment_fingerprint
 
@@ -154,8 +155,10 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def chip_env(spec: Spec, box: Box, chip: Chip) -> dict[str, str]:
-    """box env + spec env + chip env, later wins (what the chip gets on top of os.environ)."""
-    return {**box.resolved_env(), **spec.env, **chip.env()}
+    """What the chip gets on top of os.environ, resolved in the one documented order
+    (config.chips.knob_env): derived from the chip, then the box's `threads`, then the
+    box's `env`, then the spec's `env`."""
+    return knob_env(chip, threads=box.threads, env={**box.env, **spec.env})
 
 
 def _watch(group, results: list[ChipResult], settle, *, deadline: float, timeout: float,

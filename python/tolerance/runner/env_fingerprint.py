@@ -8,7 +8,7 @@ import socket
 import sys
 from typing import Any, Mapping
 
-from tolerance.config.cluster import THREAD_VARS
+from tolerance.config.chips import THREAD_VARS
 
 #: CPU features worth knowing when float results differ (a summary, not the full list)
 _FLAGS = ("sse2", "sse3", "ssse3", "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c",

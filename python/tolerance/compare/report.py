@@ -1,0 +1,228 @@
+"""Every report of rows, built in one place: console lines, the `tolerance diff` JSON
+document and series, and a run's report.json, series.npz and summary.md.
+
+Rows come from the one pair engine (compare.engine) and carry their bound, so nothing here
+looks a bound up again. The file formats are described in docs/formats.md.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from tolerance._errors import EXIT_ERROR, EXIT_OK
+from tolerance.compare.rows import PASS, FAIL, SCHEMA as DIFF_SCHEMA, UNMEASURED, Row, rows_exit_code
+from tolerance.io import write_json, write_npz, write_text
+
+RUN_SCHEMA = "tolerance.run/1"
+
+
+# --------------------------------------------------------------------------- console
+
+def _g(x: float) -> str:
+    if isinstance(x, float) and math.isnan(x):
+        return "nan"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.2g}"
+
+
+def _opt_g(x: Any) -> str:  # an unset bound is shown as "-", not as 0
+    return "-" if x is None else f"{x:g}"
+
+
+def describe_bounds(bound: Any) -> str:
+    """`atol 1e-07 rtol 1e-09 ulp 4`, or `exact` when no bound is set."""
+    parts = []
+    if bound.atol is not None:  # an unset bound is not a zero bound: 0 is shown, None not
+        parts.append(f"atol {bound.atol:g}")
+    if bound.rtol is not None:
+        parts.append(f"rtol {bound.rtol:g}")
+    if bound.ulp is not None:
+        parts.append(f"ulp {bound.ulp}")
+    return " ".join(parts) if parts else "exact"
+
+
+def run_head(row: Row) -> str:
+    """The head of a `tolerance run` line: `max‖z_b[pc2] − z_b[mac]‖ =`."""
+    return f"max‖{row.key}[{row.a}] − {row.key}[{row.b}]‖ ="
+
+
+def format_row(row: Row, *, widths: tuple[int, int, int] = (0, 0, 0), steps: bool = True,
+               head_width: int | None = None) -> str:
+    """One aligned console line, e.g.
+    `a.npz  b.npz  z_b  max|a-b| 3.2e-07 @ step 812  rel 4.1e-08  ulp 3  onset 790  FAIL (atol 1e-07)`
+    With `head_width` (the `tolerance run` style) the line opens with `run_head(row)` padded
+    to that width: `max‖z_b[pc2] − z_b[mac]‖ = 3.2e-07 @ step 812 ...`.
+    """
+    if head_width is not None:
+        head, label = f"{run_head(row):<{head_width}} ", ""
+    else:
+        wa, wb, wk = widths
+        head, label = f"{row.a:<{wa}}  {row.b:<{wb}}  {row.key:<{wk}}  ", "max|a-b| "
+    if row.status == UNMEASURED:
+        return head + f"{label}{'nan':<8}  (warn) unmeasured: {row.reason}"
+    where = ""
+    if row.argmax is not None and len(row.argmax) and row.max_abs != 0:
+        where = (f"@ step {row.step}" if steps
+                 else "@ [" + ",".join(str(i) for i in row.argmax) + "]")
+    parts = [f"{label}{_g(row.max_abs):<8} {where:<13}", f"rel {_g(row.max_rel):<8}"]
+    parts.append(f"ulp {row.max_ulp:<5}" if row.max_ulp is not None else " " * 9)
+    parts.append(f"{'over ' + str(row.count_over) + '/' + str(row.size):<18}")
+    if steps:
+        parts.append(f"onset {'-' if row.onset is None else row.onset:<6}")
+    verdict = "pass" if row.status == PASS else f"FAIL ({describe_bounds(row.bound)})"
+    extra = [f"{name} {getattr(row, attr)}" for name, attr in (
+        ("NaN-mismatch", "nan_mismatch"), ("inf-mismatch", "inf_mismatch"),
+        ("nan-both", "nan_both")) if getattr(row, attr)]
+    return head + " ".join(parts) + " " + "  ".join([verdict, *extra])
+
+
+def summarize(rows: Iterable[Row], n_inputs: int, n_keys: int, exit_code: int) -> str:
+    rows = list(rows)
+    n = {s: sum(1 for r in rows if r.status == s) for s in (PASS, FAIL, UNMEASURED)}
+    return (f"{n_inputs} inputs, {n_keys} keys, {len(rows)} rows: {n[PASS]} pass, "
+            f"{n[FAIL]} fail, {n[UNMEASURED]} unmeasured -> exit {exit_code}")
+
+
+# --------------------------------------------------------------------------- series
+
+def series_key(a: str, b: str, key: str, kind: str) -> str:
+    """The name of a row's per-step series in a series .npz (`kind`: max_abs | over)."""
+    return f"{a}__{b}__{key}__{kind}"
+
+
+def series_arrays(rows: Iterable[Row]) -> dict[str, np.ndarray]:
+    """`<a>__<b>__<key>__max_abs` (float64) and `..__over` (int64) of every measured row."""
+    out: dict[str, np.ndarray] = {}
+    for r in rows:
+        if r.series is not None:
+            out[series_key(r.a, r.b, r.key, "max_abs")] = r.series
+            out[series_key(r.a, r.b, r.key, "over")] = r.series_over
+    return out
+
+
+# --------------------------------------------------------------------------- diff
+
+def diff_document(result: Any) -> dict[str, Any]:
+    """The `tolerance.diff/1` document of a DiffResult (strict JSON)."""
+    return {"schema": DIFF_SCHEMA, "inputs": result.inputs, "bounds": result.bound.to_dict(),
+            "steps_axis": result.steps_axis, "rows": [r.to_json() for r in result.rows],
+            "exit_code": result.exit_code}
+
+
+# --------------------------------------------------------------------------- run
+
+def run_exit_code(rows: Sequence[Row], boxes: Sequence[dict], participants: Sequence[Any] = ()
+                  ) -> int:
+    """The documented precedence over the rows, plus 2 for a box that failed to run (or
+    wrote an output that could not be read)."""
+    failed = any(b.get("status") != "finished" for b in boxes) or \
+        any(p.failed for p in participants)
+    return rows_exit_code(rows, EXIT_ERROR if failed else EXIT_OK)
+
+
+def run_document(outcome: Any, rows: Sequence[Row], exit_code: int) -> dict[str, Any]:
+    """The `tolerance.run/1` document (report.json) of a run's outcome."""
+    spec = outcome.spec
+    stats = outcome.stats
+    by_box = {b.get("box"): b for b in outcome.boxes}
+    boxes = []
+    for info in outcome.infos:
+        b = by_box.get(info["box"], {})
+        boxes.append({"name": info["box"], "rank": info["rank"], "host": info["hostname"],
+                      "pid": info["pid"], "arch": info["arch"], "versions": info["versions"],
+                      "code": info["code"], "commit": (info["code"] or {}).get("head"),
+                      "status": b.get("status"),
+                      "env_fingerprint": b.get("env_fingerprint"), "chips": b.get("chips", [])})
+    return {
+        "schema": RUN_SCHEMA,
+        "run_id": outcome.run_id,
+        "stem": outcome.stem,
+        "spec_hash": spec.identity_hash(),
+        "sync": ("push" if getattr(outcome, "push", False) else "verify") if outcome.sync
+                else "off",
+        "run_dir": str(outcome.run_dir),
+        "steps_axis": spec.steps_axis,
+        "bounds": {k: spec.bounds_for(k).to_dict() for k in spec.keys},
+        "boxes": boxes,
+        "rows": [r.to_json() for r in rows],
+        "bytes_moved": stats.bytes_sent if stats else 0,
+        "blocks": {"hashed": stats.blocks if stats else 0,
+                   "equal_folds": stats.blocks_equal if stats else 0},
+        "timings": {k: round(v, 6) for k, v in outcome.timings.items()},
+        "exit_code": exit_code,
+    }
+
+
+def summary_markdown(doc: dict) -> str:
+    lines = [f"# tolerance run `{doc['stem']}` — {doc['run_id']}", ""]
+    if doc["sync"] == "off":
+        lines += ["> **WARNING: --no-sync: the boxes' code was not checked to be the same.**", ""]
+    lines += ["| box | host | status | git HEAD | code |", "|---|---|---|---|---|"]
+    for b in doc["boxes"]:
+        code = b.get("code") or {}
+        lines.append(f"| {b['name']} | {b['host']} | {b['status']} | "
+                     f"{(code.get('head') or '-')[:12]} | {str(code.get('digest', ''))[:12]} |")
+    lines += ["", "| a | b | key | max abs | step | max rel | ulp | onset | over | verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        verdict = r["status"].upper() + (f" ({r['reason']})" if r.get("reason") else "")
+        lines.append(f"| {r['a']} | {r['b']} | {r['key']} | {_num(r['max_abs'])} | "
+                     f"{_opt(r['step'])} | {_num(r['max_rel'])} | {_opt(r['max_ulp'])} | "
+                     f"{_opt(r['onset'])} | {_opt(r['count_over'])} | {verdict} |")
+    lines += ["", "Bounds: " + "; ".join(
+        f"`{k}` atol {_opt_g(v['atol'])} rtol {_opt_g(v['rtol'])} ulp {v['ulp'] if v['ulp'] is not None else '-'}"
+        for k, v in doc["bounds"].items()),
+        f"Data bytes moved between boxes: {doc['bytes_moved']}",
+        f"Exit code: {doc['exit_code']}", ""]
+    if doc["sync"] == "off":
+        lines += ["> **WARNING: --no-sync: the boxes' code was not checked to be the same.**", ""]
+    return "\n".join(lines)
+
+
+def _num(x) -> str:
+    if isinstance(x, str):
+        return x
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _opt(x) -> str:
+    return "-" if x is None else str(x)
+
+
+def write_run_report(run_dir: Path, doc: dict, rows: Sequence[Row]) -> dict[str, Path]:
+    """report.json, series.npz and summary.md under the run directory (temp + rename)."""
+    paths = {"report": run_dir / "report.json", "series": run_dir / "series.npz",
+             "summary": run_dir / "summary.md"}
+    write_json(paths["report"], doc)
+    write_npz(paths["series"], series_arrays(rows))
+    write_text(paths["summary"], summary_markdown(doc))
+    return paths
+
+
+def run_console(outcome: Any, rows: Sequence[Row], code: int, doc: dict,
+                paths: dict[str, Path]) -> tuple[list[str], str]:
+    """A run's console lines (box warnings, one line per row) and its summary line."""
+    lines = [f"tolerance run {outcome.stem}  run {outcome.run_id}  "
+             f"{len(outcome.infos)} boxes: " + " ".join(i["box"] for i in outcome.infos)]
+    for b in outcome.boxes:
+        for c in b.get("chips", []):
+            if c.get("status") != "finished":
+                tail = [ln for ln in (c.get("stderr_tail") or []) if ln.strip()][-1:]
+                lines.append(f"(warn) box {b.get('box')} chip {c.get('chip')}: {c.get('status')}"
+                             f"{': ' + c['reason'] if c.get('reason') else ''}"
+                             f"{'  | ' + tail[0].strip() if tail else ''}")
+    width = max((len(run_head(r)) for r in rows), default=0)
+    steps = outcome.spec.steps_axis is not None
+    lines += [format_row(r, head_width=width, steps=steps) for r in rows]
+    summary = (summarize(rows, len(outcome.participants), len(outcome.spec.keys), code)
+               + f"; data moved {doc['bytes_moved']} B; report {paths['report']}")
+    return lines, summary
+
+
+__all__ = ["FAIL", "PASS", "RUN_SCHEMA", "UNMEASURED", "describe_bounds", "diff_document",
+           "format_row", "run_console", "run_document", "run_exit_code", "run_head",
+           "series_arrays", "series_key", "summarize", "summary_markdown", "write_run_report"]
