@@ -163,7 +163,8 @@ class Golden:
                     why = incompatibility(a.shape, a.dtype, m.shape, m.dtype,
                                           ulp=bounds.get("ulp"), steps_axis=steps_axis)
                     if why:
-                        problems.append((key, f"{why} (given vs golden)"))
+                        text = getattr(why, "message", why)  # a rows.Problem
+                        problems.append((key, f"{text} (given vs golden)"))
                         continue
                     try:
                         assert_bounded(a, _whole(m), steps_axis=steps_axis, **bounds)
