@@ -61,7 +61,7 @@ def main() -> int:
     for n in (1, 4, 16):
         reps = args.repeats if n < 16 else max(3, args.repeats // 2)
         rows[f"{n} chips"] = _summary([_bringup(n) for _ in range(reps)], 1e3)
-    wake = {m: _summary([x / 1e9 for x in _native._bench_wake_latency(m, args.wakes)], 1e6)
+    wake = {m: _summary([x / 1e9 for x in _native._bench_bootstrap.wake_latency(m, args.wakes)], 1e6)
             for m in ("futex", "sleep1ms")}
     doc = {
         "machine": {"cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")

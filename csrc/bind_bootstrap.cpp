@@ -183,7 +183,9 @@ void bind_bootstrap(py::module_& m) {
           },
           py::arg("mailbox"), py::arg("message"), "Child side: publish ERROR before bring-up.");
 
-    m.def("_bench_wake_latency",
+    // Bench-only helpers live in a private submodule, not in the module's namespace.
+    py::module_ bench = m.def_submodule("_bench_bootstrap", "Benchmark helpers (bench/bootstrap.py).");
+    bench.def("wake_latency",
           [](const std::string& mode, int iterations) {
               py::gil_scoped_release nogil;
               return boot::bench_wake_latency(mode, iterations);

@@ -16,7 +16,7 @@
 namespace tolerance {
 
 // ---- floating-point state -------------------------------------------------------------
-// DESIGN.md: the kernels run with flush-to-zero / denormals-are-zero off and rounding to
+// docs/numbers.md: the kernels run with flush-to-zero / denormals-are-zero off and rounding to
 // nearest, whatever the process set (a library built with -ffast-math sets FTZ/DAZ when it
 // is loaded). Every thread the kernels use holds one of these while it works.
 class FpStateGuard {

@@ -1,7 +1,7 @@
 // Divergence kernels: the scalar rules, the per-run and per-array statistics, and the
 // entry points used by the bindings. Knows nothing of Python.
 //
-// Every rule of DESIGN.md "The numbers" is one named function below; the vector paths
+// Every rule of docs/numbers.md is one named function below; the vector paths
 // (kernels_isa.hpp) compute the same IEEE operations lane by lane, so every path gives
 // bit-identical figures. Every figure is order-independent (max, first index, counts).
 //
@@ -40,7 +40,7 @@ template <class W> struct is_signed_int { static constexpr bool value = std::num
 template <> struct is_signed_int<i128> { static constexpr bool value = true; };
 
 // ---- parameters and per-run statistics ------------------------------------------------
-// The bound as the kernels see it (DESIGN.md: an unset bound is not a zero bound; the
+// The bound as the kernels see it (docs/numbers.md "The bound": an unset bound is not a zero bound; the
 // caller maps "unset" onto these values): atol/rtol unset while ulp is set -> atol = +inf
 // (the |a-b| test passes everything and adds 0 to the margin); nothing set -> atol = rtol
 // = 0 (inside means equal).
@@ -283,7 +283,7 @@ struct Stats {
     std::int64_t step0 = 0;
     std::vector<double> series;         // per-step max |a-b|; -1: no compared pair
     std::vector<std::int64_t> series_over;
-    // how much of its bound the worst element uses (DESIGN.md "margin"): max over elements
+    // how much of its bound the worst element uses (docs/numbers.md): max over elements
     // of |a-b| / (atol + rtol*max(|a|,|b|)) and ULP distance / ulp; inf for a NaN or inf
     // mismatch; 0 with nothing compared. Whole arrays and per step.
     double margin = 0.0;

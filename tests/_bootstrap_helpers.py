@@ -8,6 +8,24 @@ import sys
 import pytest
 
 SHM = "/dev/shm"
+#: the test-only sitecustomize that injects faults into the processes the tests start
+FAULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_faults")
+FAULT = "TOLERANCE_CHIP_TEST_FAULT"
+
+
+def faults_env(spec: str, base=None) -> dict:
+    """An environment whose chip children run the faults `spec` (see _faults/sitecustomize)."""
+    env = dict(os.environ if base is None else base)
+    env[FAULT] = spec
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [FAULTS_DIR, env.get("PYTHONPATH")]))
+    return env
+
+
+def inject_faults(monkeypatch, spec: str) -> None:
+    """Chip children started by this test (this process's env) run the faults `spec`."""
+    for k, v in faults_env(spec).items():
+        if os.environ.get(k) != v:
+            monkeypatch.setenv(k, v)
 TEST_TIMEOUT_S = 30
 
 pytestmark_linux = pytest.mark.skipif(not sys.platform.startswith("linux"),

@@ -1,4 +1,4 @@
-"""An independent NumPy oracle of the divergence figures (DESIGN.md "The numbers").
+"""An independent NumPy oracle of the divergence figures (docs/numbers.md).
 
 Computed differently from the native kernels: whole-array NumPy expressions for floats,
 ordered-integer ULP images from integer views with Python-int distances, Python ints
@@ -28,7 +28,7 @@ def _ordered(x: np.ndarray) -> np.ndarray:
 
 
 def oracle(a, b, *, atol=None, rtol=None, ulp=None, steps_axis=0):
-    """Bounds as DESIGN.md words them: each optional; an element is inside when it meets
+    """Bounds as docs/numbers.md words them: each optional; an element is inside when it meets
     every bound that is set; none set: inside means equal. `atol` may be per step."""
     a, b = np.asarray(a), np.asarray(b)
     tol_set = atol is not None or rtol is not None

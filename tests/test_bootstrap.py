@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _bootstrap_helpers import no_leaked_segments, tol_segments  # noqa: F401 (autouse fixture)
+from _bootstrap_helpers import (faults_env, inject_faults, no_leaked_segments,  # noqa: F401
+                                tol_segments)
 from tolerance import _native
 from tolerance.bootstrap import BootstrapError, ChipConfig, ChipContext, ChipGroup
 
@@ -23,7 +24,6 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 HERE = str(Path(__file__).resolve().parent)
 WL_ENV = {"PYTHONPATH": HERE}
 NCPU = len(os.sched_getaffinity(0))
-FAULT = "TOLERANCE_CHIP_TEST_FAULT"
 
 
 def _alive(pid: int) -> bool:
@@ -153,7 +153,7 @@ def test_close_kills_running_workloads_and_restores_signal_handlers():
 def test_close_from_another_thread_ends_a_wait(monkeypatch):
     import threading
 
-    monkeypatch.setenv(FAULT, "hang")
+    inject_faults(monkeypatch, "hang")
     g = ChipGroup()
     g.start([ChipConfig("cpu:0", ["true"]) for _ in range(2)])
     errors = []
@@ -236,7 +236,7 @@ def test_box_env_wins_over_the_chip_in_the_workload(tmp_path):
 
 
 def test_injected_error(monkeypatch):
-    monkeypatch.setenv(FAULT, "2:error")
+    inject_faults(monkeypatch, "2:error")
     with ChipGroup() as g:
         g.start([ChipConfig("cpu:0", ["sleep", "30"]) for _ in range(3)])
         with pytest.raises(BootstrapError,
@@ -245,7 +245,7 @@ def test_injected_error(monkeypatch):
 
 
 def test_death_before_publishing_fails_fast(monkeypatch):
-    monkeypatch.setenv(FAULT, "1:die,0:hang,2:hang")
+    inject_faults(monkeypatch, "1:die,0:hang,2:hang")
     with ChipGroup() as g:
         g.start([ChipConfig("cpu:0", ["true"]) for _ in range(3)])
         t = time.monotonic()
@@ -257,7 +257,7 @@ def test_death_before_publishing_fails_fast(monkeypatch):
 
 
 def test_exit_before_publishing_names_status(monkeypatch, tmp_path):
-    monkeypatch.setenv(FAULT, "0:exit")
+    inject_faults(monkeypatch, "0:exit")
     with ChipGroup() as g:
         g.start([ChipConfig("cpu:0", ["true"], stderr=str(tmp_path / "e"))])
         t = time.monotonic()
@@ -283,7 +283,7 @@ def test_unstartable_child_is_a_bootstrap_error(tmp_path):
 
 
 def test_hang_times_out_naming_the_chip(monkeypatch):
-    monkeypatch.setenv(FAULT, "1:hang,2:hang")
+    inject_faults(monkeypatch, "1:hang,2:hang")
     with ChipGroup() as g:
         g.start([ChipConfig("cpu:0", ["sleep", "30"]) for _ in range(3)])
         t = time.monotonic()
@@ -296,7 +296,7 @@ def test_hang_times_out_naming_the_chip(monkeypatch):
 
 
 def test_corrupted_state_word_is_a_clean_error(monkeypatch):
-    monkeypatch.setenv(FAULT, "0:garbage")
+    inject_faults(monkeypatch, "0:garbage")
     with ChipGroup() as g:
         g.start([ChipConfig("cpu:0", ["true"]), ChipConfig("cpu:0", ["sleep", "30"])])
         with pytest.raises(BootstrapError, match=r"^chip 0 \(cpu:0\) bootstrap failed: mailbox "
@@ -305,7 +305,7 @@ def test_corrupted_state_word_is_a_clean_error(monkeypatch):
 
 
 def test_corrupted_payload_is_a_clean_error(monkeypatch):
-    monkeypatch.setenv(FAULT, "1:badmagic")
+    inject_faults(monkeypatch, "1:badmagic")
     with ChipGroup() as g:
         g.start([ChipConfig("cpu:0", ["true"]), ChipConfig("cpu:0", ["true"])])
         with pytest.raises(BootstrapError, match=r"^chip 1 \(cpu:0\) bootstrap failed: mailbox "
@@ -359,7 +359,7 @@ def _parent(tmp_path, env_extra, wait_s):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_parent_killed_mid_bootstrap_leaves_nothing(tmp_path, sig):
-    p = _parent(tmp_path, {FAULT: "hang"}, 120)
+    p = _parent(tmp_path, faults_env("hang"), 120)
     try:
         first = p.stdout.readline().split()
         pids, names = [int(x) for x in first[:3]], first[3:]
@@ -400,7 +400,7 @@ FALLBACK = textwrap.dedent("""
         g.start([ChipConfig("cpu:0", ["true"]) for _ in range(3)])
         print(len(g.wait(60)))
     import os
-    os.environ["TOLERANCE_CHIP_TEST_FAULT"] = "1:die,0:hang,2:hang"
+    os.environ["TOLERANCE_CHIP_TEST_FAULT"] = "1:die,0:hang,2:hang"  # with tests/_faults on the path
     with ChipGroup() as g:
         g.start([ChipConfig("cpu:0", ["true"]) for _ in range(3)])
         t = time.monotonic()
@@ -415,7 +415,7 @@ FALLBACK = textwrap.dedent("""
 @pytest.mark.parametrize("env", [{"TOLERANCE_NO_FUTEX_WAITV": "1"}, {"TOLERANCE_NO_PIDFD": "1"},
                                  {"TOLERANCE_NO_FUTEX_WAITV": "1", "TOLERANCE_NO_PIDFD": "1"}])
 def test_fallback_wait_mechanisms(tmp_path, env):
-    out = subprocess.run([sys.executable, "-c", FALLBACK], env=dict(os.environ, **env),
+    out = subprocess.run([sys.executable, "-c", FALLBACK], env=dict(faults_env(""), **env),
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.split("\n")

@@ -183,7 +183,7 @@ def test_wait_sees_every_state(box, success_image):
 
 def test_bench_helper():
     for mode in ("futex", "sleep1ms"):
-        lat = _native._bench_wake_latency(mode, 3)
+        lat = _native._bench_bootstrap.wake_latency(mode, 3)
         assert len(lat) == 3 and all(x > 0 for x in lat)
 
 

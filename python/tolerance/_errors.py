@@ -1,4 +1,4 @@
-"""Exit codes and the error types every layer raises (DESIGN.md "Exit codes").
+"""Exit codes and the error types every layer raises (docs/numbers.md "Exit codes").
 
 This module sits below every layer: it imports nothing from the package.
 """
@@ -18,7 +18,7 @@ _PRECEDENCE = (EXIT_ERROR, EXIT_EXCEEDED, EXIT_UNMEASURED, EXIT_OK)
 
 
 def combine_exit_codes(*codes: int) -> int:
-    """The exit code of a whole job from the codes of its parts, by DESIGN.md precedence."""
+    """The exit code of a whole job from the codes of its parts, by the precedence of docs/numbers.md "Exit codes"."""
     present = set(codes)
     for code in _PRECEDENCE:
         if code in present:

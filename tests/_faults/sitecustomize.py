@@ -1,8 +1,18 @@
 """Test-only fault injection for processes started by the tests (never shipped).
 
-A test puts this directory on PYTHONPATH and sets TOLERANCE_TEST_KILL_BOX=NAME: the rank
-whose box is NAME SIGKILLs itself when it enters the compare (every rank is past its run
-by then), so the test sees a rank die mid-job. Nothing in the package knows of this.
+A test puts this directory on PYTHONPATH (`inject_faults` in tests/_bootstrap_helpers.py)
+and sets one of:
+
+- TOLERANCE_TEST_KILL_BOX=NAME: the rank whose box is NAME SIGKILLs itself when it enters
+  the compare (every rank is past its run by then): a rank dies mid-job.
+- TOLERANCE_CHIP_TEST_FAULT=[rank:]fault,...: a chip child (`python -m
+  tolerance.bootstrap.child MAILBOX CONFIG`) of that rank (no rank: every chip) does, before
+  its bring-up, one of: `die` (SIGKILL itself before publishing), `hang` (never publish),
+  `error` (publish ERROR), `exit` (exit 5 before publishing), `garbage` (scribble random
+  bytes and an invalid state over the mailbox past its header, then exit), `badmagic`
+  (publish SUCCESS over a broken magic, then exit 0).
+
+Nothing in the package knows of this.
 """
 import importlib.abc
 import importlib.util
@@ -44,3 +54,75 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 if _BOX:
     sys.meta_path.insert(0, _Finder())
+
+
+# --------------------------------------------------------------------------- chip faults
+
+FAULT_ENV = "TOLERANCE_CHIP_TEST_FAULT"
+
+
+def _fault_for(rank: int) -> str:
+    spec = os.environ.get(FAULT_ENV, "")
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        who, sep, what = item.rpartition(":")
+        if not sep or who == str(rank):
+            return what
+    return ""
+
+
+def _inject(fault: str, mailbox: str, cfg: dict) -> int | None:
+    """Test-only faults. Returns an exit status, or None to go on."""
+    import signal
+    import time
+
+    from tolerance import _native
+
+    if fault == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if fault == "hang":
+        while True:
+            time.sleep(3600)
+    if fault == "exit":
+        return 5
+    if fault == "error":
+        _native.chip_fail(mailbox, f"chip {cfg['chip']}: injected test fault")
+        return 3
+    if fault in ("garbage", "badmagic"):
+        import mmap
+        import struct
+
+        off = _native.MAILBOX_OFFSETS
+        with open("/dev/shm" + mailbox, "r+b") as fh:
+            mm = mmap.mmap(fh.fileno(), _native.MAILBOX_SIZE)
+            if fault == "garbage":
+                mm[12:] = os.urandom(_native.MAILBOX_SIZE - 12)  # magic, version kept
+                mm[off["state"]:off["state"] + 4] = struct.pack("<I", 0xDEADBEEF)
+                return 4  # exits: the parent notices the death and the invalid state
+            mm[0:8] = b"NOTMAGIC"
+            mm[off["child_pid"]:off["child_pid"] + 4] = struct.pack("<i", os.getpid())
+            mm[off["state"]:off["state"] + 4] = struct.pack("<I", 2)  # SUCCESS
+            return 0  # no FUTEX_WAKE from Python: exiting wakes the parent (death watch)
+    return None
+
+
+def _chip_fault() -> None:
+    """In a chip child (argv: -m MAILBOX CONFIG), run the fault its rank was given."""
+    import json
+
+    if len(sys.argv) != 3 or sys.argv[0] != "-m" or not sys.argv[1].startswith("/tol-"):
+        return
+    try:
+        cfg = json.loads(sys.argv[2])
+        rank = int(cfg["rank"])
+    except (ValueError, KeyError, TypeError):
+        return
+    fault = _fault_for(rank)
+    if fault:
+        status = _inject(fault, sys.argv[1], cfg)
+        if status is not None:
+            sys.stdout.flush()
+            os._exit(status)
+
+
+if os.environ.get(FAULT_ENV):
+    _chip_fault()

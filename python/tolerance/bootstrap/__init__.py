@@ -1,5 +1,5 @@
 """Start chip children, wait for their bring-up through shared-memory mailboxes, fail fast,
-clean up (DESIGN.md "Chips and the bootstrap mailbox").
+clean up (docs/run.md "Chips and the bootstrap mailbox").
 
     from tolerance.bootstrap import ChipConfig, ChipGroup, BootstrapError
 

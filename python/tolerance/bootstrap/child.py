@@ -12,12 +12,6 @@ data path from a chip to the comparison. A ``python:`` workload gets its ChipCon
 first argument; an exec'd one finds it in the environment variable
 ``TOLERANCE_CHIP_CONTEXT`` (JSON), read by :func:`context`.
 
-Test-only fault injection: ``TOLERANCE_CHIP_TEST_FAULT`` = comma-separated ``[rank:]fault``
-items (no rank: every chip) with fault one of ``die`` (SIGKILL itself before publishing),
-``hang`` (never publish), ``error`` (publish ERROR), ``exit`` (exit 5 before publishing),
-``garbage`` (scribble random bytes and an invalid state over the mailbox past its
-header, then exit),
-``badmagic`` (publish SUCCESS over a broken magic, then exit 0). Never set it outside tests.
 """
 from __future__ import annotations
 
@@ -28,8 +22,6 @@ from typing import Any
 
 #: environment variable carrying the chip's context to its workload (JSON)
 CONTEXT_ENV = "TOLERANCE_CHIP_CONTEXT"
-#: test-only fault injection (see the module docstring)
-FAULT_ENV = "TOLERANCE_CHIP_TEST_FAULT"
 
 _context: Any = None
 
@@ -45,50 +37,6 @@ def context():
 
         _context = ChipContext.from_published(json.loads(raw)["published"], pid=os.getpid())
     return _context
-
-
-def _fault_for(rank: int) -> str:
-    spec = os.environ.get(FAULT_ENV, "")
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        who, sep, what = item.rpartition(":")
-        if not sep or who == str(rank):
-            return what
-    return ""
-
-
-def _inject(fault: str, mailbox: str, cfg: dict) -> int | None:
-    """Test-only faults. Returns an exit status, or None to go on."""
-    import signal
-    import time
-
-    from tolerance import _native
-
-    if fault == "die":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if fault == "hang":
-        while True:
-            time.sleep(3600)
-    if fault == "exit":
-        return 5
-    if fault == "error":
-        _native.chip_fail(mailbox, f"chip {cfg['chip']}: injected test fault")
-        return 3
-    if fault in ("garbage", "badmagic"):
-        import mmap
-        import struct
-
-        off = _native.MAILBOX_OFFSETS
-        with open("/dev/shm" + mailbox, "r+b") as fh:
-            mm = mmap.mmap(fh.fileno(), _native.MAILBOX_SIZE)
-            if fault == "garbage":
-                mm[12:] = os.urandom(_native.MAILBOX_SIZE - 12)  # magic, version kept
-                mm[off["state"]:off["state"] + 4] = struct.pack("<I", 0xDEADBEEF)
-                return 4  # exits: the parent notices the death and the invalid state
-            mm[0:8] = b"NOTMAGIC"
-            mm[off["child_pid"]:off["child_pid"] + 4] = struct.pack("<i", os.getpid())
-            mm[off["state"]:off["state"] + 4] = struct.pack("<I", 2)  # SUCCESS
-            return 0  # no FUTEX_WAKE from Python: exiting wakes the parent (death watch)
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,12 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tolerance.bootstrap.child: {msg}", file=sys.stderr)
         _native.chip_fail(mailbox, msg)
         return 3
-
-    fault = _fault_for(rank)
-    if fault:
-        status = _inject(fault, mailbox, cfg)
-        if status is not None:
-            return status
 
     ok, info = _native.chip_bring_up(mailbox, chip, rank, nranks,
                                      int(cfg.get("threads") or 0))

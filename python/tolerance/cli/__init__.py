@@ -48,7 +48,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-# Usage errors exit 2 already (click's convention matches DESIGN.md).
+# Usage errors exit 2 already (click's convention matches docs/numbers.md).
 
 # --- command registration (one line per command module) ---
 from tolerance.cli.hosts import hosts as _hosts; main.add_command(_hosts)  # noqa: E402,E702

@@ -4,7 +4,7 @@
 
 Every rank runs its box; rank 0 prints one line per (box_a, box_b, key), a summary, and
 writes report.json, series.npz and summary.md under the run directory. Every rank exits
-with the same code (DESIGN.md "Exit codes").
+with the same code (docs/numbers.md "Exit codes").
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One replicated run of a stem over MPI: one rank per box (DESIGN.md "A run, end to end").
+"""One replicated run of a stem over MPI: one rank per box (docs/run.md).
 
 handshake -> run every box at once -> gather statuses -> streaming all-pairs compare ->
 rank 0 builds the report. Every rank returns the same exit code. Errors that every rank

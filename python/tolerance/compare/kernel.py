@@ -1,5 +1,5 @@
 """The one canonical divergence kernel: `divergence`, `Divergence`, `Accumulator`,
-`assert_bounded` (DESIGN.md "The numbers", "Streaming and memory").
+`assert_bounded` (docs/numbers.md, docs/run.md "Memory").
 
 The figures come from the native kernels (`tolerance._native.compute`); this module only
 checks arguments, moves the steps axis to the front (a view: nothing is copied) and turns
@@ -108,7 +108,7 @@ def _check_params(atol: Any, rtol: Any, ulp: Optional[int], threads: Optional[in
 
 def _kernel_bound(atol: Optional[float], rtol: Optional[float], ulp: Optional[int],
                   has_steps: bool) -> Tuple[float, float, int]:
-    """The bound as the kernel takes it (DESIGN.md: an element is inside when it meets every
+    """The bound as the kernel takes it (docs/numbers.md "The bound": an element is inside when it meets every
     bound that is set; none set: inside means equal). An unset atol/rtol counts as 0 in
     atol + rtol*max(|a|,|b|) when the other is set; with only ulp set that test is off
     (atol = +inf); with nothing set both are 0, so inside means |a-b| = 0, i.e. equal."""
@@ -148,7 +148,7 @@ def _fmt_float(x: float) -> str:
 
 @dataclass(frozen=True, repr=False)
 class Divergence:
-    """How far two arrays are apart (DESIGN.md "The numbers")."""
+    """How far two arrays are apart (docs/numbers.md)."""
 
     max_abs: float
     argmax: Optional[Tuple[int, ...]]
@@ -214,7 +214,7 @@ class Divergence:
 class Accumulator:
     """Folds chunk pairs, in order, into the statistics of the whole arrays.
 
-    Bounds (each optional, None = unset; DESIGN.md "bound"): ``atol``, ``rtol``, ``ulp``.
+    Bounds (each optional, None = unset; docs/numbers.md "The bound"): ``atol``, ``rtol``, ``ulp``.
     ``atol`` may also be a 1-D sequence with one value per step of the whole array
     (a per-step bound; needs a steps axis). With a steps axis, each `update` is a block of
     consecutive steps along it (``first_step``: the index in the whole array of the first step
@@ -415,7 +415,7 @@ class Accumulator:
 def divergence(a: Any, b: Any, *, atol: Any = None, rtol: Optional[float] = None,
                ulp: Optional[int] = None, steps_axis: Optional[int] = 0,
                threads: Optional[int] = None) -> Divergence:
-    """Divergence of two arrays of the same shape (DESIGN.md "The numbers"). Each bound is
+    """Divergence of two arrays of the same shape (docs/numbers.md). Each bound is
     optional (None = unset): an element is inside when it meets every bound that is set
     (|a-b| <= atol + rtol*max(|a|,|b|) when atol or rtol is set, ULP distance <= ulp when
     ulp is set); with no bound set, inside means equal. `atol` may be one value per step."""

@@ -1,4 +1,4 @@
-"""Atomic report writers (DESIGN.md "Files": reports are written to a temp name and renamed).
+"""Atomic report writers (docs/formats.md: reports are written to a temp name and renamed).
 
 A report is written to a hidden temporary file in the destination directory, flushed and
 fsync'ed, then moved into place: readers see the old file or the whole new one, never a

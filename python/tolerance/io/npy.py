@@ -1,4 +1,4 @@
-"""`.npy` headers parsed without pickle (DESIGN.md "io").
+"""`.npy` headers parsed without pickle (docs/layers.md "io").
 
 The header is a Python-literal dict; it is read with `ast.literal_eval` (no code runs, no
 pickle) and then validated field by field. Only plain numeric/text dtypes are accepted:

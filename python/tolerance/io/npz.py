@@ -1,4 +1,4 @@
-"""A safe streaming reader for `.npz` and `.npy` files (DESIGN.md "Streaming and memory").
+"""A safe streaming reader for `.npz` and `.npy` files (docs/run.md "Memory").
 
 * Never unpickles: headers are parsed by `tolerance.io.npy`; object dtypes are refused.
 * Never loads a whole array: stored members are memory-mapped at their data offset inside
