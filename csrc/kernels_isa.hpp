@@ -182,6 +182,37 @@ inline void fold_rel(__m256d d0, __m256d d1, __m256d m0, __m256d m1, __m256d shr
     thr1 = _mm256_mul_pd(rel1, shrink);
 }
 
+// The margin's element maxima (rtol > 0) of 8 pairs: d / bound, dividing only in lanes
+// where d may beat the running maximum m, i.e. d > t*bound with t = m(1 - 2^-50) (t = 0
+// for m < 2^-900; a product under 2^-1000 always divides): the same rule as the generic
+// loop (run_float_vec), so the same maxima.
+struct MarginLanes {
+    __m256d m0, m1, t0, t1;
+    static __m256d thr(__m256d m) {
+        return _mm256_and_pd(_mm256_cmp_pd(m, _mm256_set1_pd(0x1p-900), _CMP_GE_OQ),
+                             _mm256_mul_pd(m, _mm256_set1_pd(1.0 - 0x1p-50)));
+    }
+    explicit MarginLanes(vd m) : m0(as_pd(m)), m1(as_pd(m)), t0(thr(as_pd(m))), t1(thr(as_pd(m))) {}
+    static __m256d cand(__m256d d, __m256d bound, __m256d t) {
+        const __m256d l = _mm256_mul_pd(t, bound);
+        return _mm256_and_pd(_mm256_cmp_pd(d, _mm256_setzero_pd(), _CMP_GT_OQ),
+                             _mm256_or_pd(_mm256_cmp_pd(d, l, _CMP_GT_OQ),
+                                          _mm256_cmp_pd(l, _mm256_set1_pd(0x1p-1000), _CMP_LT_OQ)));
+    }
+    static __m256d quot(__m256d d, __m256d bound) {  // margin_of: NaN (0/0, inf/inf) -> 0
+        const __m256d q = _mm256_div_pd(d, bound);
+        return _mm256_and_pd(q, _mm256_cmp_pd(q, q, _CMP_ORD_Q));
+    }
+    void fold(__m256d d0, __m256d d1, __m256d b0, __m256d b1) {
+        if (_mm256_movemask_pd(_mm256_or_pd(cand(d0, b0, t0), cand(d1, b1, t1))) == 0) return;
+        m0 = _mm256_max_pd(quot(d0, b0), m0);
+        m1 = _mm256_max_pd(quot(d1, b1), m1);
+        t0 = thr(m0);
+        t1 = thr(m1);
+    }
+    vd result() const { return as_vd(_mm256_max_pd(m0, m1)); }
+};
+
 // 8 float32 pairs widened to float64 (exact): |a-b| and max(|a|,|b|), low and high halves.
 // `mx` is max(|a|,|b|) already taken in float32 (exact: it is one of the inputs).
 struct Widened8 {
@@ -200,7 +231,8 @@ inline Widened8 widen8(__m256 fa, __m256 fb, __m256 mx) {
 template <bool WantUlp>
 inline bool fast_block_avx2(const float* a, const float* b, size_t len, const Params& p,
                             bool check_ulp, vd& vmax_io, vd& brel_io, vd& thr_io, int64_t& over,
-                            uint64_t& ulpmax) {
+                            uint64_t& ulpmax, bool want_margin, vd& marg_io) {
+    MarginLanes mg(marg_io);
     const __m256i mag = _mm256_set1_epi32(0x7fffffff);
     const __m256d atol = _mm256_set1_pd(p.atol), rtol = _mm256_set1_pd(p.rtol);
     const __m256d zero = _mm256_setzero_pd(), shrink = _mm256_set1_pd(1.0 - 0x1p-50);
@@ -232,8 +264,11 @@ inline bool fast_block_avx2(const float* a, const float* b, size_t len, const Pa
         }
         const Widened8 w = widen8(fa, fb, _mm256_castsi256_ps(umx));
         const __m256d d0 = w.d0, d1 = w.d1, m0 = w.m0, m1 = w.m1;
-        const __m256d o0 = _mm256_cmp_pd(d0, _mm256_add_pd(atol, _mm256_mul_pd(rtol, m0)), _CMP_GT_OQ);
-        const __m256d o1 = _mm256_cmp_pd(d1, _mm256_add_pd(atol, _mm256_mul_pd(rtol, m1)), _CMP_GT_OQ);
+        const __m256d bd0 = _mm256_add_pd(atol, _mm256_mul_pd(rtol, m0));
+        const __m256d bd1 = _mm256_add_pd(atol, _mm256_mul_pd(rtol, m1));
+        const __m256d o0 = _mm256_cmp_pd(d0, bd0, _CMP_GT_OQ);
+        const __m256d o1 = _mm256_cmp_pd(d1, bd1, _CMP_GT_OQ);
+        if (want_margin) mg.fold(d0, d1, bd0, bd1);
         const unsigned bits = static_cast<unsigned>(_mm256_movemask_pd(o0)) |
                               (static_cast<unsigned>(_mm256_movemask_pd(o1)) << 4) | ulpbits;
         cnt += __builtin_popcount(bits);
@@ -254,6 +289,7 @@ inline bool fast_block_avx2(const float* a, const float* b, size_t len, const Pa
         ulpmax = std::max<uint64_t>(ulpmax, umv[k]);
     }
     over = cnt;
+    marg_io = mg.result();
     vmax_io = as_vd(_mm256_max_pd(vmax0, vmax1));
     brel_io = as_vd(_mm256_max_pd(rel0, rel1));
     thr_io = as_vd(_mm256_mul_pd(as_pd(brel_io), shrink));
@@ -263,7 +299,8 @@ inline bool fast_block_avx2(const float* a, const float* b, size_t len, const Pa
 template <bool WantUlp>
 inline bool fast_block_avx2(const double* a, const double* b, size_t len, const Params& p,
                             bool check_ulp, vd& vmax_io, vd& brel_io, vd& thr_io, int64_t& over,
-                            uint64_t& ulpmax) {
+                            uint64_t& ulpmax, bool want_margin, vd& marg_io) {
+    MarginLanes mg(marg_io);
     const __m256i magq = _mm256_set1_epi64x(0x7fffffffffffffff);
     const __m256d absd = _mm256_castsi256_pd(magq);
     const __m256d atol = _mm256_set1_pd(p.atol), rtol = _mm256_set1_pd(p.rtol);
@@ -302,8 +339,11 @@ inline bool fast_block_avx2(const double* a, const double* b, size_t len, const 
         chk1 = _mm256_add_pd(chk1, _mm256_mul_pd(d1, zero));
         const __m256d m0 = _mm256_max_pd(_mm256_and_pd(a0, absd), _mm256_and_pd(b0, absd));
         const __m256d m1 = _mm256_max_pd(_mm256_and_pd(a1, absd), _mm256_and_pd(b1, absd));
-        const __m256d o0 = _mm256_cmp_pd(d0, _mm256_add_pd(atol, _mm256_mul_pd(rtol, m0)), _CMP_GT_OQ);
-        const __m256d o1 = _mm256_cmp_pd(d1, _mm256_add_pd(atol, _mm256_mul_pd(rtol, m1)), _CMP_GT_OQ);
+        const __m256d bd0 = _mm256_add_pd(atol, _mm256_mul_pd(rtol, m0));
+        const __m256d bd1 = _mm256_add_pd(atol, _mm256_mul_pd(rtol, m1));
+        const __m256d o0 = _mm256_cmp_pd(d0, bd0, _CMP_GT_OQ);
+        const __m256d o1 = _mm256_cmp_pd(d1, bd1, _CMP_GT_OQ);
+        if (want_margin) mg.fold(d0, d1, bd0, bd1);
         unsigned bits = static_cast<unsigned>(_mm256_movemask_pd(o0)) |
                         (static_cast<unsigned>(_mm256_movemask_pd(o1)) << 4);
         if constexpr (WantUlp) {
@@ -339,6 +379,7 @@ inline bool fast_block_avx2(const double* a, const double* b, size_t len, const 
         ulpmax = std::max(ulpmax, std::max<uint64_t>(uv0[k] ^ 0x8000000000000000ull,
                                                      uv1[k] ^ 0x8000000000000000ull));
     over = cnt;
+    marg_io = mg.result();
     vmax_io = as_vd(_mm256_max_pd(vmax0, vmax1));
     brel_io = as_vd(_mm256_max_pd(rel0, rel1));
     thr_io = as_vd(_mm256_mul_pd(as_pd(brel_io), shrink));
@@ -421,7 +462,7 @@ inline __m128 rel_threshold32(__m256d r) {  // (4): t = fl32(r(1-2^-20)), 0 belo
 template <bool WantUlp>
 inline bool pre_block_f32(const float* a, const float* b, size_t len, const Params& p,
                           const PreF32& c, bool check_ulp, vd& brel_io, int64_t& over,
-                          uint64_t& ulpmax, float& m32) {
+                          uint64_t& ulpmax, float& m32, bool want_margin, vd& marg_io) {
     const __m256i mag = _mm256_set1_epi32(0x7fffffff);
     const __m256 absf = _mm256_castsi256_ps(mag);
     const __m256 Alo = _mm256_set1_ps(c.Alo), Rlo = _mm256_set1_ps(c.Rlo);
@@ -437,6 +478,23 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
     __m256 unc = _mm256_setzero_ps();
     __m256i nin = _mm256_setzero_si256();  // per-lane inside counts (<= 128 a lane)
     __m256i nf = _mm256_setzero_si256(), um = _mm256_setzero_si256();
+    // (7) margin (rtol > 0): a lane's d / bound can exceed the running maximum m only when
+    // d32 >= max(fl32(tm*lo), 2^-149), tm = fl32(m(1-2^-20)) (0 below 2^-100) as in (4) with
+    // lo (3) for mx: otherwise x < tm*lo <= m(1-2^-21)*B(1-2^-19), so fl64(d64/B64) <= m
+    // (B64 within 2^-52 of B). m <= 2/rtol <= 2^101 (d <= 2mx, B >= rtol*mx), so tm is
+    // finite. Candidate lanes get the exact float64 quotient, as on the float64 path.
+    const __m256d atol64 = _mm256_set1_pd(p.atol), rtol64 = _mm256_set1_pd(p.rtol);
+    __m256d mg0 = as_pd(marg_io), mg1 = mg0;
+    __m256 tm32 = _mm256_set_m128(rel_threshold32(mg1), rel_threshold32(mg0));
+    auto margin_exact = [&](size_t j) {
+        const __m256 fa = _mm256_loadu_ps(a + j), fb = _mm256_loadu_ps(b + j);
+        const __m256 mx = _mm256_castsi256_ps(_mm256_max_epu32(
+            _mm256_and_si256(_mm256_castps_si256(fa), mag), _mm256_and_si256(_mm256_castps_si256(fb), mag)));
+        const Widened8 w = widen8(fa, fb, mx);
+        mg0 = _mm256_max_pd(MarginLanes::quot(w.d0, _mm256_add_pd(atol64, _mm256_mul_pd(rtol64, w.m0))), mg0);
+        mg1 = _mm256_max_pd(MarginLanes::quot(w.d1, _mm256_add_pd(atol64, _mm256_mul_pd(rtol64, w.m1))), mg1);
+        tm32 = _mm256_set_m128(rel_threshold32(mg1), rel_threshold32(mg0));
+    };
     // The exact float64 relative differences of the 8 pairs at j, folded into the maxima.
     auto rel_exact = [&](size_t j) {
         const __m256 fa = _mm256_loadu_ps(a + j), fb = _mm256_loadu_ps(b + j);
@@ -451,7 +509,7 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
         t32 = _mm256_set_m128(rel_threshold32(rel1), rel_threshold32(rel0));
     };
     // 8 pairs at j; returns the lanes that may raise max_rel (4)
-    auto step = [&](size_t j) {
+    auto step = [&](size_t j, __m256& mc) {
         const __m256 fa = _mm256_loadu_ps(a + j), fb = _mm256_loadu_ps(b + j);
         const __m256i ia = _mm256_castps_si256(fa), ib = _mm256_castps_si256(fb);
         const __m256i ua = _mm256_and_si256(ia, mag), ub = _mm256_and_si256(ib, mag);
@@ -473,6 +531,7 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
         const __m256 in_hi = _mm256_cmp_ps(d, hi, _CMP_LE_OQ);
         unc = _mm256_or_ps(unc, _mm256_andnot_ps(_mm256_cmp_ps(d, lo, _CMP_LE_OQ), in_hi));
         nin = _mm256_sub_epi32(nin, _mm256_and_si256(_mm256_castps_si256(in_hi), ulp_in));
+        if (want_margin) mc = _mm256_cmp_ps(d, _mm256_max_ps(_mm256_mul_ps(tm32, lo), minsub), _CMP_GE_OQ);
         return _mm256_cmp_ps(d, _mm256_max_ps(_mm256_mul_ps(t32, mx), minsub), _CMP_GE_OQ);
     };
     // a lane that compared nothing yet (rel < 0) must take its first value whatever it is
@@ -484,13 +543,22 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
         // (an address past the end is harmless: a prefetch never faults)
         _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(a + j) + 2048), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(b + j) + 2048), _MM_HINT_T0);
-        const __m256 c0 = step(j), c1 = step(j + 8);
+        __m256 mc0 = zf, mc1 = zf;
+        const __m256 c0 = step(j, mc0), c1 = step(j + 8, mc1);
         if (_mm256_movemask_ps(_mm256_or_ps(c0, c1))) {
             if (_mm256_movemask_ps(c0)) rel_exact(j);
             if (_mm256_movemask_ps(c1)) rel_exact(j + 8);  // c1 used the older, lower t32
         }
+        if (want_margin && _mm256_movemask_ps(_mm256_or_ps(mc0, mc1))) {
+            if (_mm256_movemask_ps(mc0)) margin_exact(j);
+            if (_mm256_movemask_ps(mc1)) margin_exact(j + 8);  // (an older, lower tm32)
+        }
     }
-    if (j < len && _mm256_movemask_ps(step(j))) rel_exact(j);
+    if (j < len) {
+        __m256 mc = zf;
+        if (_mm256_movemask_ps(step(j, mc))) rel_exact(j);
+        if (want_margin && _mm256_movemask_ps(mc)) margin_exact(j);
+    }
     if (_mm256_movemask_ps(unc) != 0) return false;
     alignas(32) std::uint32_t nfv[8], umv[8], ninv[8];
     alignas(32) float mv[8];
@@ -510,6 +578,7 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
     ulpmax = u;
     over = cnt;
     m32 = m;
+    marg_io = as_vd(_mm256_max_pd(mg0, mg1));
     brel_io = as_vd(_mm256_max_pd(rel0, rel1));
     return true;
 }
@@ -643,13 +712,16 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
 #if TOLERANCE_AVX2_FAST
         bool pre_done = false;
         if constexpr (std::is_same_v<T, float>) {
-            if (pre.on && !elem_margin) {  // (the hand-scheduled blocks keep no margin)
+            if (pre.on) {
                 int64_t cnt = 0;
                 uint64_t um = 0;
                 float m32 = 0.0f;
                 vd p_rel = brel;
+                vd p_marg = vmarg;
                 if (pre_block_f32<WantUlp>(a + i, b + i, len, p, pre, check_ulp && !ulp_all, p_rel,
-                                           cnt, um, m32)) {
+                                           cnt, um, m32, elem_margin, p_marg)) {
+                    f_marg = p_marg;
+                    f_mthr = mthr_of(p_marg);
                     pre_done = true;
                     f_over[0] += cnt;
                     f_ulp[0] = std::max(f_ulp[0], static_cast<UI>(um));
@@ -663,11 +735,12 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
             }
         }
         if (pre_done) {
-        } else if (!elem_margin) {
+        } else if constexpr (true) {
             int64_t cnt = 0;
             uint64_t um = 0;
             finite = fast_block_avx2<WantUlp>(a + i, b + i, len, p, check_ulp && !ulp_all, f_max,
-                                              f_rel, f_thr, cnt, um);
+                                              f_rel, f_thr, cnt, um, elem_margin, f_marg);
+            f_mthr = mthr_of(f_marg);
             f_over[0] += cnt;
             f_ulp[0] = std::max(f_ulp[0], static_cast<UI>(um));
         } else

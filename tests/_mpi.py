@@ -21,9 +21,10 @@ def mpiexec() -> str:
     return found
 
 
-def run_mpi(args, *, n: int | None = None, timeout: float = 120, env=None, cwd=None):
-    """Run `mpiexec [-n N] ARGS...`; returns CompletedProcess; never leaves processes behind."""
-    argv = [mpiexec()] + (["-n", str(n)] if n else []) + [str(a) for a in args]
+def run_session(argv, *, timeout: float = 120, env=None, cwd=None):
+    """Run `argv` in its own session with a timeout; returns CompletedProcess; the whole
+    session is killed afterwards (and on timeout): never leaves processes behind."""
+    argv = [str(a) for a in argv]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=cwd, start_new_session=True, stdin=subprocess.DEVNULL)
     try:
@@ -31,10 +32,16 @@ def run_mpi(args, *, n: int | None = None, timeout: float = 120, env=None, cwd=N
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise AssertionError(f"mpiexec timed out after {timeout} s:\n{out}\n{err}")
+        raise AssertionError(f"{argv[0]} timed out after {timeout} s:\n{out}\n{err}")
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the session, if any
         except ProcessLookupError:
             pass
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def run_mpi(args, *, n: int | None = None, timeout: float = 120, env=None, cwd=None):
+    """Run `mpiexec [-n N] ARGS...`; returns CompletedProcess; never leaves processes behind."""
+    argv = [mpiexec()] + (["-n", str(n)] if n else []) + [str(a) for a in args]
+    return run_session(argv, timeout=timeout, env=env, cwd=cwd)

@@ -258,7 +258,7 @@ def minimal(**kw):
 def test_spec_defaults():
     s = parse_spec(minimal(), stem="s")
     assert s.command == ("run", "{out}") and s.python is None
-    assert s.outputs == "*.npz" and s.keys == ("z_b", "omega_b")
+    assert s.outputs == "*.npz" and s.keys is None  # no example keys: every common key
     assert s.bounds_for("z_b") == Bounds(None, None, None) and s.steps_axis == 0
     assert s.env == {} and s.timeout == 600.0
 
@@ -318,7 +318,7 @@ def test_spec_yaml_floats_like_1e_minus_6(tmp_path):
     (minimal(bounds={"z_b": {"ulp": 1.5}}), "specs/s.yaml: bounds.z_b.ulp: must be an integer, not a number"),
     (minimal(bounds={"z_b": {"ulp": -1}}), "specs/s.yaml: bounds.z_b.ulp: must be >= 0, not -1"),
     (minimal(bounds={"z_b": {"rtol": True}}), "specs/s.yaml: bounds.z_b.rtol: must be a number, not a boolean"),
-    (minimal(bounds={"zz": {"atol": 1}}), "specs/s.yaml: bounds.zz: 'zz' is not one of keys (z_b, omega_b)"),
+    (minimal(keys=["z_b", "omega_b"], bounds={"zz": {"atol": 1}}), "specs/s.yaml: bounds.zz: 'zz' is not one of keys (z_b, omega_b)"),
     (minimal(bounds={"atol": 1}), "specs/s.yaml: bounds.atol: put atol under bounds.default or under a key"),
     (minimal(steps_axis="0"), "specs/s.yaml: steps_axis: must be an integer, not a string"),
     (minimal(steps_axis=False), "specs/s.yaml: steps_axis: must be an integer, not a boolean"),
@@ -368,12 +368,31 @@ def test_missing_spec_file(tmp_path):
 
 def test_argv_placeholders():
     s = parse_spec(minimal(command=["{python}", "-c", "x={{1}}", "--out={out}", "{chip}"]), stem="s")
-    assert s.argv(out="/o", chip="/o/chip.json", python="/py") == [
+    assert s.argv(out="/o", chip="/o/chip.json", python="/py", root="/r") == [
         "/py", "-c", "x={1}", "--out=/o", "/o/chip.json"]
+    s = parse_spec(minimal(command=["{python}", "{root}/mywork/ode.py", "{out}"],
+                           env={"DATA": "{root}/data", "LIT": "{{root}}"}), stem="s")
+    assert s.argv(out="/o", chip="/c", python="/py", root="/r") == ["/py", "/r/mywork/ode.py", "/o"]
+    assert s.resolved_env(out="/o", chip="/c", python="/py", root="/r") == {
+        "DATA": "/r/data", "LIT": "{root}"}
+
+
+def test_env_placeholders_checked():
+    with pytest.raises(ConfigError, match=r"env\.DATA: unknown placeholder \{rot\}"):
+        parse_spec(minimal(env={"DATA": "{rot}/data"}), stem="s")
+
+
+def test_keys_optional_bounds_name_any_key():
+    s = parse_spec(minimal(bounds={"x": {"atol": 1e-3}}), stem="s")
+    assert s.keys is None and s.bounds_for("x").atol == 1e-3 and s.bounds_for("y").atol is None
+    assert s.normalized()["keys"] is None
+    assert s.identity_hash() != parse_spec(minimal(keys=["x"], bounds={"x": {"atol": 1e-3}}),
+                                           stem="s").identity_hash()
 
 
 def test_identity_hash():
-    a = parse_spec(minimal(env={"A": "1"}, bounds={"z_b": {"atol": 1e-6}}), stem="s")
+    a = parse_spec(minimal(env={"A": "1"}, keys=["z_b", "omega_b"],
+                           bounds={"z_b": {"atol": 1e-6}}), stem="s")
     b = parse_spec({"timeout": 600, "env": {"A": 1}, "bounds": {"z_b": {"atol": 0.000001}},
                     "command": ["run", "{out}"], "schema": 1, "description": "text",
                     "keys": ["z_b", "omega_b"], "outputs": "*.npz"}, stem="s")

@@ -114,9 +114,12 @@ def test_claim_rejects_unsafe_stems(tmp_path, stem):
 
 
 def test_open_run_dir(tmp_path):
+    with pytest.raises(ToleranceError, match=r"run id '20260102T030405Z': no such run"):
+        open_run_dir(tmp_path, "s", STAMP)  # a mistyped id never makes a new run
+    assert not (tmp_path / "runs").exists()
+    claimed = claim_run_dir(tmp_path, "s", now=NOW)
     p = open_run_dir(tmp_path, "s", STAMP)
-    assert p == tmp_path / "runs" / "s" / STAMP and p.is_dir()
-    assert open_run_dir(tmp_path, "s", STAMP) == p
+    assert p == claimed == tmp_path / "runs" / "s" / STAMP and p.is_dir()
     with pytest.raises(ToleranceError, match="run id"):
         open_run_dir(tmp_path, "s", "../x")
 
@@ -270,7 +273,80 @@ def test_env_chip_then_box_then_spec(tmp_path, monkeypatch):
                     "TOL_TEST_Z": "spec", "CUDA_VISIBLE_DEVICES": "9"}
     # the record is the resolved extra env, not the whole os.environ
     assert chip.env == {"TOL_TEST_X": "box", "TOL_TEST_Y": "spec", "TOL_TEST_Z": "spec",
-                        "CUDA_VISIBLE_DEVICES": "9"}
+                        "CUDA_VISIBLE_DEVICES": "9", "TOLERANCE_ROOT": str(tmp_path.resolve())}
+
+
+# -- a stem's own code: {root}, TOLERANCE_ROOT, python: with the root on sys.path ----------
+
+_ODE = """\
+import json, os, sys
+import numpy as np
+
+
+def main(ctx, out_dir):
+    info = {"cwd": os.getcwd(), "root_env": os.environ.get("TOLERANCE_ROOT"),
+            "data": os.environ.get("ODE_DATA"), "path0": sys.path[0],
+            "ctx": ctx and {k: getattr(ctx, k) for k in ("box", "host", "chip", "stem", "out_dir",
+                                                   "run_dir", "root", "context_file",
+                                                   "device", "cpus")}}
+    with open(os.path.join(out_dir, "info.json"), "w") as fh:
+        json.dump(info, fh)
+    np.savez(os.path.join(out_dir, "ode.npz"), y=np.arange(4.0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(None, sys.argv[1]))
+"""
+
+
+def _project(tmp_path) -> Path:
+    root = tmp_path / "proj"
+    (root / "mywork").mkdir(parents=True)
+    (root / "mywork" / "__init__.py").write_text("")
+    (root / "mywork" / "ode.py").write_text(_ODE)
+    return root
+
+
+def test_command_finds_code_through_root(tmp_path):
+    root = _project(tmp_path)
+    spec = parse_spec({"schema": 1, "command": ["{python}", "{root}/mywork/ode.py", "{out}"],
+                       "env": {"ODE_DATA": "{root}/data"}}, stem="ode")
+    box = make_box(root)
+    result = run_box(spec, box, claim_run_dir(root, "ode"))
+    (chip,) = result.chips
+    assert chip.status == "finished", chip.reason
+    info = json.loads((Path(chip.dir) / "info.json").read_text())
+    assert info["cwd"] == chip.dir  # the working directory stays the chip's output directory
+    assert info["root_env"] == str(root.resolve())
+    assert info["data"] == f"{root.resolve()}/data"
+    assert Path(chip.output).name == "ode.npz"
+
+
+def test_python_entry_imports_from_root(tmp_path):
+    root = _project(tmp_path)
+    spec = parse_spec({"schema": 1, "python": "mywork.ode:main"}, stem="ode")
+    box = make_box(root)
+    result = run_box(spec, box, claim_run_dir(root, "ode"))
+    (chip,) = result.chips
+    assert chip.status == "finished", (chip.reason, chip.stderr_tail)
+    info = json.loads((Path(chip.dir) / "info.json").read_text())
+    assert info["path0"] == str(root.resolve()) and info["cwd"] == chip.dir
+    c = info["ctx"]
+    assert c["box"] == "b1" and c["chip"] == "cpu:*" and c["stem"] == "ode"
+    assert c["out_dir"] == chip.dir and c["root"] == str(root.resolve())
+    assert c["context_file"] == str(Path(chip.dir) / "chip.json")
+    assert Path(c["run_dir"]) == Path(chip.dir).parent.parent
+
+
+def test_python_entry_import_error_is_one_line(tmp_path):
+    root = _project(tmp_path)
+    spec = parse_spec({"schema": 1, "python": "mywork.nosuch:main"}, stem="ode")
+    result = run_box(spec, make_box(root), claim_run_dir(root, "ode"))
+    (chip,) = result.chips
+    assert chip.status == "failed"
+    assert "cannot import" in chip.reason and "mywork.nosuch" in chip.reason
+    assert not any("Traceback" in ln for ln in chip.stderr_tail)
 
 
 # -- outputs -------------------------------------------------------------------------------

@@ -155,12 +155,18 @@ def test_run_box_failure_exits_2_with_reason(project):
 
 def test_run_box_json_and_run_id(project):
     c = str(project / "cluster.yaml")
+    # an id that does not exist is refused (a typo never makes a new run)
+    r = CliRunner().invoke(main, ["run-box", "ok", "--box", "one", "--cluster", c, "--run-id", "R1"])
+    assert r.exit_code == 2 and "run id 'R1': no such run" in r.output
+    assert not (project / "runs" / "ok" / "R1").exists()
+    (project / "runs" / "ok" / "R1").mkdir(parents=True)  # claimed elsewhere (rank 0)
     r = invoke("run-box", "ok", "--box", "one", "--cluster", c, "--json", "--run-id", "R1")
     assert r.exit_code == 0
     doc = json.loads(r.output)
     assert doc["status"] == "finished" and doc["box"] == "one"
     assert doc["run_dir"] == str((project / "runs" / "ok" / "R1" / "one").resolve())
-    assert doc["chips"][0]["env"] == {"TOL_BOX": "one"}
+    assert doc["chips"][0]["env"] == {"TOL_BOX": "one",
+                                      "TOLERANCE_ROOT": str(project.resolve())}
     # the same box into the same run id again: refused, nothing overwritten
     r = CliRunner().invoke(main, ["run-box", "ok", "--box", "one", "--cluster", c, "--run-id", "R1"])
     assert r.exit_code == 2 and "already exists" in r.output

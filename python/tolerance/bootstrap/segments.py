@@ -2,8 +2,8 @@
 
 This project's segments (bootstrap mailboxes) are named
 `/dev/shm/tol-<owner pid hex>-...`: one whose owner is gone is stale. MPI runtimes'
-segments (`mpich_shm_*`, ...) carry no owner; one that no live process maps, made while a
-job that was killed ran, is that job's.
+segments (`mpich_shm_*`, ...) carry no owner: a job's are the ones its ranks said they
+mapped, removed once no live process maps them (never another job's).
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ _NAME = re.compile(r"^tol-([0-9a-f]{1,8})-[0-9a-f]+[a-z]-[0-9a-f]{6}$")
 _MPI_SHM_PREFIXES = ("mpich_shm_", "psm2_shm", "vader_segment", "sm_segment")
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is not: it maps nothing, runs nothing)."""
     if pid <= 0:
         return False
     try:
@@ -25,7 +26,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # exists, owned by someone else
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def stale_segments(shm_dir: str = SHM_DIR) -> list[tuple[str, int]]:
@@ -39,7 +44,7 @@ def stale_segments(shm_dir: str = SHM_DIR) -> list[tuple[str, int]]:
         m = _NAME.match(name)
         if m:
             pid = int(m.group(1), 16)
-            if not _alive(pid):
+            if not process_alive(pid):
                 out.append((name, pid))
     return out
 
@@ -67,36 +72,23 @@ def _mapped_shm_names() -> set[str] | None:
         return None
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    k = line.find("/dev/shm/")
-                    if k >= 0:
-                        names.add(line[k + 9:].split()[0])
+            names.update(_shm_names_mapped_by(pid))
         except OSError:
             continue
     return names
 
 
-def remove_orphaned_mpi_segments(since: float, shm_dir: str = SHM_DIR) -> list[str]:
-    """MPI shared-memory segments made since `since` (epoch s) that no live process maps:
-    a job whose ranks were SIGKILLed could not unlink them."""
-    root = Path(shm_dir)
-    if not root.is_dir():
-        return []
-    mapped = _mapped_shm_names()
-    if mapped is None:
-        return []
-    removed = []
-    for entry in root.iterdir():
-        if not entry.name.startswith(_MPI_SHM_PREFIXES) or entry.name in mapped:
-            continue
-        try:
-            if entry.stat().st_mtime >= since:
-                entry.unlink()
-                removed.append(entry.name)
-        except OSError:
-            continue
-    return removed
+def _shm_names_mapped_by(pid: int | str) -> list[str]:
+    """Names under /dev/shm that process `pid` maps, in map order (OSError if unreadable)."""
+    out: list[str] = []
+    with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            k = line.find("/dev/shm/")
+            if k >= 0:
+                name = line[k + 9:].split()[0]
+                if name not in out:
+                    out.append(name)
+    return out
 
 
 def remove_job_segments(names, owners, shm_dir: str = SHM_DIR) -> list[str]:
@@ -129,15 +121,7 @@ def remove_job_segments(names, owners, shm_dir: str = SHM_DIR) -> list[str]:
 
 def mapped_by_self() -> list[str]:
     """Names under /dev/shm that this process maps (what a rank reports to its launcher)."""
-    out: list[str] = []
     try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                k = line.find("/dev/shm/")
-                if k >= 0:
-                    name = line[k + 9:].split()[0]
-                    if name not in out:
-                        out.append(name)
+        return _shm_names_mapped_by("self")
     except OSError:
-        pass
-    return out
+        return []

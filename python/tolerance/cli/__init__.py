@@ -58,9 +58,12 @@ from tolerance.cli.diff import diff as _diff; main.add_command(_diff)  # noqa: E
 from tolerance.cli.run import run as _run; main.add_command(_run)  # noqa: E402,E702
 from tolerance.cli.launch import launch as _launch; main.add_command(_launch)  # noqa: E402,E702
 from tolerance.cli.doctor import doctor as _doctor; main.add_command(_doctor)  # noqa: E402,E702
+from tolerance.cli.runs import runs as _runs; main.add_command(_runs)  # noqa: E402,E702
+from tolerance.cli.report import report as _report; main.add_command(_report)  # noqa: E402,E702
 from tolerance.cli.publish import publish as _publish; main.add_command(_publish)  # noqa: E402,E702
 from tolerance.cli.verify import verify as _verify; main.add_command(_verify)  # noqa: E402,E702
 from tolerance.cli.calibrate import calibrate as _calibrate; main.add_command(_calibrate)  # noqa: E402,E702
+from tolerance.cli.matrix import matrix as _matrix; main.add_command(_matrix)  # noqa: E402,E702
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,4 +1,5 @@
-"""A live status line on a terminal (stderr), for `tolerance run`; silent elsewhere."""
+"""Progress of `tolerance run` on stderr: one updating line on a terminal, a line per
+state change elsewhere (a pipe, a log, `tolerance launch`)."""
 from __future__ import annotations
 
 import shutil
@@ -14,8 +15,13 @@ class Progress:
     def _width(self) -> int:
         return max(20, shutil.get_terminal_size((100, 20)).columns - 1)
 
-    def update(self, text: str) -> None:
+    def update(self, text: str, event: bool = False) -> None:
+        """On a terminal: rewrite the one status line. Elsewhere: print `text` as a line
+        only when it is an event (a box changed state, a large compare began)."""
         if not self.live:
+            if event:
+                self.stream.write(f"tolerance: {text}\n")
+                self.stream.flush()
             return
         width = self._width()
         self.stream.write("\r" + text[:width].ljust(width))

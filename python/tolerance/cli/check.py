@@ -8,6 +8,7 @@ import click
 
 from tolerance._errors import EXIT_ERROR, EXIT_OK, ConfigError
 from tolerance.cli import _options
+from tolerance.config.spec import ALL_KEYS_NOTE
 from tolerance.config import (SchemaProblems, default_cluster_path, list_stems,
                               load_default_cluster, load_spec)
 
@@ -16,7 +17,7 @@ def _problems(exc: ConfigError) -> list[str]:
     return list(exc.problems) if isinstance(exc, SchemaProblems) else [str(exc)]
 
 
-@click.command("check")
+@click.command("check", epilog="Exit codes: 0 no problem, 2 any problem.")
 @click.argument("stems", nargs=-1)
 @_options.cluster
 @_options.specs
@@ -43,6 +44,7 @@ def check(ctx: click.Context, stems: tuple[str, ...], cluster_path: str | None,
             problems.append(f"{sdir}: no such specs directory")
         names = list_stems(sdir)
     checked: dict[str, str] = {}
+    all_keys: list[str] = []
     notes: list[str] = []
     for stem in names:
         try:
@@ -51,6 +53,8 @@ def check(ctx: click.Context, stems: tuple[str, ...], cluster_path: str | None,
             problems += _problems(exc)
             continue
         checked[spec.stem] = spec.identity_hash()
+        if spec.keys is None:
+            all_keys.append(spec.stem)
         named, found = _bounds_files_problems(spec, sdir, cluster)
         problems += named
         notes += found
@@ -58,7 +62,8 @@ def check(ctx: click.Context, stems: tuple[str, ...], cluster_path: str | None,
     if as_json:
         click.echo(json.dumps({"cluster": str(path),
                                "boxes": list(cluster.names) if cluster else None,
-                               "specs": checked, "problems": problems, "warnings": notes}, indent=2, sort_keys=True))
+                               "specs": checked, "all_keys": all_keys, "problems": problems,
+                               "warnings": notes}, indent=2, sort_keys=True))
     else:
         for line in problems:
             click.echo(line)
@@ -67,7 +72,8 @@ def check(ctx: click.Context, stems: tuple[str, ...], cluster_path: str | None,
         if cluster is not None:
             click.echo(f"ok: {path}: {len(cluster.boxes)} boxes ({', '.join(cluster.names)})")
         for stem, digest in checked.items():
-            click.echo(f"ok: {sdir / (stem + '.yaml')}: spec {digest[:12]}")
+            click.echo(f"ok: {sdir / (stem + '.yaml')}: spec {digest[:12]}"
+                       + (f"; {ALL_KEYS_NOTE}" if stem in all_keys else ""))
         if problems:
             click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}", err=True)
     ctx.exit(EXIT_ERROR if problems else EXIT_OK)

@@ -8,7 +8,7 @@ import click
 from tolerance.cli import _options as opt
 
 
-@click.command("diff")
+@click.command("diff", epilog="Exit codes: 0 every row within bound, 1 a bound exceeded (or a NaN/inf mismatch), 2 error (unreadable or malformed input), 3 some row unmeasured (missing key, shape or dtype mismatch).")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @opt.keys
 @opt.bounds

@@ -53,8 +53,26 @@ def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: s
                                              run_plan)
     from tolerance.collective.watch import Watch
 
-    inputs = resolve_inputs(stem, cluster_path, specs_dir)
+    from tolerance._errors import ConfigError
+    from tolerance.cli.run import run as run_command
+    from tolerance.config import list_stems, load_default_cluster
+
+    try:
+        inputs = resolve_inputs(stem, cluster_path, specs_dir)
+    except ConfigError as exc:
+        if "no such file" not in str(exc):
+            raise
+        sdir = Path(specs_dir) if specs_dir else load_default_cluster(cluster_path).specs_dir
+        known = list_stems(sdir)
+        raise ConfigError(f"{exc} (stems in {sdir}: {', '.join(known) or 'none'})") from None
     cluster, _spec = parse_inputs(inputs)
+    # the options after `--` are checked here, once, before MPI starts anything
+    try:
+        run_command.make_context("tolerance run", [stem, *extra])
+    except click.exceptions.Exit:
+        pass
+    except click.UsageError as exc:
+        raise click.UsageError(f"after --: {exc.format_message()}") from None
     if bounds_path is not None:  # checked here, handed to every rank as an absolute path
         from tolerance.config.bounds_file import load_bounds_file
 

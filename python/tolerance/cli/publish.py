@@ -54,17 +54,18 @@ def publish(run_dir: str, box_name: str | None, digests_only: bool, out_dir: str
     code = {"head": code.get("head"), "digest": code.get("digest"),
             "dirty": bool(code.get("files"))}
     with Archive(output, verify_crc=True) as arc:
-        missing = [k for k in spec.keys if k not in arc]
+        keys = list(spec.keys) if spec.keys is not None else list(arc.keys())  # none listed: all
+        missing = [k for k in keys if k not in arc]
         if missing:
             raise ToleranceError(f"{output}: lacks key {missing[0]!r} of spec "
                                  f"{spec.stem!r}: nothing published")
         fields = {"stem": spec.stem, "box": result.box, "run_id": stored.run_id,
                   "spec": spec.published(),
-                  "bounds": {k: spec.bounds_for(k).to_dict() for k in spec.keys},
+                  "bounds": {k: spec.bounds_for(k).to_dict() for k in keys},
                   "steps_axis": spec.steps_axis, "code": code,
                   "environment": publishable_fingerprint(result.env_fingerprint)}
-        dest = write_reference(out_dir, fields, [arc[k] for k in spec.keys],
+        dest = write_reference(out_dir, fields, [arc[k] for k in keys],
                                digests_only=digests_only)
     what = "digests only" if digests_only else "arrays and digests"
     click.echo(f"published {spec.stem} from box {result.box} (run {stored.run_id}, "
-               f"{len(spec.keys)} keys, {what}) -> {dest}")
+               f"{len(keys)} keys, {what}) -> {dest}")

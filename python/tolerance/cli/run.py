@@ -19,7 +19,7 @@ _NO_SYNC_WARNING = ("WARNING: --no-sync: the boxes ran without the same-code che
                     "(their fingerprints are in report.json)")
 
 
-@click.command("run")
+@click.command("run", epilog="Exit codes: 0 every row within bound, 1 a bound exceeded (or a NaN/inf mismatch), 2 error (config, sync refusal, a box failed), 3 some row unmeasured (missing key, shape or dtype mismatch).")
 @click.argument("stem")
 @_options.cluster
 @_options.specs
@@ -34,10 +34,12 @@ _NO_SYNC_WARNING = ("WARNING: --no-sync: the boxes ran without the same-code che
 @_options.bounds_file
 @_options.run_env
 @_options.run_dir
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines while the boxes run.")
 @click.pass_context
 def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str | None,
         sync_mode: str, no_sync: bool, chunk_mb: float, threads: int | None,
-        bounds_path: str | None, run_env: dict[str, str], run_dir: str | None) -> None:
+        bounds_path: str | None, run_env: dict[str, str], run_dir: str | None,
+        quiet: bool) -> None:
     """Run STEM on every box at once (one MPI rank per box) and compare the outputs."""
     from tolerance.collective.job import run_stem
     from tolerance.collective.mpi import world
@@ -48,7 +50,7 @@ def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str 
     progress = Progress(sys.stderr)
     outcome = run_stem(stem, cluster_path=cluster_path, specs_dir=specs_dir, sync=sync, push=push,
                        chunk_mb=chunk_mb, threads=threads, debug=debug,
-                       progress=progress.update if progress.live else None,
+                       progress=None if quiet or world().Get_rank() != 0 else progress.update,
                        run_dir=run_dir, env=run_env, bounds_path=bounds_path)
     progress.clear()
     comm = world()

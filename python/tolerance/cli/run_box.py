@@ -15,7 +15,7 @@ from tolerance.runner import claim_run_dir, open_run_dir, run_box as _run_box
 _LOCAL = {"localhost", "127.0.0.1", "::1"}
 
 
-@click.command("run-box")
+@click.command("run-box", epilog="Exit codes: 0 every chip finished with an output, 2 otherwise.")
 @click.argument("stem")
 @click.option("--box", "box_name", required=True, help="The box of cluster.yaml to run as.")
 @click.option("--run-id", default=None,

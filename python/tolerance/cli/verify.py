@@ -62,7 +62,8 @@ def verify(ctx: click.Context, stem: str, against: str, box_name: str | None,
     if differ:
         raise ToleranceError(f"{against}: made from a different spec than {spec.path}: "
                              f"{', '.join(differ)} differ")
-    bounds = load_bounds(bounds_path, spec.keys, spec) if bounds_path is not None else None
+    bounds = load_bounds(bounds_path, spec.keys if spec.keys is not None
+                         else tuple(ref.keys), spec) if bounds_path is not None else None
 
     run_dir = claim_run_dir(Path(box.root), spec.stem)
     result = run_box(spec, box, run_dir)

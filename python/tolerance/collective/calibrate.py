@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +29,6 @@ from tolerance.runner import claim_run_dir, utc_stamp
 
 REPLICA_ENV, PERTURB_ENV = "TOLERANCE_REPLICA", "TOLERANCE_PERTURB"
 CAL_SCHEMA = "tolerance.calibration/1"
-#: how much of a failed replica's stderr is shown
-_TAIL = 12
 
 
 @dataclass
@@ -103,43 +99,28 @@ def run_replicas(stem: str, *, cluster, cluster_path: str | None, specs_dir: str
                  say: Callable[[str], None] = lambda s: None,
                  ) -> tuple[list[Path], list[EnsembleMember], float]:
     """Run the K replicas through `tolerance launch`; the run dirs and the members."""
+    from tolerance.collective.replicate import boxes_share_root, launch_into
+
     root = Path(cluster.boxes[0].root)
-    local = all(Path(b.root).resolve() == root.resolve() for b in cluster.boxes)
+    local = boxes_share_root(cluster)
 
     def box_run_dir(box, run_dir: Path) -> Path:
-        return run_dir if run_dir.is_absolute() else Path(box.root) / run_dir
+        return run_dir if local else Path(box.root) / run_dir.relative_to(root)
 
     run_dirs: list[Path] = []
     members: list[EnsembleMember] = []
     t0 = time.monotonic()
     for r in range(replicas):
         claimed = claim_run_dir(root, stem)
-        # one path every box understands: absolute when the boxes share this root, else
-        # relative to each box's own root (each creates it there)
-        given = claimed if local else claimed.relative_to(root)
-        argv = [sys.executable, "-m", "tolerance", "launch", stem]
-        if cluster_path:
-            argv += ["--cluster", str(Path(cluster_path).resolve())]
-        if specs_dir:
-            argv += ["--specs", str(Path(specs_dir).resolve())]
-        argv += list(launch_args) + ["--", "--run-dir", str(given)]
-        for k, v in replica_env(r, perturb).items():
-            argv += ["--env", f"{k}={v}"]
-        start = time.monotonic()
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-        took = time.monotonic() - start
-        if proc.returncode not in (0, 1, 3):
-            said = [ln for ln in (proc.stderr + "\n" + proc.stdout).splitlines()
-                    if ln.strip() and not ln.startswith("+ ")][-_TAIL:]
-            last = next((ln for ln in said if ln.startswith("tolerance: error:")),
-                        next((ln for ln in said if "(warn)" in ln or "error" in ln),
-                             said[-1] if said else "no message"))
+        run = launch_into(stem, claimed, cluster=cluster, cluster_path=cluster_path,
+                          specs_dir=specs_dir, env=replica_env(r, perturb),
+                          launch_args=launch_args, root=root)
+        if run.failed:
             raise ToleranceError(f"replica {r} ({claimed}): the run failed (exit "
-                                 f"{proc.returncode}): {last.removeprefix('tolerance: error: ')}")
-        say(f"replica {r + 1}/{replicas}: {took:.1f} s, exit {proc.returncode} ({claimed})")
+                                 f"{run.exit_code}): {run.reason}")
+        say(f"replica {r + 1}/{replicas}: {run.wall_s:.1f} s, exit {run.exit_code} ({claimed})")
         run_dirs.append(claimed)
-        members += _members_of(Path(given), cluster.boxes, r, box_run_dir)
+        members += _members_of(claimed, cluster.boxes, r, box_run_dir)
     return run_dirs, members, time.monotonic() - t0
 
 

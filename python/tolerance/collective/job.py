@@ -52,6 +52,8 @@ class RunOutcome:
     stats: EngineStats | None = None
     timings: dict = field(default_factory=dict)
     sync: bool = True
+    keys: list = field(default_factory=list)          # the keys compared
+    notes: list = field(default_factory=list)         # lines rank 0 prints before the rows
     line: object | None = None                        # the watch line, when launched
     push: bool = False                                # --sync push brought every box to one commit
 
@@ -103,7 +105,7 @@ def _open_line() -> RankLine | None:
 
 def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync: bool = True,
              chunk_mb: float = 16.0, threads: int | None = None, debug: bool = False,
-             progress: Callable[[str], None] | None = None, run_dir: str | None = None,
+             progress: Callable[..., None] | None = None, run_dir: str | None = None,
              env: Mapping[str, str] | None = None, bounds_path: str | None = None,
              push: bool = False) -> RunOutcome:
     """One replicated run of `stem`, this process being one rank.
@@ -243,23 +245,45 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
         else:
             failures.append((label, f"box {box.name} chip {chip.chip} {chip.status}"
                                     f"{': ' + chip.reason if chip.reason else ''}"))
+    keys, notes = _keys_to_compare(comm, spec, sources)
     participants, outcomes, stats = exchange(
-        comm, sources, failures, spec.keys, spec.bounds_for, spec.steps_axis,
+        comm, sources, failures, keys, spec.bounds_for, spec.steps_axis,
         int(chunk_mb * (1 << 20)), threads=threads,
-        progress=(lambda key, b, nb: progress(f"comparing {key}: block {b + 1}/{nb}"))
+        progress=(lambda key, b, nb: progress(f"comparing {key}: block {b + 1}/{nb}",
+                                              event=b == 0 and nb > 1))
         if progress else None)
     for s in sources:
         s.close()
     t_cmp = time.monotonic()
     if rank != 0:
         return RunOutcome(0)
-    rows = outcome_rows(outcomes, [p.label for p in participants], spec.keys, spec.bounds_for)
+    rows = outcome_rows(outcomes, [p.label for p in participants], keys, spec.bounds_for)
     return RunOutcome(
         0, run_id=run_id, run_dir=run_dir, stem=stem, spec=spec,
         infos=[i.to_dict() for i in infos], boxes=boxes, participants=participants,
-        rows=rows, stats=stats, sync=sync,
+        rows=rows, stats=stats, sync=sync, keys=keys, notes=notes,
         timings={"handshake_s": t_handshake - t0, "run_s": t_run - t_handshake,
                  "compare_s": t_cmp - t_run, "total_s": time.monotonic() - t0})
+
+
+def _keys_to_compare(comm, spec, sources) -> tuple[list[str], list[str]]:
+    """The spec's keys; with none listed, every key of any box's output, common ones first
+    (a key some outputs lack gives unmeasured rows, as in `tolerance diff`), and the lines
+    that say so."""
+    if spec.keys is not None:
+        return list(spec.keys), []
+    per_source = [k for part in comm.allgather([s.keys() for s in sources]) for k in part]
+    seen: list[str] = []
+    for ks in per_source:
+        seen += [k for k in ks if k not in seen]
+    common = [k for k in seen if all(k in ks for ks in per_source)]
+    partial = [k for k in seen if k not in common]
+    notes = [f"keys: every key common to all boxes' outputs (the spec lists none): "
+             f"{', '.join(common) if common else '(none)'}"]
+    if partial:
+        notes.append(f"(warn) keys in some outputs only (unmeasured where missing): "
+                     f"{', '.join(partial)}")
+    return common + partial, notes
 
 
 def _run_box_following(comm, spec, box, run_dir, names, progress):
@@ -284,6 +308,7 @@ def _run_box_following(comm, spec, box, run_dir, names, progress):
     from mpi4py import MPI  # noqa: PLC0415 - already initialized by world()
 
     states = {n: "running" for n in names}
+    last: dict = {}
     started = time.monotonic()
     pending = nranks - 1
     mine_done = False
@@ -298,8 +323,10 @@ def _run_box_following(comm, spec, box, run_dir, names, progress):
             states[name] = status
             pending -= 1
         if progress:
+            changed = states != last
+            last = dict(states)
             progress(f"running {time.monotonic() - started:5.1f} s  " +
-                     "  ".join(f"{n}: {s}" for n, s in states.items()))
+                     "  ".join(f"{n}: {s}" for n, s in states.items()), event=changed)
         if pending or not mine_done:
             time.sleep(_POLL_S)
     return holder["result"]

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tolerance._errors import EXIT_ERROR, ToleranceError
-from tolerance.bootstrap.segments import remove_job_segments
+from tolerance.bootstrap.segments import process_alive, remove_job_segments
 from tolerance.collective.handshake import LOCAL_HOSTS, this_host
 from tolerance.collective.watch import WATCH_ENV, Watch
 
@@ -292,28 +292,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
         return
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is gone for our purposes
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def _sweep(watch: Watch) -> None:
     """Once every process of the job on this host is gone, remove this job's segments."""
     me = this_host()
     peers = [p for p in watch.snapshot().values() if p.host == me]
     deadline = time.monotonic() + _GONE_WITHIN_S
-    while time.monotonic() < deadline and any(_alive(p.pid) for p in peers):
+    while time.monotonic() < deadline and any(process_alive(p.pid) for p in peers):
         time.sleep(0.05)
-    if any(_alive(p.pid) for p in peers):
+    if any(process_alive(p.pid) for p in peers):
         return  # a rank still maps them: never unlink what a live process uses
     names = [n for p in watch.snapshot().values() for n in p.shm]
     remove_job_segments(names, {p.pid for p in peers})

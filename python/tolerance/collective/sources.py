@@ -25,6 +25,10 @@ class NpzBlockSource:
         self.path = str(path)
         self._archive = Archive(self.path)  # raises FormatError naming the file
 
+    def keys(self) -> list[str]:
+        """The keys of the output, in file order."""
+        return list(self._archive.keys())
+
     def meta(self, key: str) -> tuple[tuple[int, ...], str] | Problem:
         if key not in self._archive:
             return Problem(MISSING_KEY, f"key {key!r} is missing from {self.path}")

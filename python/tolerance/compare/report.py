@@ -146,7 +146,9 @@ def run_document(outcome: Any, rows: Sequence[Row], exit_code: int) -> dict[str,
                 else "off",
         "run_dir": str(outcome.run_dir),
         "steps_axis": spec.steps_axis,
-        "bounds": {k: spec.bounds_for(k).to_dict() for k in spec.keys},
+        "keys": list(outcome.keys),
+        "keys_listed": spec.keys is not None,
+        "bounds": {k: spec.bounds_for(k).to_dict() for k in outcome.keys},
         "boxes": boxes,
         "rows": [r.to_json() for r in rows],
         "bytes_moved": stats.bytes_sent if stats else 0,
@@ -215,10 +217,11 @@ def run_console(outcome: Any, rows: Sequence[Row], code: int, doc: dict,
                 lines.append(f"(warn) box {b.get('box')} chip {c.get('chip')}: {c.get('status')}"
                              f"{': ' + c['reason'] if c.get('reason') else ''}"
                              f"{'  | ' + tail[0].strip() if tail else ''}")
+    lines += list(outcome.notes)
     width = max((len(run_head(r)) for r in rows), default=0)
     steps = outcome.spec.steps_axis is not None
     lines += [format_row(r, head_width=width, steps=steps) for r in rows]
-    summary = (summarize(rows, len(outcome.participants), len(outcome.spec.keys), code)
+    summary = (summarize(rows, len(outcome.participants), len(outcome.keys), code)
                + f"; data moved {doc['bytes_moved']} B; report {paths['report']}")
     return lines, summary
 

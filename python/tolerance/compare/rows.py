@@ -168,3 +168,18 @@ def incompatibility(shape_a: tuple[int, ...], dtype_a: Any, shape_b: tuple[int, 
         return Problem(STEPS_AXIS_OUT_OF_RANGE,
                        f"steps axis {steps_axis} is out of range for shape {tuple(shape_a)}")
     return None
+
+
+def _from_json_number(x: Any) -> Any:
+    if isinstance(x, str) and x in ("nan", "inf", "-inf"):
+        return float(x)
+    return x
+
+
+def row_from_json(d: dict[str, Any]) -> Row:
+    """A Row back from its JSON form (`Row.to_json`, e.g. a stored report.json row)."""
+    b = d.get("bound") or {}
+    vals = {f: _from_json_number(d.get(f)) for f in ROW_FIELDS if f != "bound"}
+    for f in ("max_abs", "max_rel"):
+        vals[f] = math.nan if vals[f] is None else float(vals[f])
+    return Row(bound=Bounds(atol=b.get("atol"), rtol=b.get("rtol"), ulp=b.get("ulp")), **vals)

@@ -15,11 +15,15 @@ from tolerance.config.chips import THREAD_VARS
 
 SCHEMA = 1
 DEFAULT_OUTPUTS = "*.npz"
-DEFAULT_KEYS = ("z_b", "omega_b")
 DEFAULT_TIMEOUT = 600.0
-#: placeholders a `command` may use: the chip's output directory, its context file, and
-#: the interpreter that runs the chip (the one running tolerance on that box)
-PLACEHOLDERS = ("out", "chip", "python")
+#: placeholders a `command` may use: the chip's output directory, its context file, the
+#: interpreter that runs the chip (the one running tolerance on that box), and the box's
+#: root (its project checkout, `boxes[].root` in cluster.yaml)
+PLACEHOLDERS = ("out", "chip", "python", "root")
+#: placeholders a spec's `env` values may use (the same values as in `command`)
+ENV_PLACEHOLDERS = PLACEHOLDERS
+#: what the report and `check` say when a spec lists no `keys:`
+ALL_KEYS_NOTE = "keys: every key common to all boxes' outputs (the spec lists none)"
 
 _SPEC_KEYS = ("schema", "description", "command", "python", "outputs", "keys", "bounds",
               "steps_axis", "env", "timeout", "bounds_file", "code")
@@ -72,7 +76,8 @@ class Spec:
     command: tuple[str, ...] | None = None
     python: str | None = None
     outputs: str = DEFAULT_OUTPUTS
-    keys: tuple[str, ...] = DEFAULT_KEYS
+    #: the keys to compare; None: every key common to all boxes' outputs
+    keys: tuple[str, ...] | None = None
     default_bounds: Bounds = Bounds()
     key_bounds: Mapping[str, Bounds] = field(default_factory=dict)
     steps_axis: int | None = 0
@@ -97,15 +102,21 @@ class Spec:
 
     @property
     def bounds(self) -> dict[str, Bounds]:
-        """Every key's resolved bound."""
-        return {k: self.bounds_for(k) for k in self.keys}
+        """Every listed key's resolved bound (with no `keys:`, the keys bounds names)."""
+        keys = self.keys if self.keys is not None else tuple(self.key_bounds)
+        return {k: self.bounds_for(k) for k in keys}
 
-    def argv(self, *, out: str, chip: str, python: str) -> list[str]:
+    def argv(self, *, out: str, chip: str, python: str, root: str) -> list[str]:
         """`command` with its placeholders filled in."""
         if self.command is None:
             raise ValueError(f"spec {self.stem!r} has no command (it uses python: {self.python})")
-        values = {"out": out, "chip": chip, "python": python}
+        values = {"out": out, "chip": chip, "python": python, "root": root}
         return [arg.format_map(values) for arg in self.command]
+
+    def resolved_env(self, *, out: str, chip: str, python: str, root: str) -> dict[str, str]:
+        """The spec's `env` with its placeholders ({root}, {out}, ...) filled in."""
+        values = {"out": out, "chip": chip, "python": python, "root": root}
+        return {k: v.format_map(values) for k, v in self.env.items()}
 
     def normalized(self) -> dict[str, Any]:
         """The spec as its identity sees it: every default filled in, no comments."""
@@ -115,7 +126,7 @@ class Spec:
             "command": list(self.command) if self.command is not None else None,
             "python": self.python,
             "outputs": self.outputs,
-            "keys": list(self.keys),
+            "keys": list(self.keys) if self.keys is not None else None,
             "bounds": {"default": self.default_bounds.to_dict(),
                        **{k: b.to_dict() for k, b in sorted(self.key_bounds.items())}},
             "steps_axis": self.steps_axis,
@@ -174,7 +185,7 @@ def _bounds(ck: Checker, raw: Any, path: str, base: Bounds) -> Bounds | None:
                   rtol=None if rtol is None else float(rtol), ulp=ulp)
 
 
-def _bounds_section(ck: Checker, raw: Any, keys: tuple[str, ...]
+def _bounds_section(ck: Checker, raw: Any, keys: tuple[str, ...] | None
                     ) -> tuple[Bounds, dict[str, Bounds]]:
     """A `bounds:` mapping (`default` and one entry per key) -> (default, per-key bounds)."""
     default = Bounds()
@@ -190,11 +201,11 @@ def _bounds_section(ck: Checker, raw: Any, keys: tuple[str, ...]
         if key == "default":
             continue
         kp = key_path("bounds", key)
-        if key in _BOUND_KEYS and key not in keys:
+        if key in _BOUND_KEYS and (keys is None or key not in keys):
             ck.add(kp, f"put {key} under bounds.default or under a key "
                        f"(bounds.{keys[0] if keys else 'KEY'}.{key})")
             continue
-        if key not in keys:
+        if keys is not None and key not in keys:
             ck.add(kp, f"{key!r} is not one of keys ({', '.join(keys)})")
             continue
         b = _bounds(ck, braw, kp, default)
@@ -257,6 +268,20 @@ def spec_differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "
 _ABSENT = object()
 
 
+def _placeholder_problem(text: str) -> str | None:
+    """Why `text` is not a valid template of PLACEHOLDERS, or None."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as exc:
+        return f"bad placeholder in {text!r}: {exc} (write '{{{{' for a literal brace)"
+    bad = [f for f in fields if f not in PLACEHOLDERS]
+    if bad:
+        return (f"unknown placeholder {{{bad[0]}}} in {text!r} "
+                f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}; "
+                "write '{{' for a literal brace)")
+    return None
+
+
 def _command(ck: Checker, raw: Any, path: str) -> tuple[str, ...] | None:
     if isinstance(raw, str):
         ck.add(path, "must be a list of arguments (argv), not a string: "
@@ -276,16 +301,8 @@ def _command(ck: Checker, raw: Any, path: str) -> tuple[str, ...] | None:
         if text is None:
             ok = False
             continue
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
-        except ValueError as exc:
-            ck.add(ip, f"bad placeholder in {text!r}: {exc} (write '{{{{' for a literal brace)")
-            ok = False
-            continue
-        bad = [f for f in fields if f not in PLACEHOLDERS]
-        if bad:
-            ck.add(ip, f"unknown placeholder {{{bad[0]}}} in {text!r} "
-                       f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})")
+        if (why := _placeholder_problem(text)) is not None:
+            ck.add(ip, why)
             ok = False
             continue
         out.append(text)
@@ -342,11 +359,12 @@ def parse_spec(data: Any, *, stem: str, display: str | None = None,
             else:
                 outputs = text
 
-    keys: tuple[str, ...] = DEFAULT_KEYS
-    if "keys" in doc:
+    keys: tuple[str, ...] | None = None  # unset: every key common to all boxes' outputs
+    if "keys" in doc and doc["keys"] is not None:
         items = ck.string_list(doc["keys"], "keys")
         if isinstance(doc["keys"], list) and not doc["keys"]:
-            ck.add("keys", "must list at least one key")
+            ck.add("keys", "must list at least one key (or leave 'keys' out to compare "
+                           "every key common to all boxes)")
         keys = tuple(items)
 
     default, key_bounds = _bounds_section(ck, doc.get("bounds"), keys)
@@ -365,6 +383,10 @@ def parse_spec(data: Any, *, stem: str, display: str | None = None,
                 ck.add(key_path("env", name),
                        _BOX_LOCAL.format(where="boxes[].env" + (" or boxes[].threads"
                                                                 if name in THREAD_VARS else "")))
+                del env[name]
+        for name, text in list(env.items()):
+            if (why := _placeholder_problem(text)) is not None:
+                ck.add(key_path("env", name), why)
                 del env[name]
 
     bounds_file = None

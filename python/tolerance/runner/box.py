@@ -154,11 +154,19 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def chip_env(spec: Spec, box: Box, chip: Chip) -> dict[str, str]:
+#: the variable that tells a workload its box's root (the project checkout on that box)
+ROOT_ENV = "TOLERANCE_ROOT"
+
+
+def chip_env(spec: Spec, box: Box, chip: Chip, *, out: str = "", context: str = "",
+             python: str = "") -> dict[str, str]:
     """What the chip gets on top of os.environ, resolved in the one documented order
     (config.chips.knob_env): derived from the chip, then the box's `threads`, then the
-    box's `env`, then the spec's `env`."""
-    return knob_env(chip, threads=box.threads, env={**box.env, **spec.env})
+    box's `env`, then the spec's `env` (its placeholders {root}, {out}, {chip}, {python}
+    filled in); plus TOLERANCE_ROOT, the box's root."""
+    root = str(Path(box.root).resolve())
+    spec_env = spec.resolved_env(out=out, chip=context, python=python, root=root)
+    return {**knob_env(chip, threads=box.threads, env={**box.env, **spec_env}), ROOT_ENV: root}
 
 
 def _watch(group, results: list[ChipResult], settle, *, deadline: float, timeout: float,
@@ -227,13 +235,15 @@ def run_box(spec: Spec, box: Box, run_dir: str | os.PathLike, *, poll: float = 0
     for chip in box.chip_specs():
         cdir = box_dir / chip.slug
         cdir.mkdir()
-        env = chip_env(spec, box, chip)
+        env = chip_env(spec, box, chip, out=str(cdir), context=str(cdir / CONTEXT_FILE),
+                       python=exe)
         context = {"box": box.name, "host": box.host, "chip": str(chip), "stem": spec.stem,
                    "spec_hash": spec.identity_hash(), "out_dir": str(cdir),
-                   "run_dir": str(run_dir.resolve()), "env": env}
+                   "run_dir": str(run_dir.resolve()), "root": env[ROOT_ENV], "env": env}
         _chips.write_context(str(cdir / CONTEXT_FILE), context)
         if spec.command is not None:
-            argv = spec.argv(out=str(cdir), chip=str(cdir / CONTEXT_FILE), python=exe)
+            argv = spec.argv(out=str(cdir), chip=str(cdir / CONTEXT_FILE), python=exe,
+                             root=env[ROOT_ENV])
         else:  # exec'd, so the resolved env is in place before anything imports NumPy
             argv = [exe, "-m", "tolerance.runner._pyentry", str(spec.python), str(cdir),
                     str(cdir / CONTEXT_FILE)]

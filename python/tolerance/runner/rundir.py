@@ -55,13 +55,13 @@ def claim_run_dir(root: str | os.PathLike, stem: str,
 
 def open_run_dir(root: str | os.PathLike, stem: str, run_id: str) -> Path:
     """`<root>/runs/<stem>/<run_id>` for a run id claimed elsewhere (e.g. by rank 0 of an
-    MPI job), created if missing. Boxes write only into their own `<box>/` below it."""
+    MPI job). Refuses (ToleranceError) an id that does not exist: a mistyped id never makes
+    a new run. Boxes write only into their own `<box>/` below it."""
     _check_stem(stem)
     if (why := name_problem(run_id)) is not None:
         raise ToleranceError(f"run id: {why}")
     path = Path(root) / "runs" / stem / run_id
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ToleranceError(f"{path}: cannot create the run directory: {exc.strerror}") from None
+    if not path.is_dir():
+        raise ToleranceError(f"run id {run_id!r}: no such run {path} (claim a new run by "
+                             "leaving --run-id out; `tolerance runs` lists the stored ones)")
     return path
