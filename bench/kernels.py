@@ -6,6 +6,9 @@ Rows per dtype (float32, float64): the full-stats kernel (bounds atol, rtol and 
 thread and on all threads; the kernel without bounds (max_abs is still computed with every
 other figure: there is no separate max_abs-only mode); NumPy `np.max(np.abs(a - b))`; and a
 native read-only pass over the same bytes (the memory ceiling), one thread and all threads.
+Then: full stats on every kernel path this CPU has (forced, one thread; the default
+path must be at least as fast as every forced one), float16 and int64 against NumPy on
+the same data, and a 1-D array with the default steps axis (every element a step).
 Each figure is the best of --repeat runs (the machine may be shared). Fixed seed.
 """
 from __future__ import annotations
@@ -74,6 +77,52 @@ def bench_dtype(dtype, mib, repeat, nthreads):
     return {"gbs": rows, "ratios": ratios}
 
 
+def bench_paths(mib, repeat):
+    """Full stats, 1 thread, on every kernel path (forced), float32 and float64."""
+    rng = np.random.default_rng(20261124)
+    out = {}
+    before = _native.kernel_isa()
+    for dtype in ("float32", "float64"):
+        n = mib * 2**20 // np.dtype(dtype).itemsize
+        a = rng.standard_normal(n, dtype=np.float32).astype(dtype).reshape(-1, 4096)
+        b = a + (rng.standard_normal(a.shape, dtype=np.float32) * np.float32(1e-6)).astype(dtype)
+        nbytes = a.nbytes + b.nbytes
+        try:
+            for isa in ["default"] + _native._available_kernels():
+                _native._set_kernel("auto" if isa == "default" else isa)
+                t = best_time(lambda: divergence(a, b, atol=1e-6, rtol=1e-6, ulp=4, threads=1), repeat)
+                out.setdefault(isa, {})[dtype] = nbytes / t / 1e9
+        finally:
+            _native._set_kernel(before)
+    return out
+
+
+def bench_dtypes(mib, repeat):
+    """float16 and int64 (full stats, 1 thread) against NumPy's max(abs(a-b)) on the same data
+    (float16 is cast to float64 by NumPy first, as the kernel's contract does), and a 1-D
+    float64 array with the default steps axis (every element a step)."""
+    rng = np.random.default_rng(20261125)
+    rows = {}
+    n = mib * 2**20 // 2
+    a = rng.standard_normal(n, dtype=np.float32).astype(np.float16).reshape(-1, 4096)
+    b = (a.astype(np.float32) * np.float32(1.001)).astype(np.float16)
+    nb = a.nbytes + b.nbytes
+    rows["float16 full stats"] = nb / best_time(lambda: divergence(a, b, atol=1e-3, rtol=1e-3, ulp=4, threads=1), repeat) / 1e9
+    rows["float16 numpy"] = nb / best_time(lambda: np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))), repeat) / 1e9
+    n = mib * 2**20 // 8
+    a = rng.integers(-2**40, 2**40, n, dtype=np.int64).reshape(-1, 4096)
+    b = a + rng.integers(-3, 4, a.shape, dtype=np.int64)
+    nb = a.nbytes + b.nbytes
+    rows["int64 full stats"] = nb / best_time(lambda: divergence(a, b, atol=1, rtol=1e-9, threads=1), repeat) / 1e9
+    rows["int64 numpy"] = nb / best_time(lambda: np.max(np.abs(a - b)), repeat) / 1e9
+    x = rng.standard_normal(mib * 2**20 // 8)
+    y = x + 1e-9
+    nb = x.nbytes + y.nbytes
+    rows["1-D float64, default steps axis"] = nb / best_time(lambda: divergence(x, y, atol=1e-8, threads=1), repeat) / 1e9
+    rows["1-D numpy"] = nb / best_time(lambda: np.max(np.abs(x - y)), repeat) / 1e9
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=256, help="MiB per array (default 256)")
@@ -93,6 +142,8 @@ def main(argv=None):
     }
     for dtype in ("float32", "float64"):
         out["dtypes"][dtype] = bench_dtype(dtype, args.mib, args.repeat, nthreads)
+    out["paths"] = bench_paths(args.mib, args.repeat)
+    out["other"] = bench_dtypes(args.mib, args.repeat)
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         print()
@@ -109,6 +160,19 @@ def main(argv=None):
     for name in out["dtypes"]["float32"]["ratios"]:
         print(f"{name:<{w + 16}}" + "".join(f"{out['dtypes'][d]['ratios'][name]:>10.2f}"
                                           for d in out["dtypes"]))
+    print()
+    print(f"{'full stats, 1 thread, by path':<{w}}{'float32':>10}{'float64':>10}"
+          f"{'/default':>10}{'/default':>10}")
+    dflt = out["paths"]["default"]
+    for isa, v in out["paths"].items():
+        print(f"{isa:<{w}}{v['float32']:>10.2f}{v['float64']:>10.2f}"
+              f"{v['float32'] / dflt['float32']:>10.2f}{v['float64'] / dflt['float64']:>10.2f}")
+    print()
+    o = out["other"]
+    for name, v in o.items():
+        print(f"{name + ' (GB/s)':<{w + 16}}{v:>10.2f}")
+    print(f"{'float16 / numpy':<{w + 16}}{o['float16 full stats'] / o['float16 numpy']:>10.2f}")
+    print(f"{'int64 / numpy':<{w + 16}}{o['int64 full stats'] / o['int64 numpy']:>10.2f}")
     return 0
 
 

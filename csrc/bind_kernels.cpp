@@ -183,6 +183,8 @@ void bind_kernels(py::module_& m) {
           "Force a kernel path ('auto' for the best); returns the path in force (a path this "
           "CPU lacks falls back to the best one it has).");
     m.def("_available_kernels", &available_isas, "The kernel paths this CPU can run.");
+    m.def("_kernel_entries", &kernel_entries, py::arg("name"),
+          "What each compute type runs on a path: [(type, 'vector+blocks'|'vector'|'scalar')].");
 }
 
 }  // namespace tolerance

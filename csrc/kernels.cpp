@@ -341,6 +341,17 @@ std::vector<std::string> available_isas() {
     return out;
 }
 
+std::vector<std::pair<std::string, std::string>> kernel_entries(const std::string& isa) {
+    static const char* names[K_COUNT] = {"float16", "float32", "float64", "int8", "int16", "int32",
+                                         "int64", "uint8", "uint16", "uint32", "uint64", "int128"};
+    std::vector<std::pair<std::string, std::string>> out;
+    if (!cpu_has(isa)) return out;
+    const KernelTable* t = table_of(isa);
+    if (t == nullptr) return out;
+    for (int k = 0; k < K_COUNT; ++k) out.emplace_back(names[k], t->entry[k]);
+    return out;
+}
+
 // ---- conversion of strided / swapped / mixed inputs -----------------------------------
 namespace {
 

@@ -84,6 +84,9 @@ using RunFn = void (*)(const void* a, const void* b, std::size_t n, const Params
 struct KernelTable {
     const char* name;
     RunFn fn[K_COUNT][2];  // [compute type][want_ulp]
+    // what each entry runs: "vector" (the lane loop), "vector+blocks" (with the 256-bit
+    // fast blocks and the float32 pre-filter) or "scalar"; checked by the tests
+    const char* entry[K_COUNT];
     std::uint64_t (*read_pass)(const void* a, std::size_t abytes, const void* b,
                                std::size_t bbytes);
 };
@@ -335,6 +338,8 @@ std::uint64_t read_pass(const void* a, std::size_t abytes, const void* b, std::s
 std::string kernel_isa();
 std::string set_kernel_isa(const std::string& name);
 std::vector<std::string> available_isas();
+// What each compute type runs on path `isa` (KernelTable::entry), by type name.
+std::vector<std::pair<std::string, std::string>> kernel_entries(const std::string& isa);
 
 // The per-ISA tables (kernels_<isa>.cpp); null where not compiled in.
 const KernelTable* table_scalar();

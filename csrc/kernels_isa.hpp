@@ -901,6 +901,7 @@ template <bool Vec>
 KernelTable make_table(const char* name) {
     KernelTable t{};
     t.name = name;
+    for (int k = 0; k < K_COUNT; ++k) t.entry[k] = "scalar";
     t.fn[K_F16][0] = run_half<false>;
     t.fn[K_F16][1] = run_half<true>;
     if constexpr (Vec) {
@@ -908,6 +909,7 @@ KernelTable make_table(const char* name) {
         t.fn[K_F32][1] = run_float_vec<float, true>;
         t.fn[K_F64][0] = run_float_vec<double, false>;
         t.fn[K_F64][1] = run_float_vec<double, true>;
+        t.entry[K_F32] = t.entry[K_F64] = TOLERANCE_AVX2_FAST ? "vector+blocks" : "vector";
     } else {
         t.fn[K_F32][0] = run_float_scalar<float, false>;
         t.fn[K_F32][1] = run_float_scalar<float, true>;

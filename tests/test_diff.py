@@ -14,6 +14,7 @@ import tolerance
 from tolerance.cli import main
 from tolerance.compare.engine import unique_labels
 from tolerance.compare.rows import ROW_FIELDS
+from tolerance.compare.series import read_series
 
 ATOL = 1e-6
 
@@ -136,15 +137,18 @@ def test_series_file(tmp_path):
     out = tmp_path / "series.npz"
     r = _run(*paths, "--atol", ATOL, "--series", out, "--keys", "z_b")
     assert r.exit_code == 1
-    with np.load(out, allow_pickle=False) as z:
-        names = sorted(z.files)
-        assert names == sorted(f"{a}__{b}__z_b__{s}" for a, b in combinations(
-            [p.name for p in paths], 2) for s in ("max_abs", "over"))
-        with np.load(paths[0]) as za, np.load(paths[2]) as zc:
-            div = tolerance.divergence(za["z_b"], zc["z_b"], atol=ATOL)
-        assert np.array_equal(z["in0.npz__in2.npz__z_b__max_abs"], div.series)
-        assert np.array_equal(z["in0.npz__in2.npz__z_b__over"], div.series_over)
-        assert z["in0.npz__in2.npz__z_b__over"].dtype == np.int64
+    with np.load(paths[0]) as za, np.load(paths[2]) as zc:
+        div = tolerance.divergence(za["z_b"], zc["z_b"], atol=ATOL)
+    back = read_series(out)            # the tolerance.series/1 layout, read by its names
+    assert back.steps_axis == 0
+    assert [(r.a, r.b) for r in back.rows] == list(combinations([p.name for p in paths], 2))
+    (row,) = [r for r in back.rows if (r.a, r.b) == ("in0.npz", "in2.npz")]
+    assert row.key == "z_b" and row.bound == {"atol": ATOL, "rtol": None, "ulp": None}
+    assert np.array_equal(row.max_abs, div.series)
+    assert np.array_equal(row.over, div.series_over) and row.over.dtype == np.int64
+    assert np.array_equal(row.margin, div.series_margin)
+    assert np.array_equal(row.step, np.arange(div.series.size))
+    assert row.onset == div.onset
     # a second run replaces the file the user named (atomically)
     assert _run(*paths, "--atol", 1.0, "--series", out, "--keys", "z_b").exit_code == 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".series")]

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from _mpi import mpiexec, run_mpi
 from tolerance.cli import main
+from tolerance.compare.series import read_series
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = REPO / "specs"
@@ -82,8 +83,10 @@ def test_lorenz_on_the_default_boxes_fails_from_step_0(lorenz_run):
     run_dir = Path(doc["run_dir"])
     for name in ("report.json", "series.npz", "summary.md"):
         assert (run_dir / name).is_file()
-    with np.load(run_dir / "series.npz", allow_pickle=False) as s:
-        assert len(s.files) == 2 * len(doc["rows"])
+    series = read_series(run_dir / "series.npz")
+    assert [(r.a, r.b, r.key) for r in series.rows] == \
+        [(r["a"], r["b"], r["key"]) for r in doc["rows"]]
+    assert all(r.margin is not None and r.margin.size == r.max_abs.size for r in series.rows)
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +116,52 @@ def test_report_rows_equal_tolerance_diff_on_the_same_files(lorenz_run, lorenz_r
             for d, r in zip(diff_rows, run_rows):
                 for f in ("status", "code", "bound", "max_abs", "argmax", "step", "max_rel",
                           "max_ulp", "count_over", "size", "nan_mismatch", "nan_both",
-                          "inf_mismatch", "onset"):
+                          "inf_mismatch", "onset", "margin", "growth"):
                     assert d[f] == r[f], (which, chunk_mb, key, f, d, r)
+
+
+def _numpy_margin(a, b, bound):
+    """max |a-b| / (atol + rtol*max(|a|,|b|)), in float64 (the oracle of a row's margin)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    allowed = (bound["atol"] or 0.0) + (bound["rtol"] or 0.0) * np.maximum(np.abs(a), np.abs(b))
+    return float(np.max(np.abs(a - b) / allowed))
+
+
+def _outputs(doc):
+    out = {}
+    for b in doc["boxes"]:
+        with np.load(b["chips"][0]["output"]) as f:
+            out[b["name"]] = {k: f[k] for k in doc["bounds"]}
+    return out
+
+
+@pytest.mark.skipif(not X86, reason="OPENBLAS_CORETYPE names x86-64 kernels")
+def test_lorenz_report_shows_margin_growth_and_plots(lorenz_run):
+    root, res = lorenz_run
+    doc = report_of(root, "lorenz")
+    data = _outputs(doc)
+    for r in doc["rows"]:
+        want = _numpy_margin(data[r["a"]][r["key"]], data[r["b"]][r["key"]], r["bound"])
+        assert r["margin"] == pytest.approx(want, rel=1e-12), r
+        g = r["growth"]
+        if r["key"] == "z_b":       # every z_b row: a short doubling time and a saturation
+            assert 2 < g["doubling_steps"] < 10 and g["from_step"] == 0, g
+            assert 60 <= g["saturates_at"] <= 130, g
+    assert doc["outliers"] == []    # three all-different boxes: nobody is the odd one
+    z_lines = [ln for ln in res.stdout.splitlines() if ln.startswith("max‖z_b[")]
+    assert all("margin" in ln and "doubles every" in ln and "saturates at step" in ln
+               for ln in z_lines), res.stdout
+    run_dir = Path(doc["run_dir"])
+    summary = (run_dir / "summary.md").read_text()
+    if doc["plots"] is None:        # no matplotlib here: said, and the run went on
+        assert "matplotlib" in doc["plots_note"] and "Plots: not drawn" in summary
+        return
+    assert sorted(doc["plots"]) == ["omega_b", "z_b"]
+    from matplotlib.image import imread
+    for key, rel in doc["plots"].items():
+        assert rel == f"plots/{key}.png"
+        assert imread(run_dir / rel).shape[:2] == (810, 960)
+        assert f"]({rel})" in summary
 
 
 def test_stable_stays_within_bound(tmp_path):
@@ -122,6 +169,12 @@ def test_stable_stays_within_bound(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     doc = report_of(tmp_path, "stable")
     assert all(r["status"] == "pass" for r in doc["rows"]) and len(doc["rows"]) == 6
+    data = _outputs(doc)
+    for r in doc["rows"]:           # margin well under 1, equal to NumPy's
+        want = _numpy_margin(data[r["a"]][r["key"]], data[r["b"]][r["key"]], r["bound"])
+        assert r["margin"] == pytest.approx(want, rel=1e-12) and r["margin"] < 0.2, r
+        assert r["growth"] is None
+    assert doc["outliers"] == []
 
 
 def test_identical_boxes_move_no_data(tmp_path):

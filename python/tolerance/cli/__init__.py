@@ -63,6 +63,7 @@ from tolerance.cli.report import report as _report; main.add_command(_report)  #
 from tolerance.cli.publish import publish as _publish; main.add_command(_publish)  # noqa: E402,E702
 from tolerance.cli.verify import verify as _verify; main.add_command(_verify)  # noqa: E402,E702
 from tolerance.cli.calibrate import calibrate as _calibrate; main.add_command(_calibrate)  # noqa: E402,E702
+from tolerance.cli.plot import plot as _plot; main.add_command(_plot)  # noqa: E402,E702
 from tolerance.cli.matrix import matrix as _matrix; main.add_command(_matrix)  # noqa: E402,E702
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,7 +27,8 @@ def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, s
     3 some row unmeasured (missing key, shape or dtype mismatch) and none exceeded.
     """
     from tolerance.compare.engine import PartialKey, diff_inputs, open_inputs
-    from tolerance.compare.report import diff_document, format_row, series_arrays, summarize
+    from tolerance.compare.report import (diff_document, format_row, outlier_lines,
+                                          series_arrays, summarize)
     from tolerance.compare.rows import KEY_NOT_EVERYWHERE, MISSING_KEY, UNMEASURED
     from tolerance.config.spec import Bounds
     from tolerance.io.atomic import write_npz
@@ -71,10 +72,13 @@ def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, s
             d.archive.close()
     code = result.exit_code
     if series_path is not None:
-        write_npz(series_path, series_arrays(result.rows), overwrite=True)
+        write_npz(series_path, series_arrays(result.rows, steps_axis), overwrite=True)
+    doc = diff_document(result)
     if as_json:
-        click.echo(json.dumps(diff_document(result), allow_nan=False))
+        click.echo(json.dumps(doc, allow_nan=False))
     else:
+        for line in outlier_lines(doc["outliers"]):
+            click.echo(line)
         click.echo(summarize(result.rows, len(inputs), len(result.keys), code))
     if code:
         click.get_current_context().exit(code)

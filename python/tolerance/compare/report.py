@@ -13,7 +13,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from tolerance._errors import EXIT_ERROR, EXIT_OK
+from tolerance.compare.drift import find_outliers
 from tolerance.compare.rows import PASS, FAIL, SCHEMA as DIFF_SCHEMA, UNMEASURED, Row, rows_exit_code
+from tolerance.compare.series import RowSeries, series_arrays as _series_layout
 from tolerance.io import write_json, write_npz, write_text
 
 RUN_SCHEMA = "tolerance.run/1"
@@ -73,11 +75,26 @@ def format_row(row: Row, *, widths: tuple[int, int, int] = (0, 0, 0), steps: boo
     parts.append(f"{'over ' + str(row.count_over) + '/' + str(row.size):<18}")
     if steps:
         parts.append(f"onset {'-' if row.onset is None else row.onset:<6}")
+    parts.append(f"margin {'-' if row.margin is None else _g(row.margin):<8}")
     verdict = "pass" if row.status == PASS else f"FAIL ({describe_bounds(row.bound)})"
     extra = [f"{name} {getattr(row, attr)}" for name, attr in (
         ("NaN-mismatch", "nan_mismatch"), ("inf-mismatch", "inf_mismatch"),
         ("nan-both", "nan_both")) if getattr(row, attr)]
+    if steps and row.growth is not None:
+        extra.append(growth_text(row.growth))
     return head + " ".join(parts) + " " + "  ".join([verdict, *extra])
+
+
+def growth_text(g: dict[str, Any]) -> str:
+    """`doubles every 4.6 steps, saturates at step 91` (or `..., still growing at step N`)."""
+    end = (f"saturates at step {g['saturates_at']}" if g["saturates_at"] is not None
+           else f"still growing at step {g['to_step']}")
+    return f"doubles every {g['doubling_steps']:.2g} steps from step {g['from_step']}, {end}"
+
+
+def outlier_lines(outliers: Iterable[dict[str, Any]]) -> list[str]:
+    """One console line per odd box out."""
+    return [f"odd box out: {o['box']} on {o['key']} ({o['why']})" for o in outliers]
 
 
 def summarize(rows: Iterable[Row], n_inputs: int, n_keys: int, exit_code: int) -> str:
@@ -89,19 +106,17 @@ def summarize(rows: Iterable[Row], n_inputs: int, n_keys: int, exit_code: int) -
 
 # --------------------------------------------------------------------------- series
 
-def series_key(a: str, b: str, key: str, kind: str) -> str:
-    """The name of a row's per-step series in a series .npz (`kind`: max_abs | over)."""
-    return f"{a}__{b}__{key}__{kind}"
+def row_series(rows: Iterable[Row]) -> list[RowSeries]:
+    """The per-step series of every measured row, with its identity and bound."""
+    return [RowSeries(a=r.a, b=r.b, key=r.key, bound=r.bound.to_dict(), max_abs=r.series,
+                      over=r.series_over, status=r.status, onset=r.onset,
+                      margin=r.series_margin)
+            for r in rows if r.series is not None]
 
 
-def series_arrays(rows: Iterable[Row]) -> dict[str, np.ndarray]:
-    """`<a>__<b>__<key>__max_abs` (float64) and `..__over` (int64) of every measured row."""
-    out: dict[str, np.ndarray] = {}
-    for r in rows:
-        if r.series is not None:
-            out[series_key(r.a, r.b, r.key, "max_abs")] = r.series
-            out[series_key(r.a, r.b, r.key, "over")] = r.series_over
-    return out
+def series_arrays(rows: Iterable[Row], steps_axis: int | None = 0) -> dict[str, np.ndarray]:
+    """The members of a `tolerance.series/1` .npz (compare.series) of every measured row."""
+    return _series_layout(row_series(rows), steps_axis=steps_axis)
 
 
 # --------------------------------------------------------------------------- diff
@@ -110,6 +125,7 @@ def diff_document(result: Any) -> dict[str, Any]:
     """The `tolerance.diff/1` document of a DiffResult (strict JSON)."""
     return {"schema": DIFF_SCHEMA, "inputs": result.inputs, "bounds": result.bound.to_dict(),
             "steps_axis": result.steps_axis, "rows": [r.to_json() for r in result.rows],
+            "outliers": find_outliers(r.to_json() for r in result.rows),
             "exit_code": result.exit_code}
 
 
@@ -151,6 +167,8 @@ def run_document(outcome: Any, rows: Sequence[Row], exit_code: int) -> dict[str,
         "bounds": {k: spec.bounds_for(k).to_dict() for k in outcome.keys},
         "boxes": boxes,
         "rows": [r.to_json() for r in rows],
+        "outliers": find_outliers(r.to_json() for r in rows),
+        "plots": None,  # key -> PNG path relative to the run directory (write_run_report)
         "bytes_moved": stats.bytes_sent if stats else 0,
         "blocks": {"hashed": stats.blocks if stats else 0,
                    "equal_folds": stats.blocks_equal if stats else 0},
@@ -168,18 +186,30 @@ def summary_markdown(doc: dict) -> str:
         code = b.get("code") or {}
         lines.append(f"| {b['name']} | {b['host']} | {b['status']} | "
                      f"{(code.get('head') or '-')[:12]} | {str(code.get('digest', ''))[:12]} |")
-    lines += ["", "| a | b | key | max abs | step | max rel | ulp | onset | over | verdict |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| a | b | key | max abs | step | max rel | ulp | onset | over | margin "
+              "| doubling (steps) | saturates at | verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["rows"]:
         verdict = r["status"].upper() + (f" ({r['reason']})" if r.get("reason") else "")
+        g = r.get("growth")
         lines.append(f"| {r['a']} | {r['b']} | {r['key']} | {_num(r['max_abs'])} | "
                      f"{_opt(r['step'])} | {_num(r['max_rel'])} | {_opt(r['max_ulp'])} | "
-                     f"{_opt(r['onset'])} | {_opt(r['count_over'])} | {verdict} |")
+                     f"{_opt(r['onset'])} | {_opt(r['count_over'])} | {_num(r.get('margin'))} | "
+                     f"{'-' if g is None else format(g['doubling_steps'], '.3g')} | "
+                     f"{'-' if g is None else _opt(g['saturates_at'])} | {verdict} |")
+    if doc.get("outliers"):
+        lines += ["", "Odd box out:"]
+        lines += [f"- **{o['box']}** on `{o['key']}`: {o['why']}" for o in doc["outliers"]]
     lines += ["", "Bounds: " + "; ".join(
         f"`{k}` atol {_opt_g(v['atol'])} rtol {_opt_g(v['rtol'])} ulp {v['ulp'] if v['ulp'] is not None else '-'}"
         for k, v in doc["bounds"].items()),
         f"Data bytes moved between boxes: {doc['bytes_moved']}",
         f"Exit code: {doc['exit_code']}", ""]
+    if doc.get("plots"):
+        for key, rel in doc["plots"].items():
+            lines += [f"## `{key}`", "", f"![{key}: per-step divergence of every pair]({rel})", ""]
+    elif doc.get("plots_note"):
+        lines += [f"Plots: not drawn ({doc['plots_note']}).", ""]
     if doc["sync"] == "off":
         lines += ["> **WARNING: --no-sync: the boxes' code was not checked to be the same.**", ""]
     return "\n".join(lines)
@@ -199,10 +229,30 @@ def write_run_report(run_dir: Path, doc: dict, rows: Sequence[Row]) -> dict[str,
     """report.json, series.npz and summary.md under the run directory (temp + rename)."""
     paths = {"report": run_dir / "report.json", "series": run_dir / "series.npz",
              "summary": run_dir / "summary.md"}
+    series = row_series(rows)
+    write_npz(paths["series"], _series_layout(series, steps_axis=doc.get("steps_axis")))
+    if doc.get("steps_axis") is not None and series:
+        _draw_plots(run_dir, doc, series)
     write_json(paths["report"], doc)
-    write_npz(paths["series"], series_arrays(rows))
     write_text(paths["summary"], summary_markdown(doc))
     return paths
+
+
+def _draw_plots(run_dir: Path, doc: dict, series: list[RowSeries]) -> None:
+    """plots/<key>.png under the run directory when matplotlib is there; else (or when a
+    figure cannot be drawn) `plots_note` says why, and the run's report goes on."""
+    from tolerance.compare.plot import plot_keys, plot_unavailable
+
+    hint = plot_unavailable()
+    if hint:
+        doc["plots_note"] = hint
+        return
+    try:
+        paths = plot_keys(series, run_dir / "plots")
+    except Exception as exc:  # noqa: BLE001 - a figure must not cost the run its report
+        doc["plots_note"] = f"drawing failed: {type(exc).__name__}: {exc}"
+        return
+    doc["plots"] = {k: str(p.relative_to(run_dir)) for k, p in paths.items()}
 
 
 def run_console(outcome: Any, rows: Sequence[Row], code: int, doc: dict,
@@ -221,11 +271,15 @@ def run_console(outcome: Any, rows: Sequence[Row], code: int, doc: dict,
     width = max((len(run_head(r)) for r in rows), default=0)
     steps = outcome.spec.steps_axis is not None
     lines += [format_row(r, head_width=width, steps=steps) for r in rows]
+    lines += outlier_lines(doc.get("outliers") or [])
+    if doc.get("plots_note"):
+        lines.append(f"(note) plots not drawn: {doc['plots_note']}")
     summary = (summarize(rows, len(outcome.participants), len(outcome.keys), code)
                + f"; data moved {doc['bytes_moved']} B; report {paths['report']}")
     return lines, summary
 
 
 __all__ = ["FAIL", "PASS", "RUN_SCHEMA", "UNMEASURED", "describe_bounds", "diff_document",
-           "format_row", "run_console", "run_document", "run_exit_code", "run_head",
-           "series_arrays", "series_key", "summarize", "summary_markdown", "write_run_report"]
+           "format_row", "growth_text", "outlier_lines", "row_series", "run_console",
+           "run_document", "run_exit_code", "run_head", "series_arrays", "summarize",
+           "summary_markdown", "write_run_report"]

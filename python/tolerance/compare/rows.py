@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from tolerance._errors import EXIT_EXCEEDED, EXIT_OK, EXIT_UNMEASURED, combine_exit_codes
+from tolerance.compare.drift import growth_fit
 from tolerance.config.spec import Bounds
 
 SCHEMA = "tolerance.diff/1"
@@ -24,7 +25,7 @@ SCHEMA = "tolerance.diff/1"
 #: the fields of a row's JSON form, in order
 ROW_FIELDS = ("a", "b", "key", "status", "code", "reason", "bound", "max_abs", "argmax",
               "step", "max_rel", "max_ulp", "count_over", "size", "nan_mismatch", "nan_both",
-              "inf_mismatch", "onset")
+              "inf_mismatch", "onset", "margin", "growth")
 
 PASS, FAIL, UNMEASURED = "pass", "fail", "unmeasured"
 
@@ -84,9 +85,15 @@ class Row:
     nan_both: int | None = None
     inf_mismatch: int | None = None
     onset: int | None = None
-    #: per-step max |a-b| (float64) and count over the bound (int64); measured rows only
+    #: how much of its bound the row uses (the kernel's; <= 1 passes); None: no bound set
+    margin: float | None = None
+    #: the growth fit of the per-step series (compare.drift.growth_fit), None: no growth
+    growth: dict[str, Any] | None = None
+    #: per-step max |a-b| (float64), count over the bound (int64) and margin (float64, when
+    #: a bound is set); measured rows only
     series: np.ndarray | None = field(default=None, repr=False, compare=False)
     series_over: np.ndarray | None = field(default=None, repr=False, compare=False)
+    series_margin: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def exit_code(self) -> int:
@@ -97,7 +104,8 @@ class Row:
         out: dict[str, Any] = {}
         for f in ROW_FIELDS:
             v = getattr(self, f)
-            out[f] = v.to_dict() if f == "bound" else json_number(v)
+            out[f] = v.to_dict() if f == "bound" else \
+                dict(v) if f == "growth" and v is not None else json_number(v)
         return out
 
 
@@ -106,7 +114,9 @@ def _opt_int(x: Any) -> int | None:
 
 
 def measured_row(a: str, b: str, key: str, div: Any, bound: Any) -> Row:
-    """A measured row from a `tolerance.Divergence`: status pass when within, else fail."""
+    """A measured row from a `tolerance.Divergence`: status pass when within, else fail;
+    its margin as the kernel measured it, its growth fitted to the per-step series."""
+    series = np.asarray(div.series, dtype=np.float64)
     return Row(
         a=a, b=b, key=key, status=PASS if div.within else FAIL, bound=as_bound(bound),
         max_abs=float(div.max_abs),
@@ -115,8 +125,11 @@ def measured_row(a: str, b: str, key: str, div: Any, bound: Any) -> Row:
         count_over=int(div.count_over), size=int(div.size),
         nan_mismatch=int(div.nan_mismatch), nan_both=int(div.nan_both),
         inf_mismatch=int(div.inf_mismatch), onset=_opt_int(div.onset),
-        series=np.asarray(div.series, dtype=np.float64),
-        series_over=np.asarray(div.series_over, dtype=np.int64))
+        margin=None if div.margin is None else float(div.margin),
+        growth=growth_fit(series),
+        series=series, series_over=np.asarray(div.series_over, dtype=np.int64),
+        series_margin=None if div.series_margin is None
+        else np.asarray(div.series_margin, dtype=np.float64))
 
 
 def unmeasured_row(a: str, b: str, key: str, problem: Problem, bound: Any) -> Row:
