@@ -174,6 +174,26 @@ def test_verify_bounds_file_overrides(project, ref):
     loose = project / "loose.yaml"
     loose.write_text("bounds:\n  z: {atol: 1.0}\n")
     assert _verify(project, ref, "far", "--bounds", loose).exit_code == 0
+    import yaml
+
+    from tolerance.config import load_spec
+    from tolerance.config.bounds_file import bounds_document, workload_hash
+
+    spec = load_spec("tiny", project / "specs")
+    cal = project / "tiny.bounds.yaml"
+    doc = bounds_document(stem="tiny", workload=workload_hash(spec), code_commit=None,
+                          boxes=["one"], replicas=2, perturb=0.0, factor=2.0, steps_axis=0,
+                          envelope_name="tiny.bounds.npz", created="2026-12-01T00:00:00Z",
+                          keys={"z": {"atol": 1.0, "rtol": None, "per_step": False,
+                                      "steps": 10}})
+    cal.write_text(yaml.safe_dump(doc))
+    r = _verify(project, ref, "far", "--bounds", cal)
+    assert r.exit_code == 0, r.output
+    assert "FAIL" not in r.output
+    doc["workload_hash"] = "0" * 64
+    cal.write_text(yaml.safe_dump(doc))
+    r = _verify(project, ref, "far", "--bounds", cal)
+    assert r.exit_code == 2 and "made for a different spec" in one_line(r)
     bad = project / "bad.yaml"
     bad.write_text("bounds:\n  zz: {atol: 1.0}\n")
     r = _verify(project, ref, "far", "--bounds", bad)

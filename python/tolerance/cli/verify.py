@@ -18,8 +18,8 @@ from tolerance.cli import _options
 @click.option("--box", "box_name", default=None,
               help="The box of cluster.yaml to run as (default: the only box).")
 @click.option("--bounds", "bounds_path", default=None, type=click.Path(dir_okay=False),
-              help="A YAML file 'bounds: {default: {...}, KEY: {...}}' to use instead of "
-                   "the reference's bounds.")
+              help="Bounds to use instead of the reference's: a YAML file 'bounds: "
+                   "{default: {...}, KEY: {...}}', or a calibrated bounds file.")
 @_options.cluster
 @_options.specs
 @_options.threads
@@ -63,7 +63,7 @@ def verify(ctx: click.Context, stem: str, against: str, box_name: str | None,
         raise ToleranceError(f"{against}: made from a different spec than {spec.path}: "
                              f"{', '.join(differ)} differ")
     bounds = load_bounds(bounds_path, spec.keys if spec.keys is not None
-                         else tuple(ref.keys)) if bounds_path is not None else None
+                         else tuple(ref.keys), spec) if bounds_path is not None else None
 
     run_dir = claim_run_dir(Path(box.root), spec.stem)
     result = run_box(spec, box, run_dir)
@@ -78,7 +78,8 @@ def verify(ctx: click.Context, stem: str, against: str, box_name: str | None,
         label = f"{box.name}/{Path(c.dir or '').name}" if multi else box.name
         with Archive(c.output) as fresh:  # type: ignore[arg-type]
             v = verify_output(ref, fresh, label, keys=spec.keys,
-                              bounds_for=bounds.get if bounds is not None else None,
+                              bounds_for=None if bounds is None else
+                              (lambda k: bounds.get(k) or ref.bounds.get(k, {})),
                               threads=threads)
         rows.extend(v.rows)
         warnings.extend(v.warnings)

@@ -214,11 +214,28 @@ def _bounds_section(ck: Checker, raw: Any, keys: tuple[str, ...] | None
     return default, key_bounds
 
 
-def load_bounds(path: Path | str, keys: tuple[str, ...]) -> dict[str, Bounds]:
-    """A bounds file (`bounds:` as in a spec: `default` and one entry per key) -> every
-    key's resolved bound. Raises SchemaProblems listing every problem."""
+def load_bounds(path: Path | str, keys: tuple[str, ...],
+                spec: "Spec | None" = None) -> dict[str, Bounds]:
+    """The bounds of a file given on the command line, per key it bounds.
+
+    Either `bounds:` as in a spec (`default` and one entry per key: every key of `keys`
+    gets its resolved bound), or a calibrated bounds file (`tolerance calibrate`, schema
+    `tolerance.bounds/1`: the keys it gives a scalar atol/rtol; it must have been made
+    for `spec`). Raises SchemaProblems / ConfigError naming the file.
+    """
     p = Path(path)
     data = load_yaml(p, str(p))
+    if isinstance(data, dict) and "schema" in data:
+        from tolerance.config.bounds_file import SCHEMA as CALIBRATED, parse_bounds_file
+
+        if data["schema"] == CALIBRATED:
+            bf = parse_bounds_file(data, path=p, display=str(p))
+            why = bf.mismatch(spec) if spec is not None else []
+            if why:
+                raise SchemaProblems([f"{p}: top level: {'; '.join(why)}"])
+            return {k: Bounds(**{n: v for n, v in (("atol", kc.atol), ("rtol", kc.rtol))
+                                 if v is not None})
+                    for k, kc in bf.keys.items() if kc.atol is not None or kc.rtol is not None}
     ck = Checker(str(p))
     doc = ck.mapping(data, "")
     if doc is not None:
