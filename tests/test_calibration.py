@@ -112,6 +112,7 @@ def test_a_missing_key_is_a_problem_not_a_bound(tmp_path):
 
 # -- bounds files: schema, use, check ---------------------------------------------------
 
+import json  # noqa: E402
 import textwrap  # noqa: E402
 
 import yaml  # noqa: E402
@@ -205,3 +206,30 @@ def test_a_malformed_bounds_file_is_one_line_naming_the_field(tmp_path, field, v
         load_bounds_file(path)
     line = str(info.value)
     assert line.startswith(str(path)) and expect in line and "\n" not in line
+
+
+def test_diff_takes_a_bounds_file_per_key_and_per_step(tmp_path):
+    sdir = _spec_dir(tmp_path)
+    spec = load_spec("s", sdir)
+    steps = 10
+    bound = np.full(steps, 1e-3)
+    bound[6:] = 1e-6                        # tighter from step 6: the drift below breaks it
+    path = _bounds_file(tmp_path, spec, z_b={"atol": 2e-3, "per_step": True, "steps": steps})
+    np.savez(path.with_suffix(".npz"), z_b__bound=bound)
+    a = np.zeros((steps, 4))
+    b = a.copy()
+    b[:, 1] = 1e-4                          # inside 1e-3, outside 1e-6
+    np.savez(tmp_path / "a.npz", z_b=a, other=a)
+    np.savez(tmp_path / "b.npz", z_b=b, other=b)
+    res = CliRunner().invoke(main, ["diff", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"),
+                                    "--bounds", str(path), "--atol", "1", "--json"])
+    assert res.exit_code == 1, res.output
+    rows = {r["key"]: r for r in json.loads(res.output)["rows"]}
+    assert rows["z_b"]["status"] == "fail" and rows["z_b"]["onset"] == 6
+    assert rows["z_b"]["count_over"] == steps - 6
+    assert rows["other"]["status"] == "pass"             # the command line's bound
+    # a per-step bound that does not fit the file's step count is refused in one line
+    np.savez(path.with_suffix(".npz"), z_b__bound=bound[:5])
+    bad = CliRunner().invoke(main, ["diff", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"),
+                                    "--bounds", str(path)])
+    assert bad.exit_code == 2 and "z_b__bound" in bad.output

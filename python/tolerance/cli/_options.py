@@ -81,8 +81,9 @@ def _env_pairs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
 
 bounds_file = click.option("--bounds", "bounds_path", type=click.Path(dir_okay=False, exists=True),
                            default=None, metavar="FILE",
-                           help="A calibrated bounds file (tolerance calibrate): its bounds "
-                                "apply to every key the spec gives no bound of its own.")
+                           help="A calibrated bounds file (tolerance calibrate): its bound "
+                                "(per step where it has one) on every key it bounds; a "
+                                "spec's own per-key bounds win.")
 run_env = click.option("--env", "run_env", multiple=True, callback=_env_pairs, metavar="NAME=VALUE",
                        help="Set a variable for the workload on every box, over the box's env "
                             "(repeatable; part of the run's identity).")

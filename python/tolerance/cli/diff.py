@@ -18,8 +18,9 @@ from tolerance.cli import _options as opt
 @opt.as_json
 @opt.series
 @opt.quiet
+@opt.bounds_file
 def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, series_path,
-         quiet):
+         quiet, bounds_path):
     """Compare .npz/.npy files pairwise: max |a-b| per key and per step.
 
     A directory stands for the newest .npz under it (by modification time). Exit codes:
@@ -35,6 +36,11 @@ def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, s
 
     if len(paths) < 2:
         raise click.UsageError("give at least two inputs")
+    key_bounds = None
+    if bounds_path is not None:  # a calibrated bounds file: its bound on every key it bounds
+        from tolerance.config.bounds_file import file_key_bounds, load_bounds_file
+
+        key_bounds = file_key_bounds(load_bounds_file(bounds_path))
     inputs = open_inputs(paths)
     try:
         labels = [d.label for d in inputs]
@@ -66,7 +72,7 @@ def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, s
         result = diff_inputs(inputs, keys=keys, bound=Bounds(atol=atol, rtol=rtol, ulp=ulp),
                              steps_axis=steps_axis, threads=threads,
                              budget=int(chunk_mb * (1 << 20)), on_rows=on_rows,
-                             on_notice=on_notice)
+                             on_notice=on_notice, key_bounds=key_bounds)
     finally:
         for d in inputs:
             d.archive.close()

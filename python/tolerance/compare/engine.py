@@ -448,7 +448,8 @@ def diff_inputs(inputs: Sequence[DiffInput], *, keys: Sequence[str] | None = Non
                 bound: Any, steps_axis: int | None = 0, threads: int | None = None,
                 budget: int = DEFAULT_CHUNK_BYTES,
                 on_rows: Callable[[list[Row]], None] | None = None,
-                on_notice: Callable[[PartialKey | MissingKey], None] | None = None) -> DiffResult:
+                on_notice: Callable[[PartialKey | MissingKey], None] | None = None,
+                key_bounds: Mapping[str, Any] | None = None) -> DiffResult:
     """Compare every pair of inputs on every key through the local transport; rows come
     back in (key, i, j) order.
 
@@ -459,6 +460,8 @@ def diff_inputs(inputs: Sequence[DiffInput], *, keys: Sequence[str] | None = Non
     each PartialKey (first) and MissingKey (before that key's rows).
     """
     bound = as_bound(bound)
+    # key_bounds: a bound per key (e.g. a calibrated bounds file) over the one `bound`
+    per_key = {k: as_bound(b) for k, b in (key_bounds or {}).items()}
     labels = [d.label for d in inputs]
     all_keys: list[str] = []
     for d in inputs:
@@ -486,9 +489,10 @@ def diff_inputs(inputs: Sequence[DiffInput], *, keys: Sequence[str] | None = Non
             result.missing.append(MissingKey(key, lack))
             if on_notice:
                 on_notice(result.missing[-1])
-        outcomes = compare_key(transport, local, labels, key, bound, steps_axis,
+        kb = per_key.get(key, bound)
+        outcomes = compare_key(transport, local, labels, key, kb, steps_axis,
                                threads=threads, budget=budget, stats=result.stats)
-        rows = outcome_rows(outcomes, labels, [key], lambda _k: bound)
+        rows = outcome_rows(outcomes, labels, [key], lambda _k: kb)
         result.rows.extend(rows)
         if on_rows:
             on_rows(rows)
@@ -498,7 +502,8 @@ def diff_inputs(inputs: Sequence[DiffInput], *, keys: Sequence[str] | None = Non
             gone = [labels[k] for k in (i, j) if key not in inputs[k].archive]
             problem = Problem(MISSING_KEY, "missing key in " + " and ".join(gone)) if gone else \
                 Problem(KEY_NOT_EVERYWHERE, "key not in every input")
-            rows.append(unmeasured_row(labels[i], labels[j], key, problem, bound))
+            rows.append(unmeasured_row(labels[i], labels[j], key, problem,
+                                       per_key.get(key, bound)))
         result.rows.extend(rows)
         if on_rows:
             on_rows(rows)

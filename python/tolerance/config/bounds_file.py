@@ -228,6 +228,24 @@ def per_step_bounds(bf: BoundsFile) -> dict[str, tuple[float, ...]]:
         raise SchemaProblems([f"{where}: unreadable: {exc}"]) from None
 
 
+def file_key_bounds(bf: BoundsFile) -> dict[str, Any]:
+    """The bound the file gives each key that has a useful one: its per-step bound (an
+    `atol` per step, the tighter and exact form) where it has one, else its atol/rtol."""
+    from tolerance.config.spec import Bounds
+
+    steps = per_step_bounds(bf)
+    out: dict[str, Any] = {}
+    for key, kc in bf.keys.items():
+        if not kc.useful:
+            continue
+        if key in steps:
+            out[key] = Bounds(atol=steps[key])
+        else:
+            out[key] = Bounds(**{k: v for k, v in (("atol", kc.atol), ("rtol", kc.rtol))
+                                 if v is not None})
+    return out
+
+
 def apply_bounds_file(spec: Any, bf: BoundsFile) -> Any:
     """`spec` with the file's bounds on every key the spec gives no bound of its own
     (explicit per-key bounds in the spec win; a key with no useful calibrated bound keeps
@@ -235,19 +253,12 @@ def apply_bounds_file(spec: Any, bf: BoundsFile) -> Any:
     tighter and exact form); otherwise its per-key atol or rtol."""
     from dataclasses import replace
 
-    from tolerance.config.spec import Bounds
-
     key_bounds = dict(spec.key_bounds)
     calibrated = list(spec.calibrated)
-    steps = per_step_bounds(bf)
-    for key, kc in bf.keys.items():
-        if (key in key_bounds and key not in calibrated) or not kc.useful:
+    for key, b in file_key_bounds(bf).items():
+        if key in key_bounds and key not in calibrated:
             continue
-        if key in steps:
-            key_bounds[key] = Bounds(atol=steps[key])
-        else:
-            given = {k: v for k, v in (("atol", kc.atol), ("rtol", kc.rtol)) if v is not None}
-            key_bounds[key] = Bounds(**given)
+        key_bounds[key] = b
         if key not in calibrated:
             calibrated.append(key)
     return replace(spec, key_bounds=key_bounds, calibrated=tuple(calibrated))
