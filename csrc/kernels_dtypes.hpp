@@ -1,0 +1,221 @@
+// The kernels for the dtypes and shapes beyond the float32/float64 main loop, included by
+// kernels_isa.hpp (so compiled once per ISA, in its namespace, with its lane count L):
+//  - one element per step (inner size 1): the series arrays filled in vector blocks;
+//  - float16 through the float32 vector loop (lanes converted exactly, the ULP figures in
+//    float16 units from the 16-bit images);
+//  - int64 / uint64 in vector blocks (exact: see run_int64_vec).
+// Written against the GCC/Clang vector extensions only (vd, vi, vu, splat, hmax, any_true
+// of kernels_isa.hpp): the same algorithm on every ISA. Every figure equals the scalar
+// rules' (kernels.hpp) bit for bit.
+#pragma once
+
+#include "kernels.hpp"
+
+namespace tolerance {
+namespace TOLERANCE_ISA_NS {
+namespace {
+namespace dtypes {
+
+// ---- exact lane conversions -----------------------------------------------------------
+// u64 lanes -> float64, rounded to nearest like static_cast<double>: hi*2^32 and lo are
+// exact as doubles, their sum is rounded once.
+inline vd u64_to_double(vu x) {
+    const vu lo = (x & splat<vu>(uint64_t{0xffffffff})) | splat<vu>(uint64_t{0x4330000000000000});
+    const vu hi = (x >> 32) | splat<vu>(uint64_t{0x4530000000000000});
+    return ((vd)hi - splat<vd>(0x1p84 + 0x1p52)) + (vd)lo;
+}
+
+// ---- one element per step -------------------------------------------------------------
+// The reference for every compute type: each element through the contiguous kernel Fn as a
+// run of one, then its step figures (the same as the per-step driver, without the driver).
+template <class T, RunFn Fn>
+void series_scalar(const void* av, const void* bv, size_t n, const Params& p, SeriesOut& out,
+                   RunStats& rs, int64_t base) {
+    const T* a = static_cast<const T*>(av);
+    const T* b = static_cast<const T*>(bv);
+    for (size_t k = 0; k < n; ++k) {
+        RunStats e;
+        const int64_t idx = base + static_cast<int64_t>(k);
+        Fn(a + k, b + k, 1, p, e, idx);
+        out.series[k] = e.run_max;
+        out.over[k] = e.count_over;
+        const double m = step_margin(e, p);
+        out.margin[k] = m;
+        if (m > out.margin_max) out.margin_max = m;
+        if (e.arg_abs >= 0 && (rs.best_abs < 0.0 || e.best_abs > rs.best_abs || e.best_mag > rs.best_mag)) {
+            rs.best_abs = e.best_abs;
+            rs.best_mag = e.best_mag;
+            rs.arg_abs = idx;
+        }
+        if (e.arg_rel >= 0 && e.best_rel > rs.best_rel) {
+            rs.best_rel = e.best_rel;
+            rs.arg_rel = idx;
+        }
+        if (e.run_max > rs.run_max) rs.run_max = e.run_max;
+        if (e.max_ulp > rs.max_ulp) rs.max_ulp = e.max_ulp;
+        rs.count_over += e.count_over;
+        rs.nan_mismatch += e.nan_mismatch;
+        rs.nan_both += e.nan_both;
+        rs.inf_mismatch += e.inf_mismatch;
+    }
+}
+
+// float32 / float64, L elements at a time through every rule (float_element and
+// step_margin lane by lane); the first index of a new maximum is found by rescanning the
+// block's series (|a-b|) or, for max_rel, its pairs.
+template <class T, bool WantUlp>
+void series_float_vec(const void* av, const void* bv, size_t n, const Params& p, SeriesOut& out,
+                      RunStats& rs, int64_t base) {
+    using V = typename VecOf<T>::V;
+    constexpr size_t BLOCK = 512;
+    const T* a = static_cast<const T*>(av);
+    const T* b = static_cast<const T*>(bv);
+    const double inf = std::numeric_limits<double>::infinity();
+    const vd vinf = splat<vd>(inf), vzero = splat<vd>(0.0), vneg = splat<vd>(-1.0);
+    const vd vatol = splat<vd>(p.atol), vrtol = splat<vd>(p.rtol);
+    const vu absmask = splat<vu>(uint64_t{0x7fffffffffffffff});
+    const bool check_ulp = WantUlp && p.ulp != std::numeric_limits<uint64_t>::max();
+    const vu vulp = splat<vu>(p.ulp);
+    const bool elem_margin = p.rtol > 0.0;
+    const bool ulp_term = WantUlp && p.ulp_margin >= 0.0;
+    const vd vulpm = splat<vd>(p.ulp_margin);
+    const vd vtiny = splat<vd>(0x1p-1000);
+    const double shrink = 1.0 - 0x1p-50;
+    size_t i = 0;
+    while (n - i >= static_cast<size_t>(L)) {
+        const size_t len = std::min(BLOCK, (n - i) / L * L);
+        vi c_over = splat<vi>(int64_t{0}), c_nm = c_over, c_nb = c_over, c_inf = c_over;
+        vu v_ulp = splat<vu>(uint64_t{0});
+        vd vmax = splat<vd>(rs.best_abs), brel = splat<vd>(rs.best_rel), vrun = splat<vd>(rs.run_max);
+        vd vmarg = splat<vd>(out.margin_max);
+        vd thr = brel * shrink;
+        for (size_t j = i; j < i + len; j += L) {
+            V ta, tb;
+            std::memcpy(&ta, a + j, sizeof ta);
+            std::memcpy(&tb, b + j, sizeof tb);
+            const vd da = VecOf<T>::to_double(ta), db = VecOf<T>::to_double(tb);
+            const vi eq = da == db;
+            const vd diff = da - db;
+            const vd ad = eq ? vzero : (vd)((vu)diff & absmask);
+            const vd xa = (vd)((vu)da & absmask), xb = (vd)((vu)db & absmask);
+            const vd mx = xa > xb ? xa : xb;
+            const vi nana = da != da, nanb = db != db;
+            const vi anyn = nana | nanb, both = nana & nanb, nm = anyn & ~both;
+            const vi infm = ((xa == vinf) | (xb == vinf)) & ~eq & ~anyn;
+            const vd bnd = vatol + vrtol * mx;
+            vi inside = (ad <= bnd) & ~infm;
+            vu ud = splat<vu>(uint64_t{0});
+            if constexpr (WantUlp) {
+                ud = __builtin_convertvector(ulp_lanes<T>(ta, tb), vu) & ~(vu)anyn;
+                if (check_ulp) inside &= (vi)(ud <= vulp);
+                v_ulp = ud > v_ulp ? ud : v_ulp;
+            }
+            inside |= eq | both;
+            const vd s = anyn ? vneg : ad;
+            vd m;
+            if (elem_margin) {
+                m = ad / bnd;
+                m = m == m ? m : vzero;
+            } else {
+                // step_margin: max(0, fl(d / atol)), so inf / inf (NaN) counts 0
+                const vd q = ad / vatol;
+                m = q > vzero ? q : vzero;
+            }
+            if (ulp_term) {
+                const vd u = u64_to_double(ud) / vulpm;
+                m = (ud > 0) & (u > m) ? u : m;
+            }
+            m = (nm | infm) ? vinf : m;
+            // max_rel: a lane divides only where it may beat the running maximum (the
+            // threshold rule of run_float_vec: thr = max_rel (1 - 2^-50))
+            const vd lim = thr * mx;
+            if (any_true(((ad > lim) | (lim < vtiny) | infm) & ~anyn)) {
+                vd rel = mx > vzero ? ad / mx : vzero;
+                rel = infm ? vinf : rel;
+                rel = anyn ? vneg : rel;
+                brel = rel > brel ? rel : brel;
+                thr = brel * shrink;
+            }
+            std::memcpy(out.series + j, &s, sizeof s);
+            const vi ov = -(~inside);
+            std::memcpy(out.over + j, &ov, sizeof ov);
+            std::memcpy(out.margin + j, &m, sizeof m);
+            c_over += ov;
+            c_nm -= nm;
+            c_nb -= both;
+            c_inf -= infm;
+            vmarg = m > vmarg ? m : vmarg;
+            vrun = s > vrun ? s : vrun;
+            vmax = s > vmax ? s : vmax;
+        }
+        rs.count_over += hsum(c_over);
+        rs.nan_mismatch += hsum(c_nm);
+        rs.nan_both += hsum(c_nb);
+        rs.inf_mismatch += hsum(c_inf);
+        if (WantUlp) rs.max_ulp = std::max(rs.max_ulp, hmax(v_ulp, uint64_t{0}));
+        out.margin_max = hmax(vmarg, out.margin_max);
+        rs.run_max = hmax(vrun, rs.run_max);
+        const double mabs = hmax(vmax, -1.0);
+        if (mabs > rs.best_abs) {
+            for (size_t k = i; k < i + len; ++k) {
+                if (out.series[k] == mabs) {
+                    rs.best_abs = mabs;
+                    rs.arg_abs = base + static_cast<int64_t>(k);
+                    break;
+                }
+            }
+        }
+        const double r = hmax(brel, -1.0);
+        if (r > rs.best_rel) {
+            for (size_t k = i; k < i + len; ++k) {
+                const double x = static_cast<double>(a[k]), y = static_cast<double>(b[k]);
+                if (!is_nan(x) && !is_nan(y) && scalar_rel(x, y) == r) {
+                    rs.best_rel = r;
+                    rs.arg_rel = base + static_cast<int64_t>(k);
+                    break;
+                }
+            }
+        }
+        i += len;
+    }
+    if (i < n) {
+        SeriesOut tail{out.series + i, out.over + i, out.margin + i, out.margin_max};
+        series_scalar<T, run_float_scalar<T, WantUlp>>(a + i, b + i, n - i, p, tail, rs,
+                                                      base + static_cast<int64_t>(i));
+        out.margin_max = tail.margin_max;
+    }
+}
+
+// ---- the table entries of this file ---------------------------------------------------
+template <bool Vec, bool W>
+void set_entries_w(KernelTable& t) {
+    const int w = W ? 1 : 0;
+    t.series[K_F16][w] = series_scalar<std::uint16_t, run_half<W>>;
+    if constexpr (Vec) {
+        t.series[K_F32][w] = series_float_vec<float, W>;
+        t.series[K_F64][w] = series_float_vec<double, W>;
+    } else {
+        t.series[K_F32][w] = series_scalar<float, run_float_scalar<float, W>>;
+        t.series[K_F64][w] = series_scalar<double, run_float_scalar<double, W>>;
+    }
+    t.series[K_I8][w] = series_scalar<std::int8_t, run_int<std::int8_t, false>>;
+    t.series[K_I16][w] = series_scalar<std::int16_t, run_int<std::int16_t, false>>;
+    t.series[K_I32][w] = series_scalar<std::int32_t, run_int<std::int32_t, false>>;
+    t.series[K_I64][w] = series_scalar<std::int64_t, run_int<std::int64_t, false>>;
+    t.series[K_U8][w] = series_scalar<std::uint8_t, run_int<std::uint8_t, false>>;
+    t.series[K_U16][w] = series_scalar<std::uint16_t, run_int<std::uint16_t, false>>;
+    t.series[K_U32][w] = series_scalar<std::uint32_t, run_int<std::uint32_t, false>>;
+    t.series[K_U64][w] = series_scalar<std::uint64_t, run_int<std::uint64_t, false>>;
+    t.series[K_I128][w] = series_scalar<i128, run_int<i128, false>>;
+}
+
+template <bool Vec>
+void set_entries(KernelTable& t) {
+    set_entries_w<Vec, false>(t);
+    set_entries_w<Vec, true>(t);
+}
+
+}  // namespace dtypes
+}  // namespace
+}  // namespace TOLERANCE_ISA_NS
+}  // namespace tolerance

@@ -1,0 +1,125 @@
+"""The kernels for inner size 1 (every element a step), float16 and int64/uint64, against
+the NumPy oracle, bit for bit, on every kernel path; edge values (NaN/inf/subnormal float16,
+int64 MIN/MAX, uint64 near 2^64, ties); chunk-size and thread-count invariance."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _oracle import FLOATS, check_against_oracle, kernel, oracle, same_divergence
+from tolerance import Accumulator, divergence
+from tolerance import _native
+
+KERNELS = _native._available_kernels()
+# lengths around the vector widths and the 512/1024-element blocks
+LENGTHS = (1, 2, 3, 5, 8, 9, 17, 511, 512, 513, 1023, 1024, 1025, 2100)
+BOUNDS = (
+    {},
+    {"atol": 0.0},
+    {"atol": 1e-3},
+    {"atol": 1e-3, "rtol": 1e-2},
+    {"rtol": 0.5},
+    {"ulp": 3},
+    {"ulp": 0},
+    {"atol": 1e-2, "rtol": 1e-3, "ulp": 2},
+)
+
+
+def specials(name):
+    dt = np.dtype(name)
+    if name in FLOATS:
+        fi = np.finfo(dt)
+        return [0.0, -0.0, np.inf, -np.inf, np.nan, float(fi.tiny), -float(fi.tiny),
+                float(fi.smallest_subnormal), -float(fi.smallest_subnormal), float(fi.max),
+                -float(fi.max), 1.0, -1.0, float(fi.eps), 3.0 * float(fi.smallest_subnormal)]
+    if name == "bool":
+        return [False, True]
+    ii = np.iinfo(dt)
+    return [int(ii.min), int(ii.max), 0, 1, int(ii.min) + 1, int(ii.max) - 1, int(ii.max) // 2]
+
+
+def pair(name, n, seed, special_rate=0.1):
+    """a, b of length n: close values with a share of specials placed independently."""
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(name)
+    if name in FLOATS:
+        a = rng.standard_normal(n) * rng.choice([1e-6, 1.0, 1e3], n)
+        b = a * (1.0 + rng.standard_normal(n) * np.finfo(dt).eps * 4)
+        a, b = a.astype(dt), b.astype(dt)
+        eq = rng.random(n) < 0.2
+        b[eq] = a[eq]
+    elif name == "bool":
+        a, b = rng.random(n) < 0.5, rng.random(n) < 0.5
+    else:
+        ii = np.iinfo(dt)
+        a = rng.integers(ii.min // 4, ii.max // 4, n, dtype=dt, endpoint=True)
+        b = (a + rng.integers(0, 3, n).astype(dt)).astype(dt)
+    sp = np.array(specials(name), dtype=dt)
+    for x in (a, b):
+        m = rng.random(n) < special_rate
+        x[m] = rng.choice(sp, int(m.sum()))
+    return a, b
+
+
+NAMES = FLOATS + ("bool", "int8", "int16", "int32", "int64", "uint8", "uint32", "uint64")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_element_per_step_against_oracle(name):
+    for isa in KERNELS:
+        with kernel(isa):
+            for k, n in enumerate(LENGTHS):
+                a, b = pair(name, n, 1000 + k)
+                for bnd in BOUNDS:
+                    if "ulp" in bnd and name not in FLOATS:
+                        continue
+                    d = divergence(a, b, **bnd)
+                    check_against_oracle(d, oracle(a, b, **bnd))
+
+
+@pytest.mark.parametrize("name", ("float16", "float32", "float64", "int64", "uint64"))
+def test_one_element_per_step_equals_the_per_step_driver(name):
+    """The series kernels give the same figures as the per-step driver (forced by a per-step
+    atol holding the same value for every step), also through an Accumulator in chunks."""
+    a, b = pair(name, 3000, 7)
+    bnd = {"rtol": 1e-2, "ulp": 4} if name in FLOATS else {"rtol": 1e-2}
+    for isa in KERNELS:
+        with kernel(isa):
+            d = divergence(a, b, atol=1e-3, **bnd)
+            same_divergence(d, divergence(a, b, atol=np.full(a.size, 1e-3), **bnd))
+            acc = Accumulator(atol=1e-3, **bnd)
+            for s in range(0, a.size, 677):
+                acc.update(a[s:s + 677], b[s:s + 677])
+            same_divergence(d, acc.result(a.shape))
+            # an intermediate result does not consume the accumulator
+            same_divergence(d, acc.result(a.shape))
+
+
+@pytest.mark.parametrize("name", ("float64", "float32", "float16", "int64"))
+def test_one_element_per_step_strided_and_swapped(name):
+    a, b = pair(name, 2 * 1500 + 1, 11)
+    for isa in KERNELS:
+        with kernel(isa):
+            for x, y in ((a[::2], b[::2]), (a[::-3], b[::-3]),
+                         (a.astype(a.dtype.newbyteorder(">")), b)):
+                check_against_oracle(divergence(x, y, atol=1e-3, rtol=1e-3),
+                                     oracle(x, y, atol=1e-3, rtol=1e-3))
+
+
+def test_one_element_per_step_threads_and_ties():
+    """Large enough to split across threads: 2 threads == 1 thread bit for bit; ties of the
+    maximum in different parts go to the lowest step."""
+    n = 600_000
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(n)
+    b = a + rng.standard_normal(n) * 1e-9
+    a[[10, 300_001, 599_999]] = 0.5
+    b[[10, 300_001, 599_999]] = 1.5
+    b[[5, 400_000]] = np.nan
+    for isa in KERNELS:
+        with kernel(isa):
+            d1 = divergence(a, b, atol=1e-8, rtol=1e-6, threads=1)
+            assert d1.argmax == (10,) and d1.max_abs == 1.0
+            d2 = divergence(a, b, atol=1e-8, rtol=1e-6, threads=2)
+            same_divergence(d1, d2)
+    check_against_oracle(d1, oracle(a, b, atol=1e-8, rtol=1e-6))
