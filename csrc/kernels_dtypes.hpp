@@ -186,6 +186,138 @@ void series_float_vec(const void* av, const void* bv, size_t n, const Params& p,
     }
 }
 
+// ---- int64 / uint64 -------------------------------------------------------------------
+// Exact like int_element: |a-b| as a u64 (max - min), max(|a|,|b|) as a u64. A block runs
+// in lanes when every magnitude and difference is below 2^52: then |a-b| and max(|a|,|b|)
+// are exact in float64 (a ULP-free conversion: OR into 2^52's bits, subtract 2^52), so
+// max_abs, its exact tie-break, max_rel and the margin terms are the scalar rule's
+// operations on the same doubles. The bound test is exact: with rtol == 0 it is the
+// integer test |a-b| <= floor(atol); with rtol > 0 the float64 bound fl(atol + fl(rtol*M))
+// is within 3 * 2^-53 of the real one, so an element further than 2^-49 (relative) from
+// it is decided by the float64 test, and a block holding one closer falls back to the
+// exact scalar path (int_inside_exact). Any other block (a value >= 2^52) does too.
+template <class T>
+struct IntLanes;
+template <> struct IntLanes<std::int64_t> { using V = vi; };
+template <> struct IntLanes<std::uint64_t> { using V = vu; };
+
+inline vd small_u64_to_double(vu x) {  // exact for x < 2^52
+    return (vd)(x | splat<vu>(uint64_t{0x4330000000000000})) - splat<vd>(0x1p52);
+}
+
+template <class T>
+inline uint64_t int_mag(T x, T y) {
+    return x >= y ? static_cast<uint64_t>(x) - static_cast<uint64_t>(y)
+                  : static_cast<uint64_t>(y) - static_cast<uint64_t>(x);
+}
+
+template <class T>
+void run_int64_vec(const void* av, const void* bv, size_t n, const Params& p, RunStats& rs,
+                   int64_t base) {
+    using V = typename IntLanes<T>::V;
+    constexpr size_t BLOCK = 1024;
+    const T* a = static_cast<const T*>(av);
+    const T* b = static_cast<const T*>(bv);
+    const vd vzero = splat<vd>(0.0);
+    const vd vatol = splat<vd>(p.atol), vrtol = splat<vd>(p.rtol);
+    const vd vtiny = splat<vd>(0x1p-1000), vmtiny = splat<vd>(0x1p-900);
+    const double shrink = 1.0 - 0x1p-50;
+    const vd wlo = splat<vd>(1.0 - 0x1p-49), whi = splat<vd>(1.0 + 0x1p-49);
+    const bool exact_int = p.rtol == 0.0;  // inside <=> |a-b| <= floor(atol)
+    const uint64_t atol_floor = !(p.atol < 0x1p64) ? ~uint64_t{0} : static_cast<uint64_t>(p.atol);
+    const vu vatol_floor = splat<vu>(atol_floor);
+    const vu high = splat<vu>(~((uint64_t{1} << 52) - 1));
+    const bool elem_margin = p.rtol > 0.0;
+    size_t i = 0;
+    while (i < n) {
+        const size_t len = std::min(BLOCK, n - i);
+        bool lanes = len >= static_cast<size_t>(L);
+        const size_t vlen = len / L * L;
+        vu big = splat<vu>(uint64_t{0});
+        vi amb = splat<vi>(int64_t{0}), c_over = amb;
+        vd vmax = splat<vd>(-1.0);
+        vd brel = splat<vd>(rs.best_rel), thr = brel * shrink;
+        vd vmarg = splat<vd>(rs.margin);
+        vd mthr = vmarg >= vmtiny ? vmarg * shrink : vzero;
+        for (size_t j = i; lanes && j < i + vlen; j += L) {
+            V x, y;
+            std::memcpy(&x, a + j, sizeof x);
+            std::memcpy(&y, b + j, sizeof y);
+            const V hi = x > y ? x : y, lo = x > y ? y : x;
+            const vu mag = (vu)hi - (vu)lo;
+            vu ax = (vu)x, ay = (vu)y;
+            if constexpr (std::is_signed_v<T>) {
+                ax = x < 0 ? -(vu)x : (vu)x;
+                ay = y < 0 ? -(vu)y : (vu)y;
+            }
+            const vu mm = ax > ay ? ax : ay;
+            big |= mm | mag;
+            const vd d = small_u64_to_double(mag & ~high), mx = small_u64_to_double(mm & ~high);
+            if (exact_int) {
+                c_over -= (vi)(mag > vatol_floor);
+            } else {
+                const vd bnd = vatol + vrtol * mx;
+                c_over -= (vi)(d > bnd);
+                amb |= (vi)((d > bnd * wlo) & (d < bnd * whi));
+                if (elem_margin) {
+                    const vd mlim = mthr * bnd;
+                    if (any_true((d > vzero) & ((d > mlim) | (mlim < vtiny)))) {
+                        vd q = d / bnd;
+                        q = q == q ? q : vzero;
+                        vmarg = q > vmarg ? q : vmarg;
+                        mthr = vmarg >= vmtiny ? vmarg * shrink : vzero;
+                    }
+                }
+            }
+            vmax = d > vmax ? d : vmax;
+            const vd lim = thr * mx;
+            if (any_true((d > lim) | (lim < vtiny))) {
+                const vd rel = mx > vzero ? d / mx : vzero;
+                brel = rel > brel ? rel : brel;
+                thr = brel * shrink;
+            }
+        }
+        lanes = lanes && !any_true((vi)((big & high) != 0)) && !any_true(amb);
+        if (!lanes) {  // exact scalar path for this block
+            run_int<T, false>(a + i, b + i, len, p, rs, base + static_cast<int64_t>(i));
+            i += len;
+            continue;
+        }
+        rs.count_over += hsum(c_over);
+        rs.margin = std::max(rs.margin, hmax(vmarg, 0.0));
+        const double m = hmax(vmax, -1.0);
+        rs.run_max = std::max(rs.run_max, m);
+        if (rs.best_abs < 0.0 || static_cast<u128>(static_cast<uint64_t>(m)) > rs.best_mag) {
+            const auto mi = static_cast<uint64_t>(m);
+            for (size_t k = i; k < i + vlen; ++k) {
+                if (int_mag(a[k], b[k]) == mi) {
+                    rs.best_abs = m;
+                    rs.best_mag = mi;
+                    rs.arg_abs = base + static_cast<int64_t>(k);
+                    break;
+                }
+            }
+        }
+        const double r = hmax(brel, -1.0);
+        if (r > rs.best_rel) {
+            for (size_t k = i; k < i + vlen; ++k) {
+                const double dk = static_cast<double>(int_mag(a[k], b[k]));
+                const double mk = static_cast<double>(std::max(rules::int_magnitude<T, uint64_t>(a[k]),
+                                                               rules::int_magnitude<T, uint64_t>(b[k])));
+                if (rel_diff(dk, mk, false) == r) {
+                    rs.best_rel = r;
+                    rs.arg_rel = base + static_cast<int64_t>(k);
+                    break;
+                }
+            }
+        }
+        if (vlen < len)
+            run_int<T, false>(a + i + vlen, b + i + vlen, len - vlen, p, rs,
+                              base + static_cast<int64_t>(i + vlen));
+        i += len;
+    }
+}
+
 // ---- the table entries of this file ---------------------------------------------------
 template <bool Vec, bool W>
 void set_entries_w(KernelTable& t) {
@@ -207,12 +339,17 @@ void set_entries_w(KernelTable& t) {
     t.series[K_U32][w] = series_scalar<std::uint32_t, run_int<std::uint32_t, false>>;
     t.series[K_U64][w] = series_scalar<std::uint64_t, run_int<std::uint64_t, false>>;
     t.series[K_I128][w] = series_scalar<i128, run_int<i128, false>>;
+    if constexpr (Vec) {
+        t.fn[K_I64][w] = run_int64_vec<std::int64_t>;
+        t.fn[K_U64][w] = run_int64_vec<std::uint64_t>;
+    }
 }
 
 template <bool Vec>
 void set_entries(KernelTable& t) {
     set_entries_w<Vec, false>(t);
     set_entries_w<Vec, true>(t);
+    if constexpr (Vec) t.entry[K_I64] = t.entry[K_U64] = "vector";
 }
 
 }  // namespace dtypes

@@ -123,3 +123,84 @@ def test_one_element_per_step_threads_and_ties():
             d2 = divergence(a, b, atol=1e-8, rtol=1e-6, threads=2)
             same_divergence(d1, d2)
     check_against_oracle(d1, oracle(a, b, atol=1e-8, rtol=1e-6))
+
+
+# ---- int64 / uint64 in vector blocks ---------------------------------------------------
+INT_BOUNDS = ({}, {"atol": 0.0}, {"atol": 1.0}, {"atol": 2.5}, {"rtol": 0.5},
+              {"atol": 1.0, "rtol": 1e-9}, {"atol": 0.0, "rtol": 1.0}, {"rtol": 2.0**-40},
+              {"rtol": 1 / 3})
+
+
+def int_pair(name, shape, seed, big_every=0):
+    """Small magnitudes (the lane path) with ties and exact bound hits; every `big_every`-th
+    element an extreme (MIN/MAX, near 2^64), which sends its block to the exact path."""
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(name)
+    n = int(np.prod(shape))
+    lo = 0 if dt.kind == "u" else -2**40
+    a = rng.integers(lo, 2**40, n, dtype=dt)
+    delta = rng.choice(np.array([0, 1, 2, 3, 2**12], dtype=dt), n)
+    b = (a + delta).astype(dt)
+    # exact hits of the bound rtol * max(|a|,|b|) = 0.5 * M (b = 2a: |a-b| = a = M/2)
+    hit = rng.random(n) < 0.05
+    a[hit] = np.abs(a[hit]) // 4 * 2
+    b[hit] = a[hit] * 2
+    # |a-b| = M/3 exactly, just above the real bound fl(1/3) * M (float64 rounds it onto M/3)
+    third = (rng.random(n) < 0.05) & ~hit
+    k = np.abs(a[third]) // 8 + 1
+    a[third], b[third] = 3 * k, 2 * k
+    if big_every:
+        ii = np.iinfo(dt)
+        ext = np.array([ii.min, ii.max, ii.max - 1, ii.min + 1] if dt.kind == "i"
+                       else [ii.max, ii.max - 1, 2**63, 2**63 - 1], dtype=dt)
+        a[::big_every] = rng.choice(ext, a[::big_every].size)
+        b[::big_every * 2] = rng.choice(ext, b[::big_every * 2].size)
+    return a.reshape(shape), b.reshape(shape)
+
+
+@pytest.mark.parametrize("name", ("int64", "uint64"))
+@pytest.mark.parametrize("shape,big_every", [((3, 2100), 0), ((2, 2100), 1500), ((4, 9), 0),
+                                             ((1, 1031), 7), ((2, 3), 0)])
+def test_int64_blocks_against_oracle(name, shape, big_every):
+    a, b = int_pair(name, shape, 20 + shape[1], big_every)
+    for isa in KERNELS:
+        with kernel(isa):
+            for bnd in INT_BOUNDS:
+                check_against_oracle(divergence(a, b, **bnd), oracle(a, b, **bnd))
+
+
+@pytest.mark.parametrize("name", ("int64", "uint64"))
+def test_int64_extremes_and_ties(name):
+    ii = np.iinfo(name)
+    if name == "int64":
+        a = np.array([ii.max, ii.max, 0, 5] * 300, dtype=name)
+        b = np.array([ii.min + 1, ii.min, 0, 5] * 300, dtype=name)
+    else:
+        a = np.array([2**64 - 1, 2**63 - 1, 0, 2**64 - 2] * 300, dtype=np.uint64)
+        b = np.array([0, 2**63, 1, 2**64 - 1] * 300, dtype=np.uint64)
+    small = np.arange(4096, dtype=name)
+    ties = (small, small + np.array([0, 3, 1, 3], dtype=name)[np.arange(4096) % 4])
+    for isa in KERNELS:
+        with kernel(isa):
+            for bnd in ({"rtol": 0.5}, {"rtol": 1.0}, {"atol": 3.0}, {}):
+                check_against_oracle(divergence(a, b, steps_axis=None, **bnd),
+                                     oracle(a, b, steps_axis=None, **bnd))
+                d = divergence(*ties, steps_axis=None, **bnd)
+                assert d.argmax == (1,) and d.max_abs == 3.0
+                check_against_oracle(d, oracle(*ties, steps_axis=None, **bnd))
+
+
+@pytest.mark.parametrize("name", ("int64", "uint64"))
+def test_int64_threads_chunks_and_paths_agree(name):
+    a, b = int_pair(name, (40, 8192), 5, big_every=70001)
+    ref = None
+    for isa in KERNELS:
+        with kernel(isa):
+            for threads in (1, 2):
+                d = divergence(a, b, atol=1.0, rtol=1e-9, threads=threads)
+                ref = ref or d
+                same_divergence(ref, d)
+            acc = Accumulator(atol=1.0, rtol=1e-9)
+            for s in range(0, 40, 3):
+                acc.update(a[s:s + 3], b[s:s + 3])
+            same_divergence(ref, acc.result(a.shape))
