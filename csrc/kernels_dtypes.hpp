@@ -318,6 +318,107 @@ void run_int64_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
     }
 }
 
+// ---- float16 ----------------------------------------------------------------------------
+// A block of float16 pairs is converted exactly to float32 (lane by lane: the bit layout is
+// moved, a subnormal is renormalized by one exact float32 subtraction) and folded by the
+// float32 vector loop without its ULP rule: float32 holds every float16 value, so |a-b|,
+// max(|a|,|b|), the bound, max_rel and the margin are the same float64 operations on the
+// same values. The ULP figures are float16's: distances of the 16-bit ordered images (lanes),
+// max_ulp over non-NaN pairs, and an element beyond the ULP bound that the loop counted
+// inside (it met the |a-b| bound) is counted outside here.
+typedef std::uint32_t vh32 __attribute__((vector_size(8 * L)));  // 2L lanes
+typedef std::int32_t vh32s __attribute__((vector_size(8 * L)));
+typedef float vh32f __attribute__((vector_size(8 * L)));
+typedef std::uint16_t vh16 __attribute__((vector_size(4 * L)));
+constexpr int HL = 2 * L;
+// splat<> fills L lanes; these vectors have 2L
+inline vh32 splat_h(std::uint32_t v) { return vh32{} + v; }
+inline vh32f splat_hf(float v) { return vh32f{} + v; }
+
+inline vh32 load_half(const std::uint16_t* h) {
+    vh16 x;
+    std::memcpy(&x, h, sizeof x);
+    return __builtin_convertvector(x, vh32);
+}
+
+inline void half_block_to_float(const std::uint16_t* h, float* out, size_t m) {
+    const vh32 sexp = splat_h(0x7c00u << 13);
+    const vh32f magic = splat_hf(0x1p-14f);
+    size_t k = 0;
+    for (; k + HL <= m; k += HL) {
+        const vh32 x = load_half(h + k);
+        vh32 o = (x & 0x7fffu) << 13;
+        const vh32 e = o & sexp;
+        o += (127u - 15u) << 23;
+        o = e == sexp ? o + ((128u - 16u) << 23) : o;             // inf / NaN
+        const vh32f sub = (vh32f)(o + (1u << 23)) - magic;           // zero / subnormal, exact
+        o = e == 0 ? (vh32)sub : o;
+        o |= (x & 0x8000u) << 16;
+        std::memcpy(out + k, &o, sizeof o);
+    }
+    for (; k < m; ++k) out[k] = static_cast<float>(half_to_double(h[k]));  // exact
+}
+
+template <bool WantUlp>
+void run_half_vec(const void* av, const void* bv, size_t n, const Params& p, RunStats& rs,
+                  int64_t base) {
+    constexpr size_t BLOCK = 1024;
+    const auto* a = static_cast<const std::uint16_t*>(av);
+    const auto* b = static_cast<const std::uint16_t*>(bv);
+    Params pf = p;  // the float32 loop without a ULP rule
+    pf.ulp = std::numeric_limits<uint64_t>::max();
+    pf.ulp_margin = -1.0;
+    const bool check_ulp = WantUlp && p.ulp != std::numeric_limits<uint64_t>::max();
+    const vh32 vlim = splat_h(static_cast<std::uint32_t>(std::min<uint64_t>(p.ulp, 0xffffffffu)));
+    alignas(64) float fa[BLOCK];
+    alignas(64) float fb[BLOCK];
+    for (size_t i = 0; i < n;) {
+        const size_t m = std::min(BLOCK, n - i);
+        half_block_to_float(a + i, fa, m);
+        half_block_to_float(b + i, fb, m);
+        run_float_vec<float, false>(fa, fb, m, pf, rs, base + static_cast<int64_t>(i));
+        if constexpr (WantUlp) {
+            vh32 um = splat_h(0u), flag = um;
+            size_t k = 0;
+            for (; k + HL <= m; k += HL) {
+                const vh32 x = load_half(a + i + k), y = load_half(b + i + k);
+                const vh32 mx = x & 0x7fffu, my = y & 0x7fffu;
+                const vh32s ox = (x & 0x8000u) != 0 ? -(vh32s)mx : (vh32s)mx;
+                const vh32s oy = (y & 0x8000u) != 0 ? -(vh32s)my : (vh32s)my;
+                const vh32 nan = (vh32)((mx > 0x7c00u) | (my > 0x7c00u));
+                const vh32 ud = (ox >= oy ? (vh32)(ox - oy) : (vh32)(oy - ox)) & ~nan;
+                um = ud > um ? ud : um;
+                flag |= (vh32)(ud > vlim);
+            }
+            uint64_t mu = 0;
+            bool any = false;
+            for (int l = 0; l < HL; ++l) {
+                mu = std::max<uint64_t>(mu, um[l]);
+                any = any || flag[l] != 0;
+            }
+            for (size_t t = k; t < m; ++t) {  // the tail, scalar
+                const double x = half_to_double(a[i + t]), y = half_to_double(b[i + t]);
+                if (is_nan(x) || is_nan(y)) continue;
+                const uint64_t u = ulp_distance(ordered_f16(a[i + t]), ordered_f16(b[i + t]));
+                mu = std::max(mu, u);
+                any = any || u > p.ulp;
+            }
+            rs.max_ulp = std::max(rs.max_ulp, mu);
+            if (check_ulp && any) {  // beyond the ULP bound, but inside the |a-b| bound
+                for (size_t t = 0; t < m; ++t) {
+                    const double x = half_to_double(a[i + t]), y = half_to_double(b[i + t]);
+                    if (is_nan(x) || is_nan(y)) continue;
+                    if (ulp_distance(ordered_f16(a[i + t]), ordered_f16(b[i + t])) <= p.ulp) continue;
+                    if (float_inside(is_equal(x, y), is_inf_mismatch(x, y), abs_diff(x, y),
+                                     mag_max(x, y), 0, pf))
+                        ++rs.count_over;
+                }
+            }
+        }
+        i += m;
+    }
+}
+
 // ---- the table entries of this file ---------------------------------------------------
 template <bool Vec, bool W>
 void set_entries_w(KernelTable& t) {
@@ -340,6 +441,7 @@ void set_entries_w(KernelTable& t) {
     t.series[K_U64][w] = series_scalar<std::uint64_t, run_int<std::uint64_t, false>>;
     t.series[K_I128][w] = series_scalar<i128, run_int<i128, false>>;
     if constexpr (Vec) {
+        t.fn[K_F16][w] = run_half_vec<W>;
         t.fn[K_I64][w] = run_int64_vec<std::int64_t>;
         t.fn[K_U64][w] = run_int64_vec<std::uint64_t>;
     }
@@ -349,7 +451,7 @@ template <bool Vec>
 void set_entries(KernelTable& t) {
     set_entries_w<Vec, false>(t);
     set_entries_w<Vec, true>(t);
-    if constexpr (Vec) t.entry[K_I64] = t.entry[K_U64] = "vector";
+    if constexpr (Vec) t.entry[K_F16] = t.entry[K_I64] = t.entry[K_U64] = "vector";
 }
 
 }  // namespace dtypes

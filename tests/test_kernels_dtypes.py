@@ -204,3 +204,74 @@ def test_int64_threads_chunks_and_paths_agree(name):
             for s in range(0, 40, 3):
                 acc.update(a[s:s + 3], b[s:s + 3])
             same_divergence(ref, acc.result(a.shape))
+
+
+# ---- float16 through the float32 vector loop --------------------------------------------
+def half_pair(shape, seed):
+    """float16 pairs: close values (0-3 ULP apart and far ones), every special (NaN, inf,
+    subnormals, +-0, max), exact equals; some blocks hold none of the specials."""
+    rng = np.random.default_rng(seed)
+    n = int(np.prod(shape))
+    a = (rng.standard_normal(n) * rng.choice([1e-6, 1e-3, 1.0, 300.0], n)).astype(np.float16)
+    bits = a.view(np.uint16).astype(np.int32)
+    step = rng.choice([0, 0, 1, -1, 2, 3, 5, 40], n)
+    b = np.clip(bits + step, 0, 0xFFFF).astype(np.uint16).view(np.float16).copy()
+    sp = np.array(specials("float16"), dtype=np.float16)
+    sub = np.arange(1, 1024, dtype=np.uint16).view(np.float16)  # every subnormal
+    for x in (a, b):
+        m = rng.random(n) < 0.03
+        x[m] = rng.choice(sp, int(m.sum()))
+        m = rng.random(n) < 0.03
+        x[m] = rng.choice(sub, int(m.sum())) * rng.choice(np.array([1, -1], np.float16), int(m.sum()))
+    if n > 3000:  # a clean stretch: blocks on the finite fast path
+        a[1024:3000] = np.abs(a[1024:3000])
+        b[1024:3000] = a[1024:3000]
+        b[1500:1510] = np.nextafter(a[1500:1510], np.float16(np.inf))
+    return a.reshape(shape), b.reshape(shape)
+
+
+HALF_BOUNDS = BOUNDS + ({"atol": 1e-3, "rtol": 1e-3, "ulp": 4}, {"ulp": 1}, {"atol": 0.01, "ulp": 1},
+                        {"atol": float(np.finfo(np.float16).smallest_subnormal)})
+
+
+@pytest.mark.parametrize("shape", [(3, 4100), (2, 1031), (5, 17), (1, 3), (2, 1024)])
+def test_float16_blocks_against_oracle(shape):
+    a, b = half_pair(shape, shape[1])
+    for isa in KERNELS:
+        with kernel(isa):
+            for bnd in HALF_BOUNDS:
+                check_against_oracle(divergence(a, b, **bnd), oracle(a, b, **bnd))
+                check_against_oracle(divergence(a, b, steps_axis=None, **bnd),
+                                     oracle(a, b, steps_axis=None, **bnd))
+
+
+def test_float16_every_value_against_every_neighbour():
+    """All 65536 float16 bit patterns against their neighbours 0..2 patterns up and a
+    sign flip: subnormals, the normal/subnormal border, inf/NaN encodings."""
+    a = np.arange(65536, dtype=np.uint32)
+    for delta in (1, 2):
+        b = ((a + delta) % 65536).astype(np.uint16).view(np.float16)
+        x = a.astype(np.uint16).view(np.float16)
+        for isa in KERNELS:
+            with kernel(isa):
+                for bnd in ({"ulp": 1}, {"atol": 2.0**-24, "ulp": 2}, {"rtol": 1e-3}):
+                    check_against_oracle(divergence(x, b, steps_axis=None, **bnd),
+                                         oracle(x, b, steps_axis=None, **bnd))
+    x = a.astype(np.uint16).view(np.float16)
+    check_against_oracle(divergence(x, -x, steps_axis=None, ulp=3),
+                         oracle(x, -x, steps_axis=None, ulp=3))
+
+
+def test_float16_threads_and_chunks_agree():
+    a, b = half_pair((64, 8192), 9)
+    ref = None
+    for isa in KERNELS:
+        with kernel(isa):
+            for threads in (1, 2):
+                d = divergence(a, b, atol=1e-3, rtol=1e-3, ulp=4, threads=threads)
+                ref = ref or d
+                same_divergence(ref, d)
+            acc = Accumulator(atol=1e-3, rtol=1e-3, ulp=4)
+            for s in range(0, 64, 5):
+                acc.update(a[s:s + 5], b[s:s + 5])
+            same_divergence(ref, acc.result(a.shape))
