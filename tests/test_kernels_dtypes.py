@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from _oracle import FLOATS, check_against_oracle, kernel, oracle, same_divergence
+from test_kernels import specials as kernel_specials
 from tolerance import Accumulator, divergence
 from tolerance import _native
 
@@ -26,16 +27,11 @@ BOUNDS = (
 
 
 def specials(name):
-    dt = np.dtype(name)
+    """test_kernels' special values, and a subnormal that is not the smallest."""
+    out = kernel_specials(name)
     if name in FLOATS:
-        fi = np.finfo(dt)
-        return [0.0, -0.0, np.inf, -np.inf, np.nan, float(fi.tiny), -float(fi.tiny),
-                float(fi.smallest_subnormal), -float(fi.smallest_subnormal), float(fi.max),
-                -float(fi.max), 1.0, -1.0, float(fi.eps), 3.0 * float(fi.smallest_subnormal)]
-    if name == "bool":
-        return [False, True]
-    ii = np.iinfo(dt)
-    return [int(ii.min), int(ii.max), 0, 1, int(ii.min) + 1, int(ii.max) - 1, int(ii.max) // 2]
+        out.append(3.0 * float(np.finfo(np.dtype(name)).smallest_subnormal))
+    return out
 
 
 def pair(name, n, seed, special_rate=0.1):
