@@ -8,8 +8,9 @@ Used by `tolerance diff` through the local transport (every input on this proces
 2. pairs that can be measured are grouped by shape; each group is cut into blocks by the
    one block planner (`io.npz.plan_blocks`, with the group's real element size);
 3. per block, every participant's block is hashed (xxh3-128) and the digests are shared:
-   a pair whose blocks have equal digests folds the owner's block against itself (exactly
-   what comparing the two gives) and moves no data; otherwise the other side's block is
+   a pair whose blocks have equal digests folds the owner's block as an equal block
+   (`Accumulator.update_equal`: exactly what comparing the two gives, from one pass that
+   only counts NaNs) and moves no data; otherwise the other side's block is
    moved to the pair's owner once (`Transport.move`);
 4. every pair has one `Accumulator` (the one canonical kernel); its result is the row.
 
@@ -324,8 +325,7 @@ def compare_key(transport: Transport, local: Mapping[int, BlockSource], labels: 
                 i, j = p
                 try:
                     if digests[i] == digests[j]:
-                        x = blocks[pair_owner(i, j, n)]
-                        acc.update(x, x)
+                        acc.update_equal(blocks[pair_owner(i, j, n)])
                         stats.blocks_equal += 1
                     else:
                         acc.update(blocks[i] if i in blocks else received[i],

@@ -265,8 +265,8 @@ class Accumulator:
                 raise ValueError(f"per-step shape changed: this accumulator holds "
                                  f"{self._step_shape}, got {step_shape}")
 
-    def update(self, a_chunk: Any, b_chunk: Any) -> "Accumulator":
-        a, b = np.asarray(a_chunk), np.asarray(b_chunk)
+    def _request(self, a: np.ndarray, b: np.ndarray):
+        """Checks a block pair; (a, b with the steps axis first, dtype names, request)."""
         if a.shape != b.shape:
             raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
         names = _check_pair(a.dtype, b.dtype, self.ulp)
@@ -294,15 +294,32 @@ class Accumulator:
                 raise ValueError(f"per-step atol has {self.atol_steps.size} values, but step "
                                  f"{at + n - 1} was given")
             req.atol_steps = self.atol_steps[at:at + n]
-        st = _native.compute(a2, _CODES[names[0]], _swapped(a.dtype), b2, _CODES[names[1]],
-                             _swapped(b.dtype), req)
+        return a2, b2, names, req
+
+    def _folded(self, st: Any, a: np.ndarray, steps: int) -> "Accumulator":
         self._stats.merge(st)
         if self.steps_axis is None:
             self._inner += a.size
             self.steps = 1
         else:
-            self.steps += a2.shape[0]
+            self.steps += steps
         return self
+
+    def update(self, a_chunk: Any, b_chunk: Any) -> "Accumulator":
+        a, b = np.asarray(a_chunk), np.asarray(b_chunk)
+        a2, b2, names, req = self._request(a, b)
+        st = _native.compute(a2, _CODES[names[0]], _swapped(a.dtype), b2, _CODES[names[1]],
+                             _swapped(b.dtype), req)
+        return self._folded(st, a, a2.shape[0])
+
+    def update_equal(self, chunk: Any) -> "Accumulator":
+        """Fold a block that is equal on both sides: exactly what ``update(chunk, chunk)``
+        folds (every figure, every check), from one pass over the block that only counts its
+        NaNs (integer and bool blocks are not read at all)."""
+        x = np.asarray(chunk)
+        x2, _, names, req = self._request(x, x)
+        st = _native.compute_equal(x2, _CODES[names[0]], _swapped(x.dtype), req)
+        return self._folded(st, x, x2.shape[0])
 
     def _settings(self):
         return (self.atol, self.rtol, self.ulp, self.steps_axis,
