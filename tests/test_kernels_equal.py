@@ -11,7 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tolerance.compare.kernel import SUPPORTED_DTYPES, Accumulator
+from tolerance.compare.kernel import SUPPORTED_DTYPES, Accumulator, EqualScan
+from tolerance.io import digest
+from tolerance.io.digest import block_digest
 from tests._oracle import oracle
 
 FLOATS = ("float16", "float32", "float64")
@@ -69,7 +71,11 @@ def _fold(x: np.ndarray, cuts: list[int], axis, bounds, threads: int, equal: boo
     else:
         pieces = np.split(x, cuts, axis=axis)
     for p in pieces:
-        if equal:
+        if equal == "scan":  # scanned piece by piece while hashed, as the engine does
+            scan = EqualScan(p, axis, threads=threads)
+            assert block_digest(p, scan.add if scan.by_pieces else None) == block_digest(p)
+            acc.update_equal(p, scan)
+        elif equal:
             acc.update_equal(p)
         else:
             acc.update(p, p)
@@ -135,6 +141,9 @@ def test_update_equal_is_update_of_the_block_against_itself(case):
     ref = _fold(x, cuts, axis, bounds, threads, equal=False)
     eq = _fold(x, cuts, axis, bounds, threads, equal=True)
     _same(ref, eq, shape)
+    with pytest.MonkeyPatch.context() as mp:  # small blocks scanned in many pieces
+        mp.setattr(digest, "PIECE_BYTES", 64)
+        _same(ref, _fold(x, cuts, axis, bounds, threads, equal="scan"), shape)
     # and the figures are the oracle's for (x, x)
     want = oracle(x, x, atol=bounds[0], rtol=bounds[1], ulp=bounds[2], steps_axis=axis)
     got = eq.result(shape)
@@ -163,8 +172,8 @@ def test_update_equal_over_thread_parts(dtype, threads):
         for bounds in ((None, None, None), (1e-3, 1e-4, None)):
             cuts = {0: [3, 7], 1: [], None: [3 * inner, 7 * inner]}[axis]
             ref = _fold(x, cuts, axis, bounds, threads, equal=False)
-            eq = _fold(x, cuts, axis, bounds, threads, equal=True)
-            _same(ref, eq, x.shape)
+            for mode in (True, "scan"):
+                _same(ref, _fold(x, cuts, axis, bounds, threads, equal=mode), x.shape)
 
 
 def test_update_equal_checks_like_update():
@@ -182,6 +191,14 @@ def test_update_equal_checks_like_update():
         acc.update_equal(np.zeros((2, 3), np.float64))
     with pytest.raises(TypeError, match="unsupported dtype"):
         Accumulator().update_equal(np.zeros(3, np.complex64))
+    c = np.zeros(3, np.complex64)
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        Accumulator().update_equal(c, EqualScan(c, 0))
+    x = np.zeros(3)
+    with pytest.raises(ValueError, match="another block"):
+        Accumulator().update_equal(x, EqualScan(x.copy(), 0))
+    with pytest.raises(ValueError, match="another block or steps axis"):
+        Accumulator().update_equal(x, EqualScan(x, None))
 
 
 def test_update_equal_merges_with_update():
@@ -199,3 +216,55 @@ def test_update_equal_merges_with_update():
         else:
             eq.update(a[lo:hi], b[lo:hi])
     _same(ref, eq, a.shape)
+
+
+class _Arrays:
+    """A BlockSource over in-memory arrays (blocks of whole steps, or flat pieces)."""
+
+    def __init__(self, label, arrays):
+        self.label, self.arrays = label, arrays
+
+    def meta(self, key):
+        x = self.arrays[key]
+        return tuple(x.shape), x.dtype.str
+
+    def blocks(self, key, steps_axis, per_block):
+        x = self.arrays[key]
+        if steps_axis is None:
+            flat = x.reshape(-1)
+            for lo in range(0, max(1, flat.size), per_block):
+                yield flat[lo:lo + per_block]
+            return
+        for lo in range(0, x.shape[steps_axis], per_block):
+            yield np.take(x, range(lo, min(x.shape[steps_axis], lo + per_block)), steps_axis)
+
+
+@pytest.mark.parametrize("axis", [0, 1, None])
+def test_engine_equal_blocks_as_compared(axis, monkeypatch):
+    """Blocks equal on some pairs and not on others, switching from block to block (the
+    engine scans an owner's block while hashing it only where its pairs were equal in the
+    last block): every row is the accumulator of the pair folded block by block."""
+    from tolerance.compare.engine import EngineStats, LocalTransport, compare_key
+    from tolerance.compare.rows import Bounds
+
+    monkeypatch.setattr(digest, "PIECE_BYTES", 256)
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((40, 24)).astype(np.float32)
+    a[0:6] = np.nan
+    a[9, 3] = np.inf
+    b, c = a.copy(), a.copy()
+    b[20:22] += 1e-3   # b differs from a in one block only
+    c[:2, :3] = 7.0    # c differs from a in the first block only
+    arrays = [a, b, c]
+    srcs = {k: _Arrays(f"box{k}", {"x": x}) for k, x in enumerate(arrays)}
+    labels = [s.label for s in srcs.values()]
+    budget = 5 * 24 * 4  # a few steps a block
+    stats = EngineStats()
+    outs = compare_key(LocalTransport(), srcs, labels, "x", Bounds(atol=1e-4), axis,
+                       threads=1, budget=budget, stats=stats)
+    assert len(outs) == 3
+    assert 0 < stats.blocks_equal < 3 * stats.blocks // 3  # some pairs' blocks were equal
+    for o in outs:
+        ref = Accumulator(atol=1e-4, steps_axis=axis, threads=1)
+        ref.update(arrays[o.a], arrays[o.b])
+        assert o.acc._stats.to_bytes() == ref._stats.to_bytes(), (o.a, o.b)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tolerance._errors import ToleranceError
+from tolerance.bootstrap.segments import process_alive
 from tolerance.config import Box, Chip, Spec
 from tolerance.config.chips import knob_env
 from tolerance.runner import _chips
@@ -129,16 +130,6 @@ def newest_output(directory: Path, pattern: str) -> Path | None:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _signal_name(num: int) -> str:
     try:
         return signal.Signals(num).name
@@ -179,7 +170,7 @@ def _watch(group, results: list[ChipResult], settle, *, deadline: float, timeout
         polls += 1
         for i in sorted(pending):
             code = codes[i]
-            if code is None and results[i].pid is not None and not _alive(results[i].pid):
+            if code is None and results[i].pid is not None and not process_alive(results[i].pid):
                 code = group.poll()[i]  # it may have ended between the two looks
                 if code is None:
                     settle(i, "vanished", "process gone without an exit status")
@@ -247,7 +238,7 @@ def run_box(spec: Spec, box: Box, run_dir: str | os.PathLike, *, poll: float = 0
         else:  # exec'd, so the resolved env is in place before anything imports NumPy
             argv = [exe, "-m", "tolerance.runner._pyentry", str(spec.python), str(cdir),
                     str(cdir / CONTEXT_FILE)]
-        configs.append(_chips.ChipConfig(chip=str(chip), argv=argv, python=None,
+        configs.append(_chips.ChipConfig(chip=chip, argv=argv, python=None,
                                          out_dir=str(cdir), env=env, threads=None,
                                          stdout=str(cdir / STDOUT_LOG),
                                          stderr=str(cdir / STDERR_LOG), python_exe=exe))
