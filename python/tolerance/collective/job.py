@@ -28,7 +28,7 @@ from tolerance.collective.sources import NpzBlockSource, participant_label
 from tolerance.collective.watch import WATCH_ENV, RankLine, env_rank
 from tolerance.compare.engine import EngineStats, outcome_rows
 from tolerance.config.spec import with_run_overrides
-from tolerance.runner import claim_run_dir, run_box
+from tolerance.runner import claim_run_dir, run_on_box
 
 BOX_ENV = "TOLERANCE_BOX"
 _STATUS_TAG = 7301  # point-to-point tag of "my box is done" messages (any unused tag)
@@ -226,7 +226,7 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
         line.phase("running")
 
     # 4. run every box at once; rank 0 follows the others' states.
-    result = _run_box_following(comm, spec, box, run_dir, names, progress)
+    result = _run_on_box_following(comm, spec, box, run_dir, names, progress)
     boxes = comm.gather(result.to_dict(), root=0)
     t_run = time.monotonic()
     if line is not None:
@@ -287,13 +287,13 @@ def _keys_to_compare(comm, spec, sources) -> tuple[list[str], list[str]]:
     return common + partial, notes
 
 
-def _run_box_following(comm, spec, box, run_dir, names, progress):
-    """run_box in a worker thread; the main thread alone talks MPI (funneled)."""
+def _run_on_box_following(comm, spec, box, run_dir, names, progress):
+    """run_on_box in a worker thread; the main thread alone talks MPI (funneled)."""
     holder: dict = {}
 
     def work() -> None:
         try:
-            holder["result"] = run_box(spec, box, run_dir)
+            holder["result"] = run_on_box(spec, box, run_dir)
         except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
             holder["error"] = exc
 

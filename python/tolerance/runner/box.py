@@ -1,4 +1,5 @@
-"""Run one stem on every chip of one box: `run_box(spec, box, run_dir) -> BoxResult`."""
+"""Run one stem on every chip of one box: `run_on_box(spec, box, run_dir) -> BoxResult`
+(the `tolerance run-box` command, cli/run_box.py, and every rank of a run call it)."""
 from __future__ import annotations
 
 import json
@@ -198,8 +199,8 @@ def _watch(group, results: list[ChipResult], settle, *, deadline: float, timeout
         time.sleep(min(poll, max(0.0, deadline - now)))
 
 
-def run_box(spec: Spec, box: Box, run_dir: str | os.PathLike, *, poll: float = 0.05,
-            max_polls: int | None = None, python_exe: str | None = None) -> BoxResult:
+def run_on_box(spec: Spec, box: Box, run_dir: str | os.PathLike, *, poll: float = 0.05,
+               max_polls: int | None = None, python_exe: str | None = None) -> BoxResult:
     """Run `spec` once per chip of `box`, all chips at once, into `<run_dir>/<box>/<chip>/`.
 
     Polls every `poll` seconds until each chip is finished | failed | vanished | timeout
