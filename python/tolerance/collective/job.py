@@ -115,7 +115,9 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
     paths are taken below each box's root); a box's own directory in it must not exist.
     env: variables set for the workload on every box, over the box's own env (they are
     part of the run's identity, like the spec's env). bounds_path: a calibrated bounds
-    file (`tolerance calibrate`) whose bounds apply to the keys the spec leaves unbounded.
+    file (`tolerance calibrate`) whose bounds apply to the keys the spec leaves unbounded;
+    rank 0 reads it with the other inputs (a launched job's launcher did already: its
+    inputs carry it), so no other box reads it.
     """
     line = _open_line()
     comm = world()
@@ -126,9 +128,12 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
         # 0. inputs: from the launcher, or resolved by rank 0 and broadcast.
         problem = None
         inputs = line.inputs if line is not None else None
+        if line is not None and bounds_path is not None:
+            problem = ("--bounds: give it to `tolerance launch`, which carries the file to "
+                       "every box (not after --)")
         if line is None and rank == 0:
             try:
-                inputs = resolve_inputs(stem, cluster_path, specs_dir)
+                inputs = resolve_inputs(stem, cluster_path, specs_dir, bounds_path)
             except ToleranceError as exc:
                 problem = str(exc)
         if line is None:
@@ -140,7 +145,7 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
                 problem = str(exc)
         if problem is None:
             try:
-                spec = with_run_overrides(spec, env=env, bounds_path=bounds_path)
+                spec = with_run_overrides(spec, env=env)
             except ToleranceError as exc:
                 problem = str(exc)
         problem = _agree(comm, problem)
