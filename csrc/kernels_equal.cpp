@@ -7,9 +7,7 @@
 // lowest index). This file counts exactly that (a NaN test no FTZ/DAZ state can change)
 // and builds the Stats compute() would.
 #include <algorithm>
-#include <exception>
 #include <stdexcept>
-#include <thread>
 
 #include "kernels_equal.hpp"
 
@@ -108,47 +106,42 @@ struct Layout {
     std::vector<std::int64_t> dims, strides;  // >= 1 dim
 };
 
-// What one part of the flat element range [begin, end) holds: the NaNs of each step it
-// touches (from step `first_step` on) and the flat index of its first non-NaN element.
-struct Part {
-    std::int64_t first_step = 0;
+// The NaNs of every step, and the flat index of the first element that is not NaN (-1:
+// none), of the array's `total` elements.
+struct Scan {
     std::vector<std::int64_t> nans;
     std::int64_t first = -1;
 };
 
-Part scan(const Layout& L, std::int64_t begin, std::int64_t end) {
-    Part part;
-    if (begin >= end) return part;
-    std::int64_t s = begin / L.inner, i0 = begin % L.inner;
-    part.first_step = s;
+Scan scan(const Layout& L, std::int64_t total) {
+    Scan out;
+    out.nans.reserve(static_cast<std::size_t>(L.steps));
     const std::int64_t last = L.dims.back();
     const std::size_t nd = L.dims.size();
-    for (std::int64_t pos = begin; pos < end; ++s, i0 = 0) {
-        const std::int64_t i1 = std::min(L.inner, i0 + (end - pos));
+    for (std::int64_t s = 0; s * L.inner < total; ++s) {
         std::int64_t nans = 0;
         if (L.row == nullptr) {
-            if (part.first < 0) part.first = s * L.inner + i0;
+            if (out.first < 0) out.first = s * L.inner;
         } else {
             const char* ps = L.data + s * L.s0;
-            for (std::int64_t i = i0; i < i1;) {
+            for (std::int64_t i = 0; i < L.inner;) {
                 const std::int64_t row = i / last, col = i % last;
-                const std::int64_t cnt = std::min(last - col, i1 - i);
+                const std::int64_t cnt = std::min(last - col, L.inner - i);
                 std::int64_t off = col * L.strides.back();
                 std::int64_t r = row;
                 for (std::size_t d = nd - 1; d-- > 0;) {
                     off += (r % L.dims[d]) * L.strides[d];
                     r /= L.dims[d];
                 }
-                std::int64_t f = part.first < 0 ? -1 : 0;
+                std::int64_t f = out.first < 0 ? -1 : 0;
                 nans += L.row(ps + off, L.strides.back(), cnt, L.swap, f);
-                if (part.first < 0 && f >= 0) part.first = s * L.inner + i + f;
+                if (out.first < 0 && f >= 0) out.first = s * L.inner + i + f;
                 i += cnt;
             }
         }
-        part.nans.push_back(nans);
-        pos += i1 - i0;
+        out.nans.push_back(nans);
     }
-    return part;
+    return out;
 }
 
 }  // namespace
@@ -196,50 +189,13 @@ Stats compute_equal(const ArrayView& x, const std::vector<std::int64_t>& shape, 
     if (L.inner == 0) return st;  // steps without elements: a series entry each, nothing else
     const std::int64_t total = L.steps * L.inner;
 
-    // the same split as compute(): parts of at least 2^17 elements, cut at 4096
-    constexpr std::int64_t MIN_PER_THREAD = std::int64_t{1} << 17;
-    std::int64_t nt = L.row == nullptr ? 1 : std::max(1, req.threads);
-    nt = std::min(nt, std::max<std::int64_t>(1, total / MIN_PER_THREAD));
-    std::vector<Part> parts(static_cast<std::size_t>(nt));
-    if (nt <= 1) {
-        parts[0] = scan(L, 0, total);
-    } else {
-        std::vector<std::exception_ptr> errs(static_cast<std::size_t>(nt));
-        std::vector<std::thread> pool;
-        auto bound = [&](std::int64_t t) {
-            const std::int64_t cut = (total / nt) * t;
-            return t == nt ? total : std::min(total, cut - cut % 4096);
-        };
-        for (std::int64_t t = 1; t < nt; ++t) {
-            pool.emplace_back([&, t] {
-                try {
-                    parts[static_cast<std::size_t>(t)] = scan(L, bound(t), bound(t + 1));
-                } catch (...) {
-                    errs[static_cast<std::size_t>(t)] = std::current_exception();
-                }
-            });
-        }
-        try {
-            parts[0] = scan(L, 0, bound(1));
-        } catch (...) {
-            errs[0] = std::current_exception();
-        }
-        for (auto& th : pool) th.join();
-        for (auto& e : errs)
-            if (e) std::rethrow_exception(e);
-    }
-
-    std::vector<std::int64_t> nans(steps, 0);
-    std::int64_t first = -1;
-    for (const Part& part : parts) {
-        for (std::size_t k = 0; k < part.nans.size(); ++k)
-            nans[static_cast<std::size_t>(part.first_step) + k] += part.nans[k];
-        if (first < 0) first = part.first;  // parts in index order: the lowest index
-    }
+    // one thread: the pass runs at memory speed (and beside the digest, which has one)
+    const Scan sc = scan(L, total);
     for (std::size_t s = 0; s < steps; ++s) {
-        st.nan_both += nans[s];
-        if (nans[s] < L.inner) st.series[s] = 0.0;  // a compared pair, 0 apart
+        st.nan_both += sc.nans[s];
+        if (sc.nans[s] < L.inner) st.series[s] = 0.0;  // a compared pair, 0 apart
     }
+    const std::int64_t first = sc.first;
     st.size = total;
     if (first >= 0) {  // the maxima (0) are first reached at the first compared element
         const std::int64_t s = first / L.inner, i = first % L.inner;
