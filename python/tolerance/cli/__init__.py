@@ -83,7 +83,10 @@ class _Group(click.Group):
             ctx.exit(EXIT_ERROR)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Exit codes: 0 every row within bound, 1 a bound exceeded (or a NaN/inf "
+                    "mismatch), 2 error, 3 some row unmeasured; each command's --help says "
+                    "what its own mean.")
 @click.version_option(__version__, "--version", prog_name="tolerance")
 @click.option("--debug", is_flag=True, hidden=True, help="Show tracebacks.")
 @click.pass_context

@@ -11,7 +11,7 @@ from tolerance._errors import ConfigError, ToleranceError
 from tolerance.cli import _options
 
 
-@click.command("verify")
+@click.command("verify", epilog="Exit codes: 0 every key within its bound, 1 a bound exceeded (or a NaN/inf mismatch), 2 error (a bad or different reference, the box failed), 3 cannot verify (digests only and bytes differ, a key the reference lacks).")
 @click.argument("stem")
 @click.option("--against", "against", required=True, type=click.Path(),
               help="The reference directory (from tolerance publish).")
