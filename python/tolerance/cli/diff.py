@@ -50,8 +50,10 @@ def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, s
         names = keys if keys is not None else \
             {k for d in inputs for k in d.archive.keys()}
         # rows are printed as each key is done: widths from what the shapes allow
-        cols = columns_for_shapes(labels, {k: [d.archive[k].shape for d in inputs
-                                               if k in d.archive] for k in names}, steps_axis)
+        members = {k: [d.archive[k] for d in inputs if k in d.archive] for k in names}
+        cols = columns_for_shapes(labels, {k: [m.shape for m in ms] for k, ms in members.items()},
+                                  steps_axis, floats=any(m.dtype.kind == "f"
+                                                         for ms in members.values() for m in ms))
         show = not as_json and not quiet
         shown = []
 

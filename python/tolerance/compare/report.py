@@ -55,16 +55,17 @@ def run_head(row: Row) -> str:
     return f"max‖{row.key}[{row.a}] − {row.key}[{row.b}]‖ ="
 
 
-#: figures wider than this many digits are shown with 2 significant digits, like every
-#: other console figure (report.json and --json keep the exact integer)
-_ULP_DIGITS = 6
+#: ULP distances of more digits (float64 only: float32 ones have at most 10) are shown
+#: with 2 significant digits, like every other console figure (report.json and --json
+#: keep the exact integer)
+_ULP_DIGITS = 10
 #: the widest `.2g` text of a non-negative float ("1.2e+300", "4.9e-324") and of a ULP
 _FLOAT_W = 8
-_ULP_W = 7
+_ULP_W = _ULP_DIGITS
 
 
 def ulp_text(u: int | None) -> str:
-    """A ULP distance for the console: exact up to 6 digits, else `9.2e+18`."""
+    """A ULP distance for the console: exact up to 10 digits, else `9.2e+18`."""
     if u is None:
         return ""
     return str(u) if u < 10 ** _ULP_DIGITS else f"{u:.1e}"
@@ -106,6 +107,7 @@ class Columns:
     #: the `tolerance run` style: the line opens with run_head(row) padded to this width
     head: int | None = None
     where: int = 0
+    ulp: int = 0
     over: int = 0
     onset: int = 1
 
@@ -118,6 +120,7 @@ class Columns:
                         head=None if c.head is None else max(c.head, len(run_head(r))))
             if r.status != UNMEASURED:
                 c = replace(c, where=max(c.where, len(_where(r, steps))),
+                            ulp=max(c.ulp, len(ulp_text(r.max_ulp))),
                             over=max(c.over, len(_over(r))), onset=max(c.onset, len(_onset(r))))
         return c
 
@@ -129,10 +132,11 @@ def columns_for(rows: Sequence[Row], *, steps: bool = True, run_style: bool = Fa
 
 
 def columns_for_shapes(labels: Sequence[str], shapes: dict[str, Sequence[tuple[int, ...]]],
-                       steps_axis: int | None) -> Columns:
+                       steps_axis: int | None, *, floats: bool = True) -> Columns:
     """Widths that hold any row of inputs `labels` (rows pair an earlier input with a later
     one) over keys whose arrays have `shapes` (key -> the shapes it has in the inputs):
-    the largest step, index and element count each shape allows."""
+    the largest step, index and element count each shape allows; a ULP column only when
+    some key is a float (`floats`)."""
     where = over = onset = 0
     for shp in (s for ss in shapes.values() for s in ss):
         size = int(np.prod(shp)) if len(shp) else 1
@@ -145,7 +149,7 @@ def columns_for_shapes(labels: Sequence[str], shapes: dict[str, Sequence[tuple[i
     return Columns(a=max((len(x) for x in labels[:-1]), default=0),
                    b=max((len(x) for x in labels[1:]), default=0),
                    key=max((len(k) for k in shapes), default=0),
-                   where=where, over=over, onset=max(onset, 1))
+                   where=where, ulp=_ULP_W if floats else 0, over=over, onset=max(onset, 1))
 
 
 def format_row(row: Row, *, columns: Columns | None = None,
@@ -157,7 +161,8 @@ def format_row(row: Row, *, columns: Columns | None = None,
     padded to that width: `max‖z_b[pc2] − z_b[mac]‖ = 3.2e-07 @ step 812 ...`. Every line
     formatted with the same `columns` aligns, whatever its figures.
     """
-    c = columns or Columns(a=widths[0], b=widths[1], key=widths[2], head=head_width)
+    c = columns or Columns(a=widths[0], b=widths[1], key=widths[2], head=head_width,
+                           ulp=_ULP_W).fit([row], steps=steps)
     if c.head is not None:
         head, label = f"{run_head(row):<{c.head}} ", ""
     else:
@@ -168,9 +173,10 @@ def format_row(row: Row, *, columns: Columns | None = None,
     parts = [f"{label}{value_text(row):<{_FLOAT_W}}"]
     if c.where:
         parts.append(f"{_where(row, steps):<{c.where}}")
-    parts += [f"rel {_g(row.max_rel):<{_FLOAT_W}}",
-              f"ulp {ulp:<{_ULP_W}}" if ulp else " " * (4 + _ULP_W),
-              f"over {_over(row):<{c.over}}"]
+    parts.append(f"rel {_g(row.max_rel):<{_FLOAT_W}}")
+    if c.ulp:  # no column when no row has a ULP distance (integers, bool)
+        parts.append(f"ulp {ulp:<{c.ulp}}" if ulp else " " * (4 + c.ulp))
+    parts.append(f"over {_over(row):<{c.over}}")
     if steps:
         parts.append(f"onset {_onset(row):<{c.onset}}")
     parts.append(f"margin {'-' if row.margin is None else _g(row.margin):<{_FLOAT_W}}")
@@ -189,8 +195,8 @@ def format_row(row: Row, *, columns: Columns | None = None,
 
 #: the legend's entries: (term, meaning, which rows call for it)
 _LEGEND = (
-    ("max|a-b|", "largest |a-b| over every element and step, @ the step where it occurs "
-                 "(@ [i,j]: its index when there is no steps axis)", lambda r, s: True),
+    ("max|a-b|", "largest |a-b| over every element and step; @ step: where it occurs",
+     lambda r, s: True),
     ("rel", "largest |a-b| / max(|a|,|b|)", lambda r, s: True),
     ("ulp", "largest distance in units in the last place", lambda r, s: r.max_ulp is not None),
     ("over", "elements outside the bound / elements compared", lambda r, s: True),
@@ -216,7 +222,7 @@ def legend_lines(rows: Iterable[Row], *, steps: bool = True, run_style: bool = F
         return []
     terms = [(t, m) for t, m, needed in _LEGEND if any(needed(r, steps) for r in measured)]
     if not steps:
-        terms[0] = (terms[0][0], "largest |a-b| over every element, @ [i,j]: its index")
+        terms[0] = (terms[0][0], "largest |a-b| over every element; @ [i,j]: where it occurs")
     if run_style:
         terms[0] = ("max‖…‖ =", terms[0][1])
     w = max(len(t) for t, _ in terms)
