@@ -184,7 +184,8 @@ def format_row(row: Row, *, columns: Columns | None = None,
     extra = [f"{name} {getattr(row, attr)}" for name, attr in (
         ("NaN-mismatch", "nan_mismatch"), ("inf-mismatch", "inf_mismatch"),
         ("nan-both", "nan_both")) if getattr(row, attr)]
-    if row.nan_mismatch and row.max_abs != 0 and row.argmax is not None:
+    if row.nan_mismatch and row.max_abs != 0 and not math.isnan(row.max_abs) \
+            and row.argmax is not None:
         rest = (f"@ step {row.step}" if steps and row.step is not None
                 else "@ [" + ",".join(str(i) for i in row.argmax) + "]")
         extra.append(f"(elsewhere max|a-b| {_g(row.max_abs)} {rest})")
