@@ -372,3 +372,18 @@ def test_launch_json_error_when_a_box_cannot_start(tmp_path):
     doc = json.loads(r.stdout)
     assert doc["schema"] == "tolerance.error/1" and doc["error"]["code"] == 2
     assert "prescott" in doc["error"]["message"] and "tolerance: error:" in r.stderr
+
+
+def test_summary_markdown_names_nan_and_inf_mismatches():
+    from tolerance.compare.report import summary_markdown
+
+    base = {"a": "p", "b": "q", "step": 1, "max_rel": 0.0, "max_ulp": None, "onset": 1,
+            "count_over": 1, "margin": "inf", "growth": None, "status": "fail", "reason": None}
+    doc = {"stem": "s", "run_id": "r", "sync": "verify", "boxes": [], "outliers": [],
+           "bounds": {}, "bytes_moved": 0, "exit_code": 1,
+           "rows": [{**base, "key": "x", "max_abs": 0.0, "nan_mismatch": 2, "inf_mismatch": 0},
+                    {**base, "key": "y", "max_abs": "inf", "nan_mismatch": 0, "inf_mismatch": 3},
+                    {**base, "key": "z", "max_abs": 0.5, "nan_mismatch": 0, "inf_mismatch": 0}]}
+    md = summary_markdown(doc)
+    assert "| p | q | x | NaN≠ (2) |" in md and "| p | q | y | inf≠ (3) |" in md
+    assert "| p | q | z | 0.5 |" in md

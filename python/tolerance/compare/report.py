@@ -346,7 +346,7 @@ def summary_markdown(doc: dict) -> str:
     for r in doc["rows"]:
         verdict = r["status"].upper() + (f" ({r['reason']})" if r.get("reason") else "")
         g = r.get("growth")
-        lines.append(f"| {r['a']} | {r['b']} | {r['key']} | {_num(r['max_abs'])} | "
+        lines.append(f"| {r['a']} | {r['b']} | {r['key']} | {_md_value(r)} | "
                      f"{_opt(r['step'])} | {_num(r['max_rel'])} | {_opt(r['max_ulp'])} | "
                      f"{_opt(r['onset'])} | {_opt(r['count_over'])} | {_num(r.get('margin'))} | "
                      f"{'-' if g is None else format(g['doubling_steps'], '.3g')} | "
@@ -367,6 +367,15 @@ def summary_markdown(doc: dict) -> str:
     if doc["sync"] == "off":
         lines += ["> **WARNING: --no-sync: the boxes' code was not checked to be the same.**", ""]
     return "\n".join(lines)
+
+
+def _md_value(r: dict) -> str:
+    """The max-abs cell of summary.md: `NaN≠ (n)` / `inf≠ (n)` for a NaN/inf mismatch."""
+    if r.get("nan_mismatch"):
+        return f"NaN≠ ({r['nan_mismatch']})"
+    if r.get("inf_mismatch"):
+        return f"inf≠ ({r['inf_mismatch']})"
+    return _num(r["max_abs"])
 
 
 def _num(x) -> str:
