@@ -30,7 +30,7 @@ def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, s
     3 some row unmeasured (missing key, shape or dtype mismatch) and none exceeded.
     """
     from tolerance.compare.engine import PartialKey, diff_inputs, open_inputs
-    from tolerance.compare.report import (columns_for_shapes, diff_document, format_row,
+    from tolerance.compare.report import (columns_for_inputs, diff_document, format_row,
                                           legend_lines, outlier_lines, series_arrays,
                                           summarize)
     from tolerance.compare.rows import KEY_NOT_EVERYWHERE, MISSING_KEY, UNMEASURED
@@ -49,11 +49,7 @@ def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, s
         labels = [d.label for d in inputs]
         names = keys if keys is not None else \
             {k for d in inputs for k in d.archive.keys()}
-        # rows are printed as each key is done: widths from what the shapes allow
-        members = {k: [d.archive[k] for d in inputs if k in d.archive] for k in names}
-        cols = columns_for_shapes(labels, {k: [m.shape for m in ms] for k, ms in members.items()},
-                                  steps_axis, floats=any(m.dtype.kind == "f"
-                                                         for ms in members.values() for m in ms))
+        cols = columns_for_inputs(inputs, names, steps_axis)  # rows print as keys finish
         show = not as_json and not quiet
         shown = []
 

@@ -152,6 +152,17 @@ def columns_for_shapes(labels: Sequence[str], shapes: dict[str, Sequence[tuple[i
                    where=where, ulp=_ULP_W if floats else 0, over=over, onset=max(onset, 1))
 
 
+def columns_for_inputs(inputs: Sequence[Any], keys: Iterable[str],
+                       steps_axis: int | None) -> Columns:
+    """columns_for_shapes for opened inputs (each with `.label` and `.archive`), over
+    `keys`: widths fixed before any row is measured, so rows can print as they come."""
+    members = {k: [d.archive[k] for d in inputs if k in d.archive] for k in keys}
+    return columns_for_shapes([d.label for d in inputs],
+                              {k: [m.shape for m in ms] for k, ms in members.items()},
+                              steps_axis, floats=any(m.dtype.kind == "f"
+                                                     for ms in members.values() for m in ms))
+
+
 def format_row(row: Row, *, columns: Columns | None = None,
                widths: tuple[int, int, int] = (0, 0, 0), steps: bool = True,
                head_width: int | None = None) -> str:
@@ -445,7 +456,7 @@ def run_console(outcome: Any, rows: Sequence[Row], code: int, doc: dict,
 
 
 __all__ = ["Columns", "FAIL", "PASS", "RUN_SCHEMA", "UNMEASURED", "columns_for",
-           "columns_for_shapes", "describe_bounds", "diff_document", "format_row",
-           "growth_text", "legend_lines", "outlier_lines", "row_lines", "row_series",
+           "columns_for_inputs", "columns_for_shapes", "describe_bounds", "diff_document",
+           "format_row", "growth_text", "legend_lines", "outlier_lines", "row_lines", "row_series",
            "run_console", "run_document", "run_exit_code", "run_head", "series_arrays",
            "summarize", "summary_markdown", "ulp_text", "value_text", "write_run_report"]
