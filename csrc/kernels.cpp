@@ -598,18 +598,21 @@ void advise_huge(void* p, std::size_t bytes) {
 // table's series kernel fills the per-step arrays block by block, with none of walk()'s
 // per-step bookkeeping. The same figures as walk() (the series kernels apply the same
 // rules; tests compare both against the oracle).
-Stats walk_series(const Plan& pl, std::int64_t begin, std::int64_t end) {
+// `room`: steps to reserve (>= end - begin; the first of several parts reserves room for
+// all, so that merging the others appends without moving it).
+Stats walk_series(const Plan& pl, std::int64_t begin, std::int64_t end, std::int64_t room) {
     Stats st;
     if (begin >= end) return st;
     const FpStateGuard fp;  // on every thread that runs a kernel
     const auto n = static_cast<std::size_t>(end - begin);
+    const auto r = std::max(n, static_cast<std::size_t>(room));
     st.step0 = begin + pl.step_offset;
-    st.series.reserve(n);
-    st.series_over.reserve(n);
-    st.series_margin.reserve(n);
-    advise_huge(st.series.data(), n * sizeof(double));
-    advise_huge(st.series_over.data(), n * sizeof(std::int64_t));
-    advise_huge(st.series_margin.data(), n * sizeof(double));
+    st.series.reserve(r);
+    st.series_over.reserve(r);
+    st.series_margin.reserve(r);
+    advise_huge(st.series.data(), r * sizeof(double));
+    advise_huge(st.series_over.data(), r * sizeof(std::int64_t));
+    advise_huge(st.series_margin.data(), r * sizeof(double));
     const auto ks = static_cast<std::int64_t>(pl.ksize);
     const bool da = pl.direct_a && pl.sa0 == ks, db = pl.direct_b && pl.sb0 == ks;
     alignas(64) unsigned char bufa[CHUNK * 16];
@@ -731,8 +734,8 @@ Stats compute(const ArrayView& a, const ArrayView& b, const std::vector<std::int
     std::int64_t nt = std::max(1, threads);
     nt = std::min(nt, std::max<std::int64_t>(1, total / MIN_PER_THREAD));
     const bool one_per_step = pl.inner == 1 && pl.atol_steps == nullptr && pl.series != nullptr;
-    auto run = [&pl, one_per_step](std::int64_t b0, std::int64_t e0) {
-        return one_per_step ? walk_series(pl, b0, e0) : walk(pl, b0, e0);
+    auto run = [&pl, one_per_step, total](std::int64_t b0, std::int64_t e0) {
+        return one_per_step ? walk_series(pl, b0, e0, b0 == 0 ? total : 0) : walk(pl, b0, e0);
     };
     if (nt <= 1) return run(0, total);
 

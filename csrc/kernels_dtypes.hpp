@@ -419,6 +419,50 @@ void run_half_vec(const void* av, const void* bv, size_t n, const Params& p, Run
     }
 }
 
+// One float16 element a step: the float32 series kernel on the converted block, then the
+// float16 ULP rule per element (an element beyond the ULP bound that met the |a-b| bound is
+// outside; the margin's ULP term), as run_half_vec does for runs.
+template <bool WantUlp>
+void series_half_vec(const void* av, const void* bv, size_t n, const Params& p, SeriesOut& out,
+                     RunStats& rs, int64_t base) {
+    constexpr size_t BLOCK = 1024;
+    const auto* a = static_cast<const std::uint16_t*>(av);
+    const auto* b = static_cast<const std::uint16_t*>(bv);
+    Params pf = p;
+    pf.ulp = std::numeric_limits<uint64_t>::max();
+    pf.ulp_margin = -1.0;
+    const bool check_ulp = WantUlp && p.ulp != std::numeric_limits<uint64_t>::max();
+    const bool ulp_term = WantUlp && p.ulp_margin >= 0.0;
+    alignas(64) float fa[BLOCK];
+    alignas(64) float fb[BLOCK];
+    for (size_t i = 0; i < n;) {
+        const size_t m = std::min(BLOCK, n - i);
+        half_block_to_float(a + i, fa, m);
+        half_block_to_float(b + i, fb, m);
+        SeriesOut o{out.series + i, out.over + i, out.margin + i, out.margin_max};
+        series_float_vec<float, false>(fa, fb, m, pf, o, rs, base + static_cast<int64_t>(i));
+        out.margin_max = o.margin_max;
+        if constexpr (WantUlp) {
+            for (size_t k = 0; k < m; ++k) {
+                if (fa[k] != fa[k] || fb[k] != fb[k]) continue;  // NaN: no ULP distance
+                const uint64_t u = ulp_distance(ordered_f16(a[i + k]), ordered_f16(b[i + k]));
+                if (u == 0) continue;
+                if (u > rs.max_ulp) rs.max_ulp = u;
+                if (check_ulp && u > p.ulp && o.over[k] == 0) {
+                    o.over[k] = 1;
+                    ++rs.count_over;
+                }
+                if (ulp_term) {
+                    const double q = static_cast<double>(u) / p.ulp_margin;
+                    if (q > o.margin[k]) o.margin[k] = q;
+                    if (q > out.margin_max) out.margin_max = q;
+                }
+            }
+        }
+        i += m;
+    }
+}
+
 // ---- the table entries of this file ---------------------------------------------------
 template <bool Vec, bool W>
 void set_entries_w(KernelTable& t) {
@@ -442,6 +486,7 @@ void set_entries_w(KernelTable& t) {
     t.series[K_I128][w] = series_scalar<i128, run_int<i128, false>>;
     if constexpr (Vec) {
         t.fn[K_F16][w] = run_half_vec<W>;
+        t.series[K_F16][w] = series_half_vec<W>;
         t.fn[K_I64][w] = run_int64_vec<std::int64_t>;
         t.fn[K_U64][w] = run_int64_vec<std::uint64_t>;
     }

@@ -102,23 +102,25 @@ def test_one_element_per_step_strided_and_swapped(name):
                                      oracle(x, y, atol=1e-3, rtol=1e-3))
 
 
-def test_one_element_per_step_threads_and_ties():
+@pytest.mark.parametrize("name", ("float64", "float16"))
+def test_one_element_per_step_threads_and_ties(name):
     """Large enough to split across threads: 2 threads == 1 thread bit for bit; ties of the
     maximum in different parts go to the lowest step."""
     n = 600_000
     rng = np.random.default_rng(3)
-    a = rng.standard_normal(n)
-    b = a + rng.standard_normal(n) * 1e-9
+    a = rng.standard_normal(n).astype(name)
+    b = (a + rng.standard_normal(n) * 1e-9 * (1e6 if name == "float16" else 1)).astype(name)
     a[[10, 300_001, 599_999]] = 0.5
     b[[10, 300_001, 599_999]] = 1.5
     b[[5, 400_000]] = np.nan
+    bnd = {"atol": 1e-8, "rtol": 1e-6} if name == "float64" else {"atol": 1e-3, "ulp": 2}
     for isa in KERNELS:
         with kernel(isa):
-            d1 = divergence(a, b, atol=1e-8, rtol=1e-6, threads=1)
+            d1 = divergence(a, b, threads=1, **bnd)
             assert d1.argmax == (10,) and d1.max_abs == 1.0
-            d2 = divergence(a, b, atol=1e-8, rtol=1e-6, threads=2)
+            d2 = divergence(a, b, threads=2, **bnd)
             same_divergence(d1, d2)
-    check_against_oracle(d1, oracle(a, b, atol=1e-8, rtol=1e-6))
+    check_against_oracle(d1, oracle(a, b, **bnd))
 
 
 # ---- int64 / uint64 in vector blocks ---------------------------------------------------
