@@ -103,8 +103,11 @@ void bind_kernels(py::module_& m) {
              [](Stats& s) {
                  // (series with -1 -> 0, series_over, series_margin), moved out without a
                  // copy: these statistics keep no series afterwards (for a last result only)
-                 for (double& v : s.series)
-                     if (v < 0.0) v = 0.0;
+                 // -1 marks a step without a compared pair: a NaN pair, or no elements
+                 // (every step has the same number of elements, so none when size is 0)
+                 if (s.nan_mismatch + s.nan_both > 0 || s.size == 0)
+                     for (double& v : s.series)
+                         if (v < 0.0) v = 0.0;
                  return py::make_tuple(take_numpy(s.series), take_numpy(s.series_over),
                                        take_numpy(s.series_margin));
              })

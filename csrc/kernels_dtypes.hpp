@@ -359,6 +359,34 @@ inline void half_block_to_float(const std::uint16_t* h, float* out, size_t m) {
     for (; k < m; ++k) out[k] = static_cast<float>(half_to_double(h[k]));  // exact
 }
 
+// float16 ULP distances of the pairs (0 for a NaN pair), 2L at a time; `over` gets the
+// lanes beyond `lim`.
+inline vh32 half_ulp_lanes(const std::uint16_t* a, const std::uint16_t* b) {
+    const vh32 x = load_half(a), y = load_half(b);
+    const vh32 mx = x & 0x7fffu, my = y & 0x7fffu;
+    const vh32s ox = (x & 0x8000u) != 0 ? -(vh32s)mx : (vh32s)mx;
+    const vh32s oy = (y & 0x8000u) != 0 ? -(vh32s)my : (vh32s)my;
+    const vh32 nan = (vh32)((mx > 0x7c00u) | (my > 0x7c00u));
+    return (ox >= oy ? (vh32)(ox - oy) : (vh32)(oy - ox)) & ~nan;
+}
+
+// max_ulp of m float16 pairs (NaN pairs have none)
+inline uint64_t half_max_ulp(const std::uint16_t* a, const std::uint16_t* b, size_t m) {
+    vh32 um = splat_h(0u);
+    size_t k = 0;
+    for (; k + HL <= m; k += HL) {
+        const vh32 ud = half_ulp_lanes(a + k, b + k);
+        um = ud > um ? ud : um;
+    }
+    uint64_t mu = 0;
+    for (int l = 0; l < HL; ++l) mu = std::max<uint64_t>(mu, um[l]);
+    for (; k < m; ++k) {
+        if (is_nan(half_to_double(a[k])) || is_nan(half_to_double(b[k]))) continue;
+        mu = std::max(mu, ulp_distance(ordered_f16(a[k]), ordered_f16(b[k])));
+    }
+    return mu;
+}
+
 template <bool WantUlp>
 void run_half_vec(const void* av, const void* bv, size_t n, const Params& p, RunStats& rs,
                   int64_t base) {
@@ -381,12 +409,7 @@ void run_half_vec(const void* av, const void* bv, size_t n, const Params& p, Run
             vh32 um = splat_h(0u), flag = um;
             size_t k = 0;
             for (; k + HL <= m; k += HL) {
-                const vh32 x = load_half(a + i + k), y = load_half(b + i + k);
-                const vh32 mx = x & 0x7fffu, my = y & 0x7fffu;
-                const vh32s ox = (x & 0x8000u) != 0 ? -(vh32s)mx : (vh32s)mx;
-                const vh32s oy = (y & 0x8000u) != 0 ? -(vh32s)my : (vh32s)my;
-                const vh32 nan = (vh32)((mx > 0x7c00u) | (my > 0x7c00u));
-                const vh32 ud = (ox >= oy ? (vh32)(ox - oy) : (vh32)(oy - ox)) & ~nan;
+                const vh32 ud = half_ulp_lanes(a + i + k, b + i + k);
                 um = ud > um ? ud : um;
                 flag |= (vh32)(ud > vlim);
             }
@@ -443,11 +466,11 @@ void series_half_vec(const void* av, const void* bv, size_t n, const Params& p, 
         series_float_vec<float, false>(fa, fb, m, pf, o, rs, base + static_cast<int64_t>(i));
         out.margin_max = o.margin_max;
         if constexpr (WantUlp) {
-            for (size_t k = 0; k < m; ++k) {
+            rs.max_ulp = std::max(rs.max_ulp, half_max_ulp(a + i, b + i, m));
+            for (size_t k = 0; (check_ulp || ulp_term) && k < m; ++k) {
                 if (fa[k] != fa[k] || fb[k] != fb[k]) continue;  // NaN: no ULP distance
                 const uint64_t u = ulp_distance(ordered_f16(a[i + k]), ordered_f16(b[i + k]));
                 if (u == 0) continue;
-                if (u > rs.max_ulp) rs.max_ulp = u;
                 if (check_ulp && u > p.ulp && o.over[k] == 0) {
                     o.over[k] = 1;
                     ++rs.count_over;
