@@ -72,6 +72,7 @@ def diff(ctx, paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_js
     from tolerance.config.spec import Bounds
 
     bound, key_bounds, source, warnings = Bounds(atol=atol, rtol=rtol, ulp=ulp), {}, None, []
+    source_file = None
     if cli_bound:
         source = "the command line"
     run_inputs = []
@@ -84,12 +85,14 @@ def diff(ctx, paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_js
         from tolerance.config.spec import with_run_overrides
 
         spec = _load_spec(spec_name, specs_dir, cluster_path)
-        if bounds_path is not None:  # as `run --bounds`: the spec's own per-key bounds win
-            spec = with_run_overrides(spec, bounds_path=bounds_path)
-            bounds_path = None
         if not cli_bound:
+            if bounds_path is not None:  # as `run --bounds`: the spec's own per-key bounds win
+                spec = with_run_overrides(spec, bounds_path=bounds_path)
+                source_file, bounds_path = bounds_path, None
             bound, key_bounds = spec.default_bounds, dict(spec.key_bounds)
             source = f"spec {spec.stem} ({spec.path})"
+            if source_file is not None:
+                source += f" and bounds file {source_file}"
         if not axis_given:
             steps_axis = spec.steps_axis
         if keys is None and spec.keys is not None:
