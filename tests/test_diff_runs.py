@@ -191,6 +191,14 @@ def test_run_names_stem_and_stem_tilde_n(proj):
     r = diff(proj, "walk~9", "walk")
     assert r.exit_code == 2 and "walk~9" in r.output and "4 stored runs" in r.output
     assert len(r.output.strip().splitlines()) == 1
+    # `tolerance report` takes the same names
+    cwd = os.getcwd()
+    os.chdir(proj["dir"])
+    try:
+        r = CliRunner().invoke(main, ["report", "walk~3", "--json"])
+    finally:
+        os.chdir(cwd)
+    assert r.exit_code == 1 and json.loads(r.stdout)["run_id"] == proj["A"].name
 
 
 def test_a_box_in_only_one_run_is_an_unmeasured_row(proj):
