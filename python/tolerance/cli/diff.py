@@ -3,6 +3,7 @@ by box; every key, streamed through the one pair engine."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -29,6 +30,7 @@ EXIT_CODES_HELP = ("Exit codes: 0 every row within bound, 1 a bound exceeded (or
 @opt.as_json
 @opt.series
 @opt.quiet
+@opt.no_legend
 @opt.bounds_file
 @click.option("--spec", "spec_name", default=None, metavar="STEM",
               help="Take the bounds per key, the steps axis and the keys of this spec "
@@ -42,7 +44,8 @@ EXIT_CODES_HELP = ("Exit codes: 0 every row within bound, 1 a bound exceeded (or
 @root_option
 @click.pass_context
 def diff(ctx, paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json,
-         series_path, quiet, bounds_path, spec_name, specs_dir, cluster_path, all_pairs, roots):
+         series_path, quiet, no_legend, bounds_path, spec_name, specs_dir, cluster_path,
+         all_pairs, roots):
     """Compare output files pairwise, or stored runs box by box: max |a-b| per key and step.
 
     An INPUT is an .npz/.npy file, a directory (its newest .npz by modification time; a
@@ -54,7 +57,8 @@ def diff(ctx, paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_js
     otherwise. Report files (report.json, series.npz, summary.md, box.json) are never
     inputs.
     """
-    from tolerance.compare.report import diff_document, outlier_lines, series_arrays, summarize
+    from tolerance.compare.report import (diff_document, legend_lines, outlier_lines,
+                                          series_arrays, summarize)
     from tolerance.compare.rows import as_bound
     from tolerance.io.atomic import write_npz
 
@@ -114,12 +118,13 @@ def diff(ctx, paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_js
         key_bounds.update(file_key_bounds(load_bounds_file(bounds_path)))
         source = (source + " and " if source else "") + f"bounds file {bounds_path}"
     show = not as_json and not quiet
+    shown: list = []   # the rows printed (the legend explains their columns)
 
     if run_inputs:
         result, n_inputs = _diff_runs(run_inputs, all_pairs=all_pairs, keys=keys, bound=bound,
                                       key_bounds=key_bounds, steps_axis=steps_axis,
                                       threads=threads, budget=int(chunk_mb * (1 << 20)),
-                                      show=show, quiet=quiet, as_json=as_json,
+                                      show=show, shown=shown, quiet=quiet, as_json=as_json,
                                       source=source, warnings=warnings)
     else:
         if show and source is not None and spec_name is not None:
@@ -127,11 +132,13 @@ def diff(ctx, paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_js
         result, n_inputs = _diff_files(files, file_labels, keys=keys, bound=bound, key_bounds=key_bounds,
                                        steps_axis=steps_axis, threads=threads,
                                        budget=int(chunk_mb * (1 << 20)), show=show,
-                                       quiet=quiet, as_json=as_json)
+                                       shown=shown, quiet=quiet, as_json=as_json)
     code = result.exit_code
+    written = None
     if series_path is not None:
         write_npz(series_path, series_arrays(result.rows, steps_axis), overwrite=True)
-    doc = diff_document(result)
+        written = os.path.abspath(series_path)
+    doc = diff_document(result, series=written)
     if run_inputs:
         doc["runs"] = [r.describe() for r in run_inputs]
         doc["pairing"] = result.pairing
@@ -142,6 +149,12 @@ def diff(ctx, paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_js
     else:
         for line in outlier_lines(doc["outliers"]):
             click.echo(line)
+        if show and not no_legend:
+            for line in legend_lines(shown, steps=steps_axis is not None):
+                click.echo(line)
+    if written is not None:  # where it wrote: stdout with the rows, else beside the JSON
+        click.echo(f"series: {written}", err=as_json or quiet)
+    if not as_json:
         click.echo(summarize(result.rows, n_inputs, len(result.keys), code))
     if code:
         ctx.exit(code)
@@ -243,15 +256,12 @@ def _header_bounds(bound, key_bounds, keys, source, steps_axis):
                f"; steps axis {'none' if steps_axis is None else steps_axis}")
 
 
-def _printer(labels, names, keys, steps_axis, show):
-    """on_rows for console output: one aligned line per row (a key's missing-key rows are
-    said once by its (warn) line when the keys were not asked for by name)."""
+def _printer(cols, keys, steps_axis, show, shown):
+    """on_rows for console output: one aligned line per row, on widths fixed before any row
+    is measured (a key's missing-key rows are said once by its (warn) line when the keys
+    were not asked for by name)."""
     from tolerance.compare.report import format_row
     from tolerance.compare.rows import KEY_NOT_EVERYWHERE, MISSING_KEY, UNMEASURED
-
-    wa = max((len(lab) for lab in labels[:-1]), default=0) if len(labels) > 1 else 0
-    wb = max((len(lab) for lab in labels[1:]), default=0)
-    wk = max((len(k) for k in names), default=0)
 
     def on_rows(rows):
         if show:
@@ -259,7 +269,8 @@ def _printer(labels, names, keys, steps_axis, show):
                 if r.status == UNMEASURED and keys is None and \
                         r.code in (MISSING_KEY, KEY_NOT_EVERYWHERE):
                     continue  # said once by the key's (warn) line
-                click.echo(format_row(r, widths=(wa, wb, wk), steps=steps_axis is not None))
+                click.echo(format_row(r, columns=cols, steps=steps_axis is not None))
+                shown.append(r)
     return on_rows
 
 
@@ -278,10 +289,11 @@ def _notice_printer(quiet, as_json):
     return on_notice
 
 
-def _diff_files(paths, labels, *, keys, bound, key_bounds, steps_axis, threads, budget, show, quiet,
-                as_json):
+def _diff_files(paths, labels, *, keys, bound, key_bounds, steps_axis, threads, budget, show,
+                shown, quiet, as_json):
     """Output files (and directories standing for one): every pair, every key."""
     from tolerance.compare.engine import diff_inputs, open_inputs
+    from tolerance.compare.report import columns_for_inputs
     from tolerance.runner.stored import tool_file_problem
 
     inputs = open_inputs(paths, labels)
@@ -291,11 +303,11 @@ def _diff_files(paths, labels, *, keys, bound, key_bounds, steps_axis, threads, 
             if why is not None:
                 raise FormatError(f"{arg}: its newest .npz {d.path} is {why}: never an input "
                                   "(give the output file itself)")
-        labels = [d.label for d in inputs]
         names = keys if keys is not None else {k for d in inputs for k in d.archive.keys()}
+        cols = columns_for_inputs(inputs, names, steps_axis)  # rows print as keys finish
         result = diff_inputs(inputs, keys=keys, bound=bound, steps_axis=steps_axis,
                              threads=threads, budget=budget,
-                             on_rows=_printer(labels, names, keys, steps_axis, show),
+                             on_rows=_printer(cols, keys, steps_axis, show, shown),
                              on_notice=_notice_printer(quiet, as_json),
                              key_bounds=key_bounds or None)
     finally:
@@ -305,21 +317,26 @@ def _diff_files(paths, labels, *, keys, bound, key_bounds, steps_axis, threads, 
 
 
 def _diff_runs(runs, *, all_pairs, keys, bound, key_bounds, steps_axis, threads, budget, show,
-               quiet, as_json, source, warnings):
+               shown, quiet, as_json, source, warnings):
     """Stored runs: the outputs they stand for, paired by box (or every pair), each group
     through the one engine; rows of every group in one result."""
     from tolerance.compare.engine import DiffResult
+    from tolerance.compare.report import columns_for_shapes
     from tolerance.compare.rows import as_bound
-    from tolerance.runner.stored_diff import (ALL_PAIRS, SAME_BOX, compare_group, keys_of,
+    from tolerance.runner.stored_diff import (ALL_PAIRS, SAME_BOX, compare_group, output_metas,
                                               plan_groups)
 
     pairing, groups = plan_groups(runs, all_pairs=all_pairs)
     outputs = [o for r in runs for o in r.outputs]
-    names: list[str] = list(keys) if keys is not None else []
-    if keys is None:
-        for o in outputs:
-            if o.path is not None:
-                names += [k for k in keys_of(o.path) if k not in names]
+    metas = output_metas(outputs)
+    shapes = {k: [shp for shp, _ in ms] for k, ms in metas.items()
+              if keys is None or k in keys}
+    for k in keys or ():
+        shapes.setdefault(k, [])
+    labels = [o.label for g in groups for o in g]
+    # rows pair any two outputs: every label may stand on either side
+    cols = columns_for_shapes(labels + labels, shapes, steps_axis,
+                              floats=any(kind == "f" for ms in metas.values() for _, kind in ms))
     if not quiet:
         say = (lambda line: click.echo(line, err=True)) if as_json else click.echo
         if not as_json:
@@ -338,8 +355,7 @@ def _diff_runs(runs, *, all_pairs, keys, bound, key_bounds, steps_axis, threads,
                            "--spec STEM or --atol/--rtol/--ulp set one)", steps_axis)
         for w in warnings:
             say(f"(warn) {w}")
-    labels = [o.label for o in outputs]
-    on_rows = _printer([*labels], names, keys, steps_axis, show)
+    on_rows = _printer(cols, keys, steps_axis, show, shown)
     on_notice = _notice_printer(quiet, as_json)
     result = DiffResult(inputs=[], bound=as_bound(bound), steps_axis=steps_axis, keys=[])
     seen_inputs: set[str] = set()

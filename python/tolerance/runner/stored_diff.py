@@ -218,6 +218,24 @@ def keys_of(path: Path) -> list[str]:
         arch.close()
 
 
+def output_metas(outputs: Sequence[RunOutput]) -> dict[str, list[tuple[tuple[int, ...], str]]]:
+    """key -> [(shape, dtype kind)] over the outputs that have a path, keys in first-seen
+    order (only each file's directory and array headers are read)."""
+    from tolerance.io.npz import Archive
+
+    out: dict[str, list[tuple[tuple[int, ...], str]]] = {}
+    for o in outputs:
+        if o.path is None:
+            continue
+        arch = Archive(o.path)
+        try:
+            for k, m in arch.members.items():
+                out.setdefault(k, []).append((tuple(m.shape), m.dtype.kind))
+        finally:
+            arch.close()
+    return out
+
+
 @dataclass
 class GroupResult:
     rows: list[Row] = field(default_factory=list)
@@ -278,4 +296,4 @@ def compare_group(group: Sequence[RunOutput], *, keys: Sequence[str] | None, bou
 
 
 __all__ = ["ALL_PAIRS", "SAME_BOX", "WITHIN", "GroupResult", "RunInput", "RunOutput",
-           "compare_group", "keys_of", "label_runs", "open_run", "output_label", "plan_groups", "recorded_terms"]
+           "compare_group", "keys_of", "label_runs", "open_run", "output_label", "output_metas", "plan_groups", "recorded_terms"]
