@@ -62,6 +62,8 @@ def diff(ctx, paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_js
     from tolerance.compare.rows import as_bound
     from tolerance.io.atomic import write_npz
 
+    if len(paths) == 1 and (Path(paths[0]).is_file() or paths[0].endswith((".npz", ".npy"))):
+        raise click.UsageError("give at least two inputs (or one stored run)")
     runs, (files, file_labels) = _classify(paths, lambda: run_roots(roots, cluster_path))
     if runs and files:
         raise ToleranceError(f"{files[0]} is not a stored run and {runs[0]} is: give runs "
