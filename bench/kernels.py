@@ -9,7 +9,8 @@ native read-only pass over the same bytes (the memory ceiling), one thread and a
 Then: full stats on every kernel path this CPU has (forced, one thread; the default
 path must be at least as fast as every forced one), float16 and int64 against NumPy on
 the same data, and a 1-D array with the default steps axis (every element a step).
-Each figure is the best of --repeat runs (the machine may be shared). Fixed seed.
+Each figure is the best of --repeat runs (the machine may be shared: the load average before
+and after is printed with the table). Fixed seed.
 """
 from __future__ import annotations
 
@@ -131,6 +132,7 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     args = ap.parse_args(argv)
     nthreads = args.threads or threads_available()
+    load_before = os.getloadavg()
     out = {
         "kernel": _native.kernel_isa(),
         "machine": platform.machine(),
@@ -144,12 +146,16 @@ def main(argv=None):
         out["dtypes"][dtype] = bench_dtype(dtype, args.mib, args.repeat, nthreads)
     out["paths"] = bench_paths(args.mib, args.repeat)
     out["other"] = bench_dtypes(args.mib, args.repeat)
+    out["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         print()
         return 0
     print(f"kernel path: {out['kernel']} ({out['machine']}), {nthreads} threads, "
           f"2 x {args.mib} MiB, best of {args.repeat}")
+    la = out["load_average"]
+    print("load average (1, 5, 15 min) before: " + " ".join(f"{x:.2f}" for x in la["before"])
+          + ", after: " + " ".join(f"{x:.2f}" for x in la["after"]) + f" ({os.cpu_count()} CPUs)")
     names = list(out["dtypes"]["float32"]["gbs"])
     w = max(len(n) for n in names) + 2
     print(f"{'GB/s of input':<{w}}{'float32':>10}{'float64':>10}")

@@ -263,3 +263,21 @@ def test_every_built_table_holds_the_fast_entries():
             continue
         assert entries["float32"] == entries["float64"] == "vector+blocks", (isa, entries)
     assert _native._kernel_entries("no-such-path") == []
+
+
+def test_kernel_bench_runs_and_has_a_row_per_path():
+    """bench/kernels.py (tiny sizes: a smoke test, no timing asserted) prints every figure
+    the speed targets are read from: a row per kernel path, NumPy and the read-only pass."""
+    import json
+    import pathlib
+    script = pathlib.Path(__file__).resolve().parent.parent / "bench" / "kernels.py"
+    out = subprocess.run([sys.executable, str(script), "--mib", "1", "--repeat", "1", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert set(doc["paths"]) == {"default", *_native._available_kernels()}
+    for dtype in ("float32", "float64"):
+        rows = doc["dtypes"][dtype]["gbs"]
+        assert {"full stats, 1 thread", "numpy max(abs(a-b))", "read-only pass, 1 thread"} <= set(rows)
+        assert all(v > 0 for v in rows.values())
+    assert len(doc["load_average"]["before"]) == 3
