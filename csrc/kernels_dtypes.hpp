@@ -4,8 +4,9 @@
 //  - float16 through the float32 vector loop (lanes converted exactly, the ULP figures in
 //    float16 units from the 16-bit images);
 //  - int64 / uint64 in vector blocks (exact: see run_int64_vec).
-// Written against the GCC/Clang vector extensions only (vd, vi, vu, splat, hmax, any_true
-// of kernels_isa.hpp): the same algorithm on every ISA. Every figure equals the scalar
+// Written against the lane layer of kernels_isa.hpp only (GCC/Clang vector extensions: vd,
+// vi, vu, wu, wi, wf, splat, hmax, hsum, any_true, count_in): the same algorithm on every
+// ISA, at its lane count. Every figure equals the scalar
 // rules' (kernels.hpp) bit for bit.
 #pragma once
 
@@ -141,9 +142,9 @@ void series_float_vec(const void* av, const void* bv, size_t n, const Params& p,
             std::memcpy(out.over + j, &ov, sizeof ov);
             std::memcpy(out.margin + j, &m, sizeof m);
             c_over += ov;
-            c_nm -= nm;
-            c_nb -= both;
-            c_inf -= infm;
+            c_nm = count_in(c_nm, nm);
+            c_nb = count_in(c_nb, both);
+            c_inf = count_in(c_inf, infm);
             vmarg = m > vmarg ? m : vmarg;
             vrun = s > vrun ? s : vrun;
             vmax = s > vmax ? s : vmax;
@@ -254,10 +255,10 @@ void run_int64_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
             big |= mm | mag;
             const vd d = small_u64_to_double(mag & ~high), mx = small_u64_to_double(mm & ~high);
             if (exact_int) {
-                c_over -= (vi)(mag > vatol_floor);
+                c_over = count_in(c_over, (vi)(mag > vatol_floor));
             } else {
                 const vd bnd = vatol + vrtol * mx;
-                c_over -= (vi)(d > bnd);
+                c_over = count_in(c_over, (vi)(d > bnd));
                 amb |= (vi)((d > bnd * wlo) & (d < bnd * whi));
                 if (elem_margin) {
                     const vd mlim = mthr * bnd;
@@ -326,33 +327,30 @@ void run_int64_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
 // same values. The ULP figures are float16's: distances of the 16-bit ordered images (lanes),
 // max_ulp over non-NaN pairs, and an element beyond the ULP bound that the loop counted
 // inside (it met the |a-b| bound) is counted outside here.
-typedef std::uint32_t vh32 __attribute__((vector_size(8 * L)));  // 2L lanes
-typedef std::int32_t vh32s __attribute__((vector_size(8 * L)));
-typedef float vh32f __attribute__((vector_size(8 * L)));
+// 2L lanes of 32 bits: the lane layer's wu / wi / wf (kernels_isa.hpp); 2L float16 in one
+// half register
 typedef std::uint16_t vh16 __attribute__((vector_size(4 * L)));
-constexpr int HL = 2 * L;
-// splat<> fills L lanes; these vectors have 2L
-inline vh32 splat_h(std::uint32_t v) { return vh32{} + v; }
-inline vh32f splat_hf(float v) { return vh32f{} + v; }
+constexpr int HL = lanes_of<wu>();
 
-inline vh32 load_half(const std::uint16_t* h) {
+inline wu load_half(const std::uint16_t* h) {
     vh16 x;
     std::memcpy(&x, h, sizeof x);
-    return __builtin_convertvector(x, vh32);
+    return __builtin_convertvector(x, wu);
 }
 
+
 inline void half_block_to_float(const std::uint16_t* h, float* out, size_t m) {
-    const vh32 sexp = splat_h(0x7c00u << 13);
-    const vh32f magic = splat_hf(0x1p-14f);
+    const wu sexp = splat<wu>(0x7c00u << 13);
+    const wf magic = splat<wf>(0x1p-14f);
     size_t k = 0;
     for (; k + HL <= m; k += HL) {
-        const vh32 x = load_half(h + k);
-        vh32 o = (x & 0x7fffu) << 13;
-        const vh32 e = o & sexp;
+        const wu x = load_half(h + k);
+        wu o = (x & 0x7fffu) << 13;
+        const wu e = o & sexp;
         o += (127u - 15u) << 23;
         o = e == sexp ? o + ((128u - 16u) << 23) : o;             // inf / NaN
-        const vh32f sub = (vh32f)(o + (1u << 23)) - magic;           // zero / subnormal, exact
-        o = e == 0 ? (vh32)sub : o;
+        const wf sub = (wf)(o + (1u << 23)) - magic;           // zero / subnormal, exact
+        o = e == 0 ? (wu)sub : o;
         o |= (x & 0x8000u) << 16;
         std::memcpy(out + k, &o, sizeof o);
     }
@@ -361,21 +359,21 @@ inline void half_block_to_float(const std::uint16_t* h, float* out, size_t m) {
 
 // float16 ULP distances of the pairs (0 for a NaN pair), 2L at a time; `over` gets the
 // lanes beyond `lim`.
-inline vh32 half_ulp_lanes(const std::uint16_t* a, const std::uint16_t* b) {
-    const vh32 x = load_half(a), y = load_half(b);
-    const vh32 mx = x & 0x7fffu, my = y & 0x7fffu;
-    const vh32s ox = (x & 0x8000u) != 0 ? -(vh32s)mx : (vh32s)mx;
-    const vh32s oy = (y & 0x8000u) != 0 ? -(vh32s)my : (vh32s)my;
-    const vh32 nan = (vh32)((mx > 0x7c00u) | (my > 0x7c00u));
-    return (ox >= oy ? (vh32)(ox - oy) : (vh32)(oy - ox)) & ~nan;
+inline wu half_ulp_lanes(const std::uint16_t* a, const std::uint16_t* b) {
+    const wu x = load_half(a), y = load_half(b);
+    const wu mx = x & 0x7fffu, my = y & 0x7fffu;
+    const wi ox = (x & 0x8000u) != 0 ? -(wi)mx : (wi)mx;
+    const wi oy = (y & 0x8000u) != 0 ? -(wi)my : (wi)my;
+    const wu nan = (wu)((mx > 0x7c00u) | (my > 0x7c00u));
+    return (ox >= oy ? (wu)(ox - oy) : (wu)(oy - ox)) & ~nan;
 }
 
 // max_ulp of m float16 pairs (NaN pairs have none)
 inline uint64_t half_max_ulp(const std::uint16_t* a, const std::uint16_t* b, size_t m) {
-    vh32 um = splat_h(0u);
+    wu um = splat<wu>(0u);
     size_t k = 0;
     for (; k + HL <= m; k += HL) {
-        const vh32 ud = half_ulp_lanes(a + k, b + k);
+        const wu ud = half_ulp_lanes(a + k, b + k);
         um = ud > um ? ud : um;
     }
     uint64_t mu = 0;
@@ -397,7 +395,7 @@ void run_half_vec(const void* av, const void* bv, size_t n, const Params& p, Run
     pf.ulp = std::numeric_limits<uint64_t>::max();
     pf.ulp_margin = -1.0;
     const bool check_ulp = WantUlp && p.ulp != std::numeric_limits<uint64_t>::max();
-    const vh32 vlim = splat_h(static_cast<std::uint32_t>(std::min<uint64_t>(p.ulp, 0xffffffffu)));
+    const wu vlim = splat<wu>(static_cast<std::uint32_t>(std::min<uint64_t>(p.ulp, 0xffffffffu)));
     alignas(64) float fa[BLOCK];
     alignas(64) float fb[BLOCK];
     for (size_t i = 0; i < n;) {
@@ -406,12 +404,12 @@ void run_half_vec(const void* av, const void* bv, size_t n, const Params& p, Run
         half_block_to_float(b + i, fb, m);
         run_float_vec<float, false>(fa, fb, m, pf, rs, base + static_cast<int64_t>(i));
         if constexpr (WantUlp) {
-            vh32 um = splat_h(0u), flag = um;
+            wu um = splat<wu>(0u), flag = um;
             size_t k = 0;
             for (; k + HL <= m; k += HL) {
-                const vh32 ud = half_ulp_lanes(a + i + k, b + i + k);
+                const wu ud = half_ulp_lanes(a + i + k, b + i + k);
                 um = ud > um ? ud : um;
-                flag |= (vh32)(ud > vlim);
+                flag |= (wu)(ud > vlim);
             }
             uint64_t mu = 0;
             bool any = false;
