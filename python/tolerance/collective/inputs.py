@@ -16,18 +16,9 @@ from typing import Any
 from tolerance._errors import ConfigError
 from tolerance.config import Cluster, Spec, parse_cluster, parse_spec
 from tolerance.config import default_cluster_path, shipped_cluster_path, spec_path
-from tolerance.config._yaml import loads_yaml
+from tolerance.config._yaml import loads_yaml, read_config
 
 SCHEMA = "tolerance.inputs/1"
-
-
-def _read(path: Path, display: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{display}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{display}: cannot read: {exc}") from None
 
 
 def resolve_inputs(stem: str, cluster_path: str | None, specs_dir: str | None) -> dict[str, Any]:
@@ -42,7 +33,7 @@ def resolve_inputs(stem: str, cluster_path: str | None, specs_dir: str | None) -
         if not shipped_cluster_path()[1]:
             base = Path.cwd()
     display = str(path)
-    cluster_text = _read(path, display)
+    cluster_text = read_config(path, display)  # capped, a regular file, UTF-8
     text = str(stem)
     if text.endswith((".yaml", ".yml")) or "/" in text:
         sp = Path(text)
@@ -51,7 +42,7 @@ def resolve_inputs(stem: str, cluster_path: str | None, specs_dir: str | None) -
         sdir = Path(specs_dir) if specs_dir is not None else path.parent / "specs"
         sp = spec_path(text, sdir)
         stem_name = text
-    spec_text = _read(sp, str(sp))
+    spec_text = read_config(sp, str(sp))
     doc = {"schema": SCHEMA, "cluster": {"text": cluster_text, "display": display,
                                          "base": str(base), "path": str(path.resolve())},
            "spec": {"text": spec_text, "display": str(sp), "stem": stem_name,
