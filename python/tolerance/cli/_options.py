@@ -40,7 +40,7 @@ chunk_mb = click.option("--chunk-mb", type=click.FloatRange(min=0.0625, max=1024
 as_json = click.option("--json", "as_json", is_flag=True,
                        help="Print exactly one JSON document on stdout.")
 quiet = click.option("-q", "--quiet", is_flag=True, help="Print only the summary line.")
-cluster = click.option("--cluster", "cluster_path", type=click.Path(dir_okay=False),
+cluster = click.option("--cluster", "cluster_path", type=click.Path(),
                        default=None, envvar="TOLERANCE_CLUSTER",
                        help="The registry (default: ./cluster.yaml, else the one shipped "
                             "at the repository root).")
@@ -79,7 +79,7 @@ def _env_pairs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
     return out
 
 
-bounds_file = click.option("--bounds", "bounds_path", type=click.Path(dir_okay=False, exists=True),
+bounds_file = click.option("--bounds", "bounds_path", type=click.Path(),
                            default=None, metavar="FILE",
                            help="A calibrated bounds file (tolerance calibrate): its bound "
                                 "(per step where it has one) on every key it bounds; a "

@@ -173,8 +173,13 @@ class _Frame:
         self.seen: dict[Any, int] | None = {} if isinstance(node, MappingNode) else None
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
 def _key_value(keys: _Constructor, node) -> Any:
     """The value a scalar key stands for (so `1` and `0x1` are one key), else its text."""
+    if node.tag == _STR_TAG:
+        return node.value
     try:
         key = keys.construct_object(node, deep=True)
         hash(key)
@@ -248,9 +253,37 @@ def _compose(parser, builder: _Builder, display: str, dups: list[str]):
             else:
                 top.seen[key] = line  # type: ignore[index]
 
+    implicit_resolvers = builder.yaml_implicit_resolvers
+    wildcard = implicit_resolvers.get(None, [])
+    get_event = parser.get_event
     while root is None:
-        event = parser.get_event()
-        if isinstance(event, AliasEvent):
+        event = get_event()
+        cls = type(event)
+        if cls is ScalarEvent:           # the common case first, and kept short
+            total += 1
+            if total > MAX_NODES:
+                raise _Refused(_at(event.start_mark), f"more than {MAX_NODES} nodes")
+            tag, value = event.tag, event.value
+            if tag is None or tag == "!":
+                tag = None
+                if event.implicit[0]:    # Resolver.resolve, inlined for speed
+                    for rtag, regexp in implicit_resolvers.get(value[:1], []) + wildcard:
+                        if regexp.match(value):
+                            tag = rtag
+                            break
+                if tag is None:
+                    tag = builder.DEFAULT_SCALAR_TAG
+            node = ScalarNode(tag, value, event.start_mark, event.end_mark, style=event.style)
+            if event.anchor is not None:
+                anchor(event.anchor, node, event)
+                sizes[id(node)] = (1, 0)
+            if stack and stack[-1].seen is None:   # an item of a sequence
+                top = stack[-1]
+                top.size += 1
+                top.node.value.append(node)
+            else:
+                attach(node, 1, 0, "")
+        elif cls is AliasEvent:
             target = anchors.get(event.anchor)
             if target is None:
                 raise _Refused(_at(event.start_mark), f"YAML: alias *{event.anchor} names no anchor")
@@ -264,19 +297,6 @@ def _compose(parser, builder: _Builder, display: str, dups: list[str]):
                                f"more than {MAX_NODES} nodes once aliases are expanded "
                                f"(alias *{event.anchor} adds {size})")
             attach(target, size, height, child_path())
-        elif isinstance(event, ScalarEvent):
-            total += 1
-            if total > MAX_NODES:
-                raise _Refused(_at(event.start_mark), f"more than {MAX_NODES} nodes")
-            tag = event.tag
-            if tag is None or tag == "!":
-                tag = builder.resolve(ScalarNode, event.value, event.implicit)
-            node = ScalarNode(tag, event.value, event.start_mark, event.end_mark,
-                              style=event.style)
-            anchor(event.anchor, node, event)
-            if event.anchor is not None:
-                sizes[id(node)] = (1, 0)
-            attach(node, 1, 0, "")
         elif isinstance(event, (SequenceStartEvent, MappingStartEvent)):
             total += 1
             if total > MAX_NODES:
