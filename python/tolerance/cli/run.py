@@ -34,12 +34,17 @@ _NO_SYNC_WARNING = ("WARNING: --no-sync: the boxes ran without the same-code che
 @_options.bounds_file
 @_options.run_env
 @_options.run_dir
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines while the boxes run.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress lines while the boxes run, no legend after the rows.")
+@_options.no_legend
+@click.option("--json", "as_json", is_flag=True,
+              help="Rank 0 prints exactly one JSON document on stdout: the run's report "
+                   "(tolerance.run/1, as report.json), or {\"error\": ...}.")
 @click.pass_context
 def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str | None,
         sync_mode: str, no_sync: bool, chunk_mb: float, threads: int | None,
         bounds_path: str | None, run_env: dict[str, str], run_dir: str | None,
-        quiet: bool) -> None:
+        quiet: bool, no_legend: bool, as_json: bool) -> None:
     """Run STEM on every box at once (one MPI rank per box) and compare the outputs."""
     from tolerance.collective.job import run_stem
     from tolerance.collective.mpi import world
@@ -63,15 +68,20 @@ def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str 
             click.echo(f"tolerance: error: {outcome.error}", err=True)
             for line in outcome.detail:
                 click.echo(line, err=True)
+            if as_json:
+                _options.echo_error_json(outcome.exit_code, outcome.error,
+                                         **({"detail": list(outcome.detail)}
+                                            if outcome.detail else {}))
         else:
-            code = _report(outcome)
+            code = _report(outcome, legend=not (quiet or no_legend), as_json=as_json)
     code = comm.bcast(code, root=0)
     outcome.close_line()
     ctx.exit(code)
 
 
-def _report(outcome) -> int:
-    """Rank 0: print the rows and the summary, write the report files; the exit code."""
+def _report(outcome, *, legend: bool = True, as_json: bool = False) -> int:
+    """Rank 0: print the rows and the summary (or, `as_json`, the report document), write
+    the report files; the exit code."""
     from tolerance.compare.report import (run_console, run_document, run_exit_code,
                                           write_run_report)
 
@@ -81,10 +91,16 @@ def _report(outcome) -> int:
     code = run_exit_code(rows, outcome.boxes, outcome.participants)
     doc = run_document(outcome, rows, code)
     paths = write_run_report(outcome.run_dir, doc, rows)
-    lines, summary = run_console(outcome, rows, code, doc, paths)
-    for line in lines:
-        click.echo(line)
-    click.echo(summary)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(doc, allow_nan=False))
+        click.echo(f"tolerance: report {paths['report']}", err=True)
+    else:
+        lines, summary = run_console(outcome, rows, code, doc, paths, legend=legend)
+        for line in lines:
+            click.echo(line)
+        click.echo(summary)
     if not outcome.sync:
         click.echo(_NO_SYNC_WARNING, err=True)
     return code
