@@ -190,7 +190,7 @@ def test_hostile_recipe_and_bounds_file(case, project, tmp_path):
     if k % 3 == 0:
         args = ["matrix", str(path), "--dry-run"]
     elif k % 3 == 1:
-        args = ["diff", "x.npz", "y.npz", "--bounds", str(path)]
+        args = ["diff", "a.npz", "b.npz", "--bounds", str(path)]
     else:
         args = ["launch", "good", "--bounds", str(path)]
     r, wall = cli(project, *args)
