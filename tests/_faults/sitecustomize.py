@@ -5,6 +5,11 @@ and sets one of:
 
 - TOLERANCE_TEST_KILL_BOX=NAME: the rank whose box is NAME SIGKILLs itself when it enters
   the compare (every rank is past its run by then): a rank dies mid-job.
+- TOLERANCE_TEST_RAISE_BOX=NAME: that rank raises RuntimeError as it enters the compare (its
+  abort guard calls MPI_Abort: the job's other ranks and every chip must end).
+- TOLERANCE_TEST_FILL_DISK=PATH: the first rank to leave the compare fills the file system
+  that holds PATH, writing PATH until the disk says ENOSPC (a tiny tmpfs in the test's
+  private mount namespace): the report is written onto a really full disk.
 - TOLERANCE_CHIP_TEST_FAULT=[rank:]fault,...: a chip child (`python -m
   tolerance.bootstrap.child MAILBOX CONFIG`) of that rank (no rank: every chip) does, before
   its bring-up, one of: `die` (SIGKILL itself before publishing), `hang` (never publish),
@@ -20,7 +25,32 @@ import os
 import sys
 
 _BOX = os.environ.get("TOLERANCE_TEST_KILL_BOX")
+_RAISE = os.environ.get("TOLERANCE_TEST_RAISE_BOX")
+_FILL = os.environ.get("TOLERANCE_TEST_FILL_DISK")
 _TARGET = "tolerance.collective.exchange"
+
+
+def _fill(path: str) -> None:
+    """Write `path` until its file system is full (only the first caller: O_EXCL)."""
+    import errno
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    block = b"\0" * 65536
+    try:
+        while True:
+            try:
+                os.write(fd, block)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                if len(block) == 1:
+                    break
+                block = block[:len(block) // 2]
+    finally:
+        os.close(fd)
 
 
 def _patch(module):
@@ -28,9 +58,14 @@ def _patch(module):
 
     def exchange(comm, sources, failures, *args, **kwargs):
         labels = [s.label.split("/")[0] for s in sources] + [f[0].split("/")[0] for f in failures]
-        if _BOX in labels:
+        if _BOX and _BOX in labels:
             os.kill(os.getpid(), 9)
-        return real(comm, sources, failures, *args, **kwargs)
+        if _RAISE and _RAISE in labels:
+            raise RuntimeError(f"injected test fault on box {_RAISE}")
+        out = real(comm, sources, failures, *args, **kwargs)
+        if _FILL:
+            _fill(_FILL)
+        return out
 
     module.exchange = exchange
 
@@ -52,7 +87,7 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
-if _BOX:
+if _BOX or _RAISE or _FILL:
     sys.meta_path.insert(0, _Finder())
 
 

@@ -48,26 +48,28 @@ def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str 
     push = sync_mode == "push" and not no_sync
     debug = bool(ctx.obj and ctx.obj.get("debug"))
     progress = Progress(sys.stderr)
+
+    def finish(outcome) -> int:
+        """Rank 0, inside the job's abort guard: the error line, or the rows and the report
+        files; the job's exit code (every rank exits with it)."""
+        progress.clear()
+        if outcome.error:
+            click.echo(f"tolerance: error: {outcome.error}", err=True)
+            for line in outcome.detail:
+                click.echo(line, err=True)
+            return outcome.exit_code
+        return _report(outcome)
+
     outcome = run_stem(stem, cluster_path=cluster_path, specs_dir=specs_dir, sync=sync, push=push,
                        chunk_mb=chunk_mb, threads=threads, debug=debug,
                        # rank 0 only, decided when called: MPI must not start before the
                        # rank's hello to its launcher (run_stem starts it)
                        progress=None if quiet else
                        (lambda *a, **k: progress.update(*a, **k) if world().Get_rank() == 0 else None),
-                       run_dir=run_dir, env=run_env, bounds_path=bounds_path)
+                       run_dir=run_dir, env=run_env, bounds_path=bounds_path, finish=finish)
     progress.clear()
-    comm = world()
-    code = outcome.exit_code
-    if comm.Get_rank() == 0:
-        if outcome.error:
-            click.echo(f"tolerance: error: {outcome.error}", err=True)
-            for line in outcome.detail:
-                click.echo(line, err=True)
-        else:
-            code = _report(outcome)
-    code = comm.bcast(code, root=0)
     outcome.close_line()
-    ctx.exit(code)
+    ctx.exit(outcome.exit_code)
 
 
 def _report(outcome) -> int:
