@@ -17,7 +17,8 @@ from typing import Callable, Mapping
 
 from tolerance._errors import EXIT_ERROR, ToleranceError
 from tolerance.collective.exchange import exchange
-from tolerance.bootstrap.segments import mapped_by_self
+from tolerance.bootstrap import keeper
+from tolerance.bootstrap.segments import is_mpi_segment, mapped_by_self
 from tolerance.bootstrap._registry import install_handlers
 from tolerance.collective.code_fingerprint import apply_push, code_fingerprint, make_push
 from tolerance.collective.inputs import content_hash, parse_inputs, resolve_inputs
@@ -82,7 +83,7 @@ def _end_box(line: RankLine, rank_hint: int):
         except Exception:  # noqa: BLE001 - ending regardless
             pass
         for name in mapped_by_self():     # the MPI runtime's segments this rank maps
-            if name.startswith(("mpich_shm_", "vader_segment", "sm_segment")):
+            if is_mpi_segment(name):
                 try:
                     os.unlink(os.path.join("/dev/shm", name))
                 except OSError:
@@ -146,6 +147,8 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
                     sys.stderr.flush()
                     code = EXIT_ERROR
             outcome.exit_code = comm.bcast(code, root=0)
+        for name in filter(is_mpi_segment, mapped_by_self()):
+            keeper.release_segment(name)  # a normal end: MPI_Finalize removes its own
         return outcome
 
 
@@ -221,8 +224,11 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
     info = make_rank_info(rank, box.name, code_fingerprint(box.root, spec.code),
                            content_hash(inputs))
     infos = comm.allgather(info)
+    mapped = mapped_by_self()  # MPI is up: its segments are mapped by now
+    for name in filter(is_mpi_segment, mapped):
+        keeper.guard_segment(name, shared=True)  # unlinked if this rank dies (no launcher)
     if line is not None:
-        line.shm(mapped_by_self())  # the launcher sweeps only this job's segments
+        line.shm(mapped)  # the launcher sweeps only this job's segments
     problem = None
     try:
         check_hosts(infos, {b.name: b.host for b in cluster.boxes}, where)

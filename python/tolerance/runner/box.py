@@ -188,6 +188,7 @@ def _watch(group, results: list[ChipResult], settle, *, deadline: float, timeout
             if code is None:
                 continue
             pending.discard(i)
+            group.kill(i)  # its leader is reaped: what is left of its group goes now
             if code == 0:
                 settle(i, "finished", None, 0)
             elif code > 0:
