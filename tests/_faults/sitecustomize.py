@@ -7,6 +7,9 @@ and sets one of:
   the compare (every rank is past its run by then): a rank dies mid-job.
 - TOLERANCE_TEST_RAISE_BOX=NAME: that rank raises RuntimeError as it enters the compare (its
   abort guard calls MPI_Abort: the job's other ranks and every chip must end).
+  NAME@run: instead of running its box, that rank waits until a chip of another box has
+  written `started` in its directory (`<run dir>/*/*/started`, at most 60 s), then raises:
+  a rank aborts the job while the other boxes' workloads run.
 - TOLERANCE_TEST_FILL_DISK=PATH: the first rank to leave the compare fills the file system
   that holds PATH, writing PATH until the disk says ENOSPC (a tiny tmpfs in the test's
   private mount namespace): the report is written onto a really full disk.
@@ -70,18 +73,45 @@ def _patch(module):
     module.exchange = exchange
 
 
+def _patch_job(module):
+    real = module.run_box
+    box = _RAISE[:-len("@run")]
+
+    def run_box(spec, b, run_dir, *args, **kwargs):
+        if b.name != box:
+            return real(spec, b, run_dir, *args, **kwargs)
+        import glob
+        import time
+
+        end = time.monotonic() + 60
+        while not glob.glob(os.path.join(str(run_dir), "*", "*", "started")):
+            if time.monotonic() > end:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"injected test fault on box {box} while the others run")
+
+    module.run_box = run_box
+
+
+_PATCHES = {_TARGET: _patch}
+if _RAISE and _RAISE.endswith("@run"):
+    _PATCHES = {"tolerance.collective.job": _patch_job}
+
+
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != _TARGET:
+        if name not in _PATCHES:
             return None
-        sys.meta_path.remove(self)
+        patch = _PATCHES.pop(name)
+        if not _PATCHES:
+            sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
         loader = spec.loader
         exec_module = loader.exec_module
 
         def patched(module):
             exec_module(module)
-            _patch(module)
+            patch(module)
 
         loader.exec_module = patched
         return spec
