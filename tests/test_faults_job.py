@@ -246,7 +246,8 @@ def test_a_box_whose_disk_is_full_from_the_start_ends_the_job(tmp_path):
 # ------------------------------------------------------------------ item 3: chips die with their rank
 
 
-@pytest.mark.parametrize("fault", ["kill-rank", "kill-mpiexec", "abort", "launch-sigint"])
+@pytest.mark.parametrize("fault", ["kill-rank", "kill-mpiexec", "abort", "launch-abort",
+                                   "launch-sigint"])
 def test_no_workload_outlives_its_job(tmp_path, test_tag, fault):
     """SIGKILL of one rank, SIGKILL of mpiexec, MPI_Abort from a rank, Ctrl-C to the
     launcher: every chip's whole process group (its background grandchild too) is gone
@@ -255,11 +256,12 @@ def test_no_workload_outlives_its_job(tmp_path, test_tag, fault):
     setup(tmp_path, "bg", BACKGROUND % (MARK_ENV, mark))
     since = time.time() - 1
     env = dict(os.environ)
-    if fault == "abort":
+    abort = fault in ("abort", "launch-abort")
+    if abort:
         env = with_faults(TOLERANCE_TEST_RAISE_BOX="b@run")
-    job = Job(job_argv(tmp_path, "bg", launch=fault == "launch-sigint"), tmp_path, env=env)
+    job = Job(job_argv(tmp_path, "bg", launch=fault.startswith("launch")), tmp_path, env=env)
     try:
-        if fault != "abort":   # (with abort, rank b waits for a started chip itself)
+        if not abort:   # (with abort, rank b waits for a started chip itself)
             job.wait_started(tmp_path, "bg")
             assert len(marked(mark)) >= 6             # the leaders and their children run
         if fault == "kill-rank":
@@ -271,12 +273,14 @@ def test_no_workload_outlives_its_job(tmp_path, test_tag, fault):
         code = job.wait(timeout=60)
         took = gone_within(15, test_tag, mark, since)
         err = job.stderr()
-        if fault == "abort":
+        if abort:
             assert glob.glob(str(tmp_path / "runs/bg/*/*/*/started")), job.output()
             assert code == 2, job.output()
             assert error_lines(err) == [
                 "tolerance: error: rank 1 (box b): RuntimeError: injected test fault on box b "
                 "while the others run"], err
+            if fault == "launch-abort":
+                assert "Abort(" not in err and "BAD TERMINATION" not in err, err
         elif fault == "launch-sigint":
             assert code == 130, job.output()
             assert len(error_lines(err)) == 1, err

@@ -87,7 +87,9 @@ class ChipGroup:
                 keeper.guard_group(self._procs[-1].pid)  # its group killed if we die first
         except _native.MailboxError as exc:
             self._teardown()
-            raise BootstrapError(f"cannot create the bootstrap mailboxes: {exc}") from None
+            need = len(configs) * _native.MAILBOX_SIZE
+            raise BootstrapError(f"cannot create the bootstrap mailboxes ({len(configs)} of "
+                                 f"{_native.MAILBOX_SIZE} bytes, {need} in all): {exc}") from None
         except OSError as exc:
             self._teardown()
             c = configs[i]
