@@ -13,7 +13,6 @@ import glob
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from _bootstrap_helpers import FAULTS_DIR
+from _bootstrap_helpers import FAULTS_DIR, need_root_namespaces
 from _mpi import mpiexec, orphaned_mpi_segments, run_session
 from tolerance.bootstrap.segments import tagged_segments
 
@@ -31,7 +30,6 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="real processes, /proc and /dev/shm (Linux)")
 
 MARK_ENV = "TOL_TEST_MARK"
-REPO = Path(__file__).resolve().parent.parent
 
 # Every chip leaves a background grandchild and a foreground child, both sleeping: its whole
 # process group must go when its rank goes.
@@ -50,19 +48,6 @@ QUICK = textwrap.dedent("""\
     bounds: {default: {atol: 0.0}}
     timeout: 60
     """)
-
-
-def need_root_namespaces() -> None:
-    """Skip without root or unshare; in CI (TOLERANCE_CI=1) fail instead."""
-    why = None
-    if os.geteuid() != 0:
-        why = "needs root (a tmpfs in a private mount namespace)"
-    elif not shutil.which("unshare"):
-        why = "needs unshare (util-linux)"
-    if why:
-        if os.environ.get("TOLERANCE_CI") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
 
 
 def setup(tmp_path: Path, spec: str, text: str, root: Path | None = None,
@@ -308,3 +293,18 @@ def test_a_chips_background_job_dies_when_its_leader_ends(tmp_path, test_tag):
     res = run_session(job_argv(tmp_path, "bgexit"), timeout=90, cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert gone_within(5, test_tag, mark, since) < 5
+
+
+@pytest.mark.parametrize("launch", [False, True], ids=["mpiexec", "launch"])
+def test_a_rank_that_raises_in_the_compare_ends_every_rank(tmp_path, test_tag, launch):
+    setup(tmp_path, "quick", QUICK)
+    since = time.time() - 1
+    t0 = time.monotonic()
+    res = run_session(job_argv(tmp_path, "quick", launch=launch), timeout=90, cwd=tmp_path,
+                      env=with_faults(TOLERANCE_TEST_RAISE_BOX="c"))
+    took = time.monotonic() - t0
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert error_lines(res.stderr) == [
+        "tolerance: error: rank 2 (box c): RuntimeError: injected test fault on box c"], res.stderr
+    assert took < 60, took
+    assert gone_within(10, test_tag, "none", since) < 10

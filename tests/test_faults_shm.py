@@ -9,29 +9,16 @@ instead of skipping.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 import textwrap
 
 import pytest
 
+from _bootstrap_helpers import need_root_namespaces
 from _mpi import run_session
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="posix_fallocate on /dev/shm (Linux)")
-
-
-def need_root_namespaces() -> None:
-    why = None
-    if os.geteuid() != 0:
-        why = "needs root (a tmpfs over /dev/shm in a private mount namespace)"
-    elif not shutil.which("unshare"):
-        why = "needs unshare (util-linux)"
-    if why:
-        if os.environ.get("TOLERANCE_CI") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
 
 
 def with_small_shm(free_kib: int, argv: list[str]) -> list[str]:
