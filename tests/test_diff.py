@@ -270,7 +270,8 @@ def test_console_lines_and_quiet(tmp_path):
     np.savez(tmp_path / "b.npz", z_b=b)
     r = _run(tmp_path / "a.npz", tmp_path / "b.npz", "--atol", "1e-7", "--ulp", "100000000")
     assert r.exit_code == 1
-    line, summary = r.stdout.strip().splitlines()
+    line, *legend, summary = r.stdout.strip().splitlines()
+    assert legend[0].startswith("legend") and all(ln.startswith("  ") for ln in legend[1:])
     assert line.startswith("a.npz  b.npz  z_b  max|a-b| 3.2e-07")
     for part in ("@ step 812", "rel 1", "ulp ", "onset 790", "over 2/6000",
                  "FAIL (atol 1e-07 ulp 100000000)"):

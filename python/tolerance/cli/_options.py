@@ -1,6 +1,10 @@
 """Options declared once and shared by every command that takes them."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import click
 
 
@@ -38,8 +42,39 @@ chunk_mb = click.option("--chunk-mb", type=click.FloatRange(min=0.0625, max=1024
                         help="Byte budget of one block (whole steps) per input: what is read, "
                              "hashed and, in a run, sent between boxes at a time.")
 as_json = click.option("--json", "as_json", is_flag=True,
-                       help="Print exactly one JSON document on stdout.")
+                       help="Print exactly one JSON document on stdout (on an error: "
+                            "{\"error\": {\"code\", \"message\", \"file\"}}).")
+
+ERROR_SCHEMA = "tolerance.error/1"
+
+
+def named_file(message: str) -> str | None:
+    """The file an error line names: its text before the first ': ' when that is a path
+    (our errors open with the file at fault), else None."""
+    head = message.split(": ", 1)[0] if ": " in message else ""
+    if not head or any(ch.isspace() for ch in head):
+        return None
+    if "/" in head or Path(head).suffix or Path(head).exists():
+        return head
+    return None
+
+
+def error_document(code: int, message: str, *, file: str | None = None,
+                   **extra: Any) -> dict[str, Any]:
+    """The one JSON document a --json command prints when it fails:
+    `{"schema": "tolerance.error/1", "error": {"code", "message", "file", ...},
+    "exit_code"}`; `file` defaults to the file the message names (or null)."""
+    err = {"code": code, "message": message,
+           "file": file if file is not None else named_file(message), **extra}
+    return {"schema": ERROR_SCHEMA, "error": err, "exit_code": code}
+
+
+def echo_error_json(code: int, message: str, **extra: Any) -> None:
+    """Print error_document(...) on stdout, as one line."""
+    click.echo(json.dumps(error_document(code, message, **extra), allow_nan=False))
 quiet = click.option("-q", "--quiet", is_flag=True, help="Print only the summary line.")
+no_legend = click.option("--no-legend", "no_legend", is_flag=True,
+                         help="Leave out the legend printed after the rows.")
 cluster = click.option("--cluster", "cluster_path", type=click.Path(dir_okay=False),
                        default=None, envvar="TOLERANCE_CLUSTER",
                        help="The registry (default: ./cluster.yaml, else the one shipped "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -18,9 +19,10 @@ from tolerance.cli import _options as opt
 @opt.as_json
 @opt.series
 @opt.quiet
+@opt.no_legend
 @opt.bounds_file
 def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, series_path,
-         quiet, bounds_path):
+         quiet, no_legend, bounds_path):
     """Compare .npz/.npy files pairwise: max |a-b| per key and per step.
 
     A directory stands for the newest .npz under it (by modification time). Exit codes:
@@ -28,8 +30,9 @@ def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, s
     3 some row unmeasured (missing key, shape or dtype mismatch) and none exceeded.
     """
     from tolerance.compare.engine import PartialKey, diff_inputs, open_inputs
-    from tolerance.compare.report import (diff_document, format_row, outlier_lines,
-                                          series_arrays, summarize)
+    from tolerance.compare.report import (columns_for_inputs, diff_document, format_row,
+                                          legend_lines, outlier_lines, series_arrays,
+                                          summarize)
     from tolerance.compare.rows import KEY_NOT_EVERYWHERE, MISSING_KEY, UNMEASURED
     from tolerance.config.spec import Bounds
     from tolerance.io.atomic import write_npz
@@ -44,12 +47,11 @@ def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, s
     inputs = open_inputs(paths)
     try:
         labels = [d.label for d in inputs]
-        wa = max(len(lab) for lab in labels[:-1])
-        wb = max(len(lab) for lab in labels[1:])
         names = keys if keys is not None else \
             {k for d in inputs for k in d.archive.keys()}
-        wk = max((len(k) for k in names), default=0)
+        cols = columns_for_inputs(inputs, names, steps_axis)  # rows print as keys finish
         show = not as_json and not quiet
+        shown = []
 
         def on_rows(rows):
             if show:
@@ -57,7 +59,8 @@ def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, s
                     if r.status == UNMEASURED and keys is None and \
                             r.code in (MISSING_KEY, KEY_NOT_EVERYWHERE):
                         continue  # said once by the key's (warn) line
-                    click.echo(format_row(r, widths=(wa, wb, wk), steps=steps_axis is not None))
+                    click.echo(format_row(r, columns=cols, steps=steps_axis is not None))
+                    shown.append(r)
 
         def on_notice(n):
             if quiet:
@@ -77,14 +80,22 @@ def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, s
         for d in inputs:
             d.archive.close()
     code = result.exit_code
+    written = None
     if series_path is not None:
         write_npz(series_path, series_arrays(result.rows, steps_axis), overwrite=True)
-    doc = diff_document(result)
+        written = os.path.abspath(series_path)
+    doc = diff_document(result, series=written)
     if as_json:
         click.echo(json.dumps(doc, allow_nan=False))
     else:
         for line in outlier_lines(doc["outliers"]):
             click.echo(line)
+        if show and not no_legend:
+            for line in legend_lines(shown, steps=steps_axis is not None):
+                click.echo(line)
+    if written is not None:  # where it wrote: stdout with the rows, else beside the JSON
+        click.echo(f"series: {written}", err=as_json or quiet)
+    if not as_json:
         click.echo(summarize(result.rows, len(inputs), len(result.keys), code))
     if code:
         click.get_current_context().exit(code)

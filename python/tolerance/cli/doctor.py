@@ -16,7 +16,7 @@ from tolerance.cli import _options
 from tolerance.bootstrap.segments import SHM_DIR, remove_stale_segments, stale_segments
 
 
-@click.command()
+@click.command(epilog="Exit codes: 0 checked (stale segments are listed or removed, not an error), 2 error.")
 @click.option("--clean-shm", is_flag=True,
               help="Remove stale shared-memory segments of this project whose owner is gone.")
 @_options.as_json

@@ -9,7 +9,7 @@ from tolerance.cli import _options
 from tolerance.config import default_cluster_path, load_default_cluster
 
 
-@click.command("hosts")
+@click.command("hosts", epilog="Exit codes: 0 listed, 2 error (the registry is missing or invalid).")
 @_options.cluster
 @_options.as_json
 def hosts(cluster_path: str | None, as_json: bool) -> None:

@@ -1,6 +1,8 @@
 """`tolerance launch STEM`: build the mpiexec line for the registry, print it, run it."""
 from __future__ import annotations
 
+import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -31,12 +33,17 @@ from tolerance.cli import _options
 @click.option("--hello-within", type=click.FloatRange(min=1.0), default=25.0,
               show_default=True, help="Seconds every box has to start and say hello.")
 @_options.bounds_file
+@_options.no_legend
+@click.option("--json", "as_json", is_flag=True,
+              help="Print exactly one JSON document on stdout: the run's report "
+                   "(tolerance.run/1, as report.json; with --dry-run the command), or "
+                   "{\"error\": {\"code\", \"message\", \"file\"}} when it fails.")
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str | None,
            sync_mode: str, no_sync: bool, dry_run: bool, mpiexec_path: str | None,
            mpiexec_args: tuple[str, ...], lost_after: float, hello_within: float,
-           bounds_path: str | None,
+           bounds_path: str | None, no_legend: bool, as_json: bool,
            extra: tuple[str, ...]) -> None:
     """Run STEM on every box of the registry: one MPI rank per box.
 
@@ -86,13 +93,19 @@ def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: s
         from tolerance.collective.code_fingerprint import make_push
 
         inputs["push"] = make_push(Path.cwd())
-    run_args = ["--sync", mode, *extra]
+    run_args = ["--sync", mode, *(["--no-legend"] if no_legend else []),
+                *(["--json"] if as_json and "--json" not in extra else []), *extra]
     mpiexec = find_mpiexec(mpiexec_path)
     flavor = mpiexec_flavor(mpiexec)
     debug = bool(ctx.obj and ctx.obj.get("debug"))
     if dry_run:
         plan = build_plan(cluster, stem, mpiexec=mpiexec, flavor=flavor, run_args=run_args,
                           mpiexec_args=mpiexec_args)
+        if as_json:
+            click.echo(json.dumps({"schema": "tolerance.launch/1", "dry_run": True,
+                                   "stem": stem, "argv": list(plan.argv),
+                                   "command": plan.shell(), "hostfile": plan.hostfile}))
+            ctx.exit(0)
         if plan.hostfile:
             click.echo("# hostfile:\n" + "".join(f"#   {ln}\n" for ln in plan.hostfile.splitlines()),
                        nl=False)
@@ -114,9 +127,40 @@ def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: s
             plan = build_plan(cluster, stem, mpiexec=mpiexec, flavor=flavor, run_args=run_args,
                               mpiexec_args=mpiexec_args, hostfile_path=hostfile)
         click.echo(f"+ {plan.shell()}", err=True)
-        code = run_plan(plan, watch, stem=stem, hello_within=hello_within, debug=debug)
+        out = io.StringIO() if as_json else None
+        errors: list[str] = []
+        code = run_plan(plan, watch, stem=stem, hello_within=hello_within, debug=debug,
+                        stdout=out, errors=errors)
     finally:
         watch.close()
         if hostfile:
             os.unlink(hostfile)
+    if out is not None:
+        doc = _one_document(out.getvalue(), code, errors)
+        click.echo(json.dumps(doc, allow_nan=False))
+        code = doc["exit_code"] if isinstance(doc.get("exit_code"), int) else code
     ctx.exit(code)
+
+
+def _one_document(stdout: str, code: int, errors: list[str]) -> dict:
+    """What `launch --json` prints: rank 0's document (the run's report, or its error),
+    unless the launcher itself ended the job; then (or when rank 0 printed none) an error
+    document. Any other line the ranks printed goes to stderr, so stdout stays one
+    document."""
+    docs = []
+    for line in stdout.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            docs.append(doc)
+        elif line.strip():
+            click.echo(line, err=True)
+    if errors:
+        return _options.error_document(code, errors[0])
+    if len(docs) == 1 and isinstance(docs[0].get("exit_code"), int):
+        return docs[0]
+    why = (f"the ranks printed {len(docs)} documents" if docs
+           else "the job ended without a report") + f" (exit {code})"
+    return _options.error_document(code if code else 2, why)

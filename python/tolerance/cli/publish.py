@@ -9,7 +9,7 @@ from tolerance._errors import ToleranceError
 from tolerance.cli import _options
 
 
-@click.command("publish")
+@click.command("publish", epilog="Exit codes: 0 published, 2 error (no such run or box, a changed spec, a missing key, an existing --out).")
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
 @click.option("--box", "box_name", default=None,
               help="The box of the run to publish (needed when the run holds several).")

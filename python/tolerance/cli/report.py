@@ -19,12 +19,13 @@ EXIT_CODES_HELP = ("Exit codes: the stored run's own (0 every row within bound, 
 @root_option
 @_options.cluster
 @_options.as_json
+@_options.no_legend
 @click.pass_context
 def report(ctx: click.Context, run: str, roots: tuple[str, ...], cluster_path: str | None,
-           as_json: bool) -> None:
+           as_json: bool, no_legend: bool) -> None:
     """Re-print stored run RUN (a run directory, STEM/RUN_ID, or STEM for its newest run)
     from its report.json, and exit with its exit code."""
-    from tolerance.compare.report import format_row, run_head, summarize
+    from tolerance.compare.report import legend_lines, outlier_lines, row_lines, summarize
     from tolerance.compare.rows import row_from_json
     from tolerance.runner.stored import REPORT_FILE, _read_object, find_run
 
@@ -44,10 +45,14 @@ def report(ctx: click.Context, run: str, roots: tuple[str, ...], cluster_path: s
         ctx.exit(code)
     click.echo(f"tolerance run {doc.get('stem')}  run {doc.get('run_id')}  "
                f"{len(boxes)} boxes: " + " ".join(boxes))
-    width = max((len(run_head(r)) for r in rows), default=0)
     steps = doc.get("steps_axis") is not None
-    for r in rows:
-        click.echo(format_row(r, head_width=width, steps=steps))
+    for line in row_lines(rows, steps=steps, run_style=True):
+        click.echo(line)
+    for line in outlier_lines(doc.get("outliers") or []):
+        click.echo(line)
+    if not no_legend:
+        for line in legend_lines(rows, steps=steps, run_style=True):
+            click.echo(line)
     keys = doc.get("keys") or list(dict.fromkeys(r.key for r in rows))
     n_inputs = len({x for r in rows for x in (r.a, r.b)}) or len(boxes)
     click.echo(summarize(rows, n_inputs, len(keys), code) + f"; report {path / REPORT_FILE}")

@@ -11,7 +11,7 @@ from tolerance._errors import ConfigError, ToleranceError
 from tolerance.cli import _options
 
 
-@click.command("verify")
+@click.command("verify", epilog="Exit codes: 0 every key within its bound, 1 a bound exceeded (or a NaN/inf mismatch), 2 error (a bad or different reference, the box failed), 3 cannot verify (digests only and bytes differ, a key the reference lacks).")
 @click.argument("stem")
 @click.option("--against", "against", required=True, type=click.Path(),
               help="The reference directory (from tolerance publish).")
@@ -24,10 +24,11 @@ from tolerance.cli import _options
 @_options.specs
 @_options.threads
 @_options.as_json
+@_options.no_legend
 @click.pass_context
 def verify(ctx: click.Context, stem: str, against: str, box_name: str | None,
            bounds_path: str | None, cluster_path: str | None, specs_dir: str | None,
-           threads: int | None, as_json: bool) -> None:
+           threads: int | None, as_json: bool, no_legend: bool) -> None:
     """Run STEM on this box (as run-box does, no MPI) and compare with the reference.
 
     Exit 0 every key within its bound; 1 a bound exceeded (rows as in diff, with onset);
@@ -35,8 +36,8 @@ def verify(ctx: click.Context, stem: str, against: str, box_name: str | None,
     the box failed to run; 3 cannot verify (a digests-only reference and bytes that
     differ, a key the reference lacks), with a warning saying why.
     """
-    from tolerance.compare.reference import REFERENCE_LABEL, verify_output
-    from tolerance.compare.report import format_row, summarize
+    from tolerance.compare.reference import verify_output
+    from tolerance.compare.report import legend_lines, row_lines, summarize
     from tolerance.compare.rows import rows_exit_code
     from tolerance.config import load_default_cluster, load_spec
     from tolerance.config.spec import load_bounds, spec_differences
@@ -103,10 +104,12 @@ def verify(ctx: click.Context, stem: str, against: str, box_name: str | None,
         click.echo(f"tolerance verify {spec.stem} on {box.name} against {against} "
                    f"(box {ref.doc['box']}, run {ref.doc['run_id']}, "
                    f"commit {str(ref.doc['code'].get('head') or '-')[:12]}, {src})")
-        wa, wb = len(REFERENCE_LABEL), max(len(r.b) for r in rows) if rows else 0
-        wk = max((len(r.key) for r in rows), default=0)
-        for r in rows:  # each row carries the bound it was measured with
-            click.echo(format_row(r, widths=(wa, wb, wk), steps=ref.steps_axis is not None))
+        steps = ref.steps_axis is not None
+        for line in row_lines(rows, steps=steps):  # each row carries its bound
+            click.echo(line)
+        if not no_legend:
+            for line in legend_lines(rows, steps=steps):
+                click.echo(line)
         click.echo(summarize(rows, 1 + len(result.chips), len({r.key for r in rows}), code)
                    + f"; run {result.run_dir}")
     for w in warnings:

@@ -342,8 +342,12 @@ def _partial_report(plan: LaunchPlan, watch: Watch, stem: str, error: str,
 
 
 def run_plan(plan: LaunchPlan, watch: Watch, *, stem: str,
-             hello_within: float = DEFAULT_HELLO_WITHIN_S, debug: bool = False) -> int:
-    """Run the job; end it on a silent box, a lost box or a signal; the exit code."""
+             hello_within: float = DEFAULT_HELLO_WITHIN_S, debug: bool = False,
+             stdout=None, errors: list[str] | None = None) -> int:
+    """Run the job; end it on a silent box, a lost box or a signal; the exit code.
+
+    The ranks' stdout goes to `stdout` (default: this process's); the one line saying
+    why the launcher ended the job goes to stderr and, when given, onto `errors`."""
     job = _Job(plan, watch, debug)
     caught: list[int] = []
     saved = {}
@@ -363,7 +367,8 @@ def run_plan(plan: LaunchPlan, watch: Watch, *, stem: str,
         for sig, h in saved.items():
             signal.signal(sig, h)
         raise ToleranceError(f"mpiexec: cannot start {plan.argv[0]}: {exc}") from None
-    pumps = [_Output(proc.stdout, sys.stdout, job), _Output(proc.stderr, sys.stderr, job)]
+    pumps = [_Output(proc.stdout, stdout if stdout is not None else sys.stdout, job),
+             _Output(proc.stderr, sys.stderr, job)]
     why: str | None = None
     code = EXIT_ERROR
     lost: dict[str, str] = {}
@@ -452,6 +457,8 @@ def run_plan(plan: LaunchPlan, watch: Watch, *, stem: str,
                 why += f"; partial report {path}"
         sys.stderr.write(f"tolerance: error: {why}\n")
         sys.stderr.flush()
+        if errors is not None:
+            errors.append(why)
         return code
     if rc in (0, 1, 3):
         return rc
@@ -467,4 +474,6 @@ def run_plan(plan: LaunchPlan, watch: Watch, *, stem: str,
         msg = (f"the MPI job ended abnormally (mpiexec {how}) before "
                + (f"box {', '.join(silent)} said hello" if silent else "every box said hello"))
     sys.stderr.write(f"tolerance: error: {msg}\n")
+    if errors is not None:
+        errors.append(msg)
     return EXIT_ERROR

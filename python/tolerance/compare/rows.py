@@ -183,6 +183,9 @@ def incompatibility(shape_a: tuple[int, ...], dtype_a: Any, shape_b: tuple[int, 
     return None
 
 
+_TEXT_FIELDS = ("a", "b", "key", "status", "code", "reason")
+
+
 def _from_json_number(x: Any) -> Any:
     if isinstance(x, str) and x in ("nan", "inf", "-inf"):
         return float(x)
@@ -192,7 +195,9 @@ def _from_json_number(x: Any) -> Any:
 def row_from_json(d: dict[str, Any]) -> Row:
     """A Row back from its JSON form (`Row.to_json`, e.g. a stored report.json row)."""
     b = d.get("bound") or {}
-    vals = {f: _from_json_number(d.get(f)) for f in ROW_FIELDS if f != "bound"}
+    # only figures are non-finite strings: a key (or label) may well be named "nan" or "inf"
+    vals = {f: d.get(f) if f in _TEXT_FIELDS else _from_json_number(d.get(f))
+            for f in ROW_FIELDS if f != "bound"}
     for f in ("max_abs", "max_rel"):
         vals[f] = math.nan if vals[f] is None else float(vals[f])
     return Row(bound=Bounds(atol=b.get("atol"), rtol=b.get("rtol"), ulp=b.get("ulp")), **vals)

@@ -459,8 +459,11 @@ def write_reference(out: str | os.PathLike[str], fields: Mapping[str, Any],
     if os.path.lexists(dest):
         raise ToleranceError(f"{dest}: already exists (a reference is never overwritten)")
     parent = dest.parent if str(dest.parent) else Path(".")
-    if not parent.is_dir():
-        raise ToleranceError(f"{parent}: no such directory")
+    try:  # `--out refs/stable` in a fresh project: its parents are made (nothing replaced)
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ToleranceError(f"{parent}: cannot make the directory "
+                             f"({exc.strerror or exc})") from None
     members = list(members)
     for m in members:
         if (why := key_problem(m.key)) is not None:
