@@ -308,3 +308,16 @@ def test_a_rank_that_raises_in_the_compare_ends_every_rank(tmp_path, test_tag, l
         "tolerance: error: rank 2 (box c): RuntimeError: injected test fault on box c"], res.stderr
     assert took < 60, took
     assert gone_within(10, test_tag, "none", since) < 10
+
+
+def test_an_example_workload_on_a_full_disk_leaves_no_temporary(tmp_path):
+    need_root_namespaces()
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    code = ("import sys, numpy as np; from tolerance.examples._common import write_npz; "
+            "write_npz(sys.argv[1], 'big', z=np.zeros(1 << 20))")
+    res = run_session(in_tmpfs(disk, "64k", [sys.executable, "-c", code, str(disk)]),
+                      timeout=60, cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "No space left on device" in res.stderr, res.stderr
+    assert "LEFT " not in res.stdout, res.stdout
