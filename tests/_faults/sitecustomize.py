@@ -74,10 +74,10 @@ def _patch(module):
 
 
 def _patch_job(module):
-    real = module.run_box
+    real = module.run_on_box
     box = _RAISE[:-len("@run")]
 
-    def run_box(spec, b, run_dir, *args, **kwargs):
+    def run_on_box(spec, b, run_dir, *args, **kwargs):
         if b.name != box:
             return real(spec, b, run_dir, *args, **kwargs)
         import glob
@@ -90,7 +90,7 @@ def _patch_job(module):
             time.sleep(0.05)
         raise RuntimeError(f"injected test fault on box {box} while the others run")
 
-    module.run_box = run_box
+    module.run_on_box = run_on_box
 
 
 _PATCHES = {_TARGET: _patch}
