@@ -88,6 +88,10 @@ def _unlink(name):
 
 
 def main():
+    try:
+        os.nice(19)  # it mostly sleeps on a pipe: never take a core from the chips
+    except OSError:
+        pass
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)  # a terminal's Ctrl-C is the owner's to handle
     groups, segments, shared = set(), set(), set()
