@@ -387,3 +387,20 @@ def test_summary_markdown_names_nan_and_inf_mismatches():
     md = summary_markdown(doc)
     assert "| p | q | x | NaN≠ (2) |" in md and "| p | q | y | inf≠ (3) |" in md
     assert "| p | q | z | 0.5 |" in md
+
+
+def test_run_json_by_hand_prints_one_document_from_rank_0(tmp_path):
+    import sys
+
+    from _mpi import run_mpi
+
+    cluster = REPO / "cluster.yaml"  # 3 boxes, 2 ranks: refused, on every rank
+    res = run_mpi([sys.executable, "-m", "tolerance", "run", "stable", "--cluster", cluster,
+                   "--json"], n=2, timeout=120, cwd=tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["error"]["code"] == 2 and "run with -n 3" in doc["error"]["message"]
+    assert doc["error"]["file"] == str(cluster)
+    res = run_mpi([sys.executable, "-m", "tolerance", "run", "nosuch", "--cluster", cluster,
+                   "--json"], n=2, timeout=120, cwd=tmp_path)
+    assert res.returncode == 2 and json.loads(res.stdout)["error"]["file"].endswith("nosuch.yaml")
