@@ -49,7 +49,9 @@ def diff(paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_json, s
         labels = [d.label for d in inputs]
         names = keys if keys is not None else \
             {k for d in inputs for k in d.archive.keys()}
-        cols = columns_for_inputs(inputs, names, steps_axis)  # rows print as keys finish
+        cols = columns_for_inputs(inputs, names, steps_axis,  # rows print as keys finish
+                                  [Bounds(atol=atol, rtol=rtol, ulp=ulp),
+                                   *(key_bounds or {}).values()])
         show = not as_json and not quiet
         shown = []
 
