@@ -424,3 +424,22 @@ def test_what_follows_the_verdict_aligns_for_pass_and_fail_rows():
         lines = row_lines(rows, run_style=style)
         assert lines[0].index("nan-both 1") == lines[1].index("NaN-mismatch 1"), lines
         assert_aligned(lines)
+
+
+def test_a_reader_that_goes_away_ends_it_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    np.savez(tmp_path / "a.npz", **{f"k{i}": np.zeros(3) for i in range(1000)})
+    np.savez(tmp_path / "b.npz", **{f"k{i}": np.ones(3) for i in range(1000)})
+    proc = subprocess.Popen([sys.executable, "-m", "tolerance", "diff", tmp_path / "a.npz",
+                             tmp_path / "b.npz"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("a.npz  b.npz  k0 ")
+        proc.stdout.close()  # like `| head -1`: the rest of the rows have no reader
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 141 and err == "", err
+    finally:
+        proc.kill()
+        proc.wait()
