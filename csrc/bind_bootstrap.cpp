@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cmath>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include "bindings.hpp"
 #include "chip.hpp"
@@ -149,25 +151,19 @@ void bind_bootstrap(py::module_& m) {
           "Wait for every mailbox to reach SUCCESS with one deadline. Returns (kind, index, state)\n"
           "with kind one of ready, error, died, timeout, corrupt. pids[i] <= 0: not watched.");
 
-    m.def("parse_chip", [](const std::string& chip) {
-              try {
-                  boot::ParsedChip p = boot::parse_chip(chip);
-                  py::dict d;
-                  d["device"] = p.device;
-                  d["device_id"] = p.device_id;
-                  d["all_cpus"] = p.all_cpus;
-                  d["cpus"] = p.cpus;
-                  return d;
-              } catch (const boot::ChipError& e) {
-                  throw py::value_error(e.what());
-              }
-          },
-          py::arg("chip"));
-
     m.def("chip_bring_up",
-          [](const std::string& mailbox, const std::string& chip, int32_t rank, int32_t nranks,
-             uint32_t threads) {
-              boot::ChipSpec spec{chip, rank, nranks, threads};
+          [](const std::string& mailbox, const std::string& chip, const std::string& device,
+             int32_t device_id, const std::optional<std::vector<int>>& cores, int32_t rank,
+             int32_t nranks, uint32_t threads) {
+              boot::ChipSpec spec;
+              spec.chip = chip;
+              spec.device = device;
+              spec.device_id = device_id;
+              spec.all_cpus = !cores.has_value();
+              if (cores) spec.cpus = *cores;
+              spec.rank = rank;
+              spec.nranks = nranks;
+              spec.threads = threads;
               std::shared_ptr<boot::BringUp> r;
               {
                   py::gil_scoped_release nogil;
@@ -175,8 +171,10 @@ void bind_bootstrap(py::module_& m) {
               }
               return py::make_tuple(r->ok, r->ok ? py::object(context_dict(r->context)) : py::object(py::str(r->error)));
           },
-          py::arg("mailbox"), py::arg("chip"), py::arg("rank"), py::arg("nranks"), py::arg("threads"),
-          "Child side: bring the chip up and publish. Returns (ok, context|error).");
+          py::arg("mailbox"), py::arg("chip"), py::arg("device"), py::arg("device_id"),
+          py::arg("cores"), py::arg("rank"), py::arg("nranks"), py::arg("threads"),
+          "Child side: bring up the chip the parent parsed (config.chips: device, index, sorted\n"
+          "cores or None for every core) and publish. Returns (ok, context|error).");
 
     m.def("chip_fail",
           [](const std::string& mailbox, const std::string& message) {

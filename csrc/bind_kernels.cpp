@@ -7,6 +7,7 @@
 
 #include "bindings.hpp"
 #include "kernels.hpp"
+#include "kernels_equal.hpp"
 
 namespace py = pybind11;
 
@@ -162,6 +163,23 @@ void bind_kernels(py::module_& m) {
         py::arg("a"), py::arg("a_code"), py::arg("a_swap"), py::arg("b"), py::arg("b_code"),
         py::arg("b_swap"), py::arg("request"),
         "Divergence statistics of a, b (steps axis first; any strides). ulp=2**64-1: no ULP bound.");
+
+    m.def(
+        "compute_equal",
+        [](const py::array& x, int code, bool swap, const OwnedRequest& oreq) {
+            if (x.ndim() < 1) throw std::invalid_argument("compute_equal: the array needs >= 1 dims");
+            std::vector<std::int64_t> shape;
+            for (py::ssize_t d = 0; d < x.ndim(); ++d) shape.push_back(static_cast<std::int64_t>(x.shape(d)));
+            const ArrayView v = view_of(x, code, swap);
+            Stats st;
+            {
+                py::gil_scoped_release nogil;
+                st = compute_equal(v, shape, oreq.r);
+            }
+            return st;
+        },
+        py::arg("x"), py::arg("code"), py::arg("swap"), py::arg("request"),
+        "The statistics of compute(x, x) from one pass over x (steps axis first).");
 
     m.def(
         "_read_bandwidth",

@@ -17,72 +17,7 @@ namespace {
 
 std::string errno_text(int err) { return std::string(std::strerror(err)); }
 
-// Decimal without sign or leading '+', at most `max`.
-bool parse_uint(const std::string& s, long max, long* out) {
-    if (s.empty() || s.size() > 9) return false;
-    long v = 0;
-    for (char ch : s) {
-        if (ch < '0' || ch > '9') return false;
-        v = v * 10 + (ch - '0');
-    }
-    if (v > max) return false;
-    *out = v;
-    return true;
-}
-
 }  // namespace
-
-ParsedChip parse_chip(const std::string& chip) {
-    auto colon = chip.find(':');
-    if (colon == std::string::npos)
-        throw ChipError("chip '" + chip + "' is not of the form cpu:LIST, cpu:*, cuda:N or rocm:N", EINVAL);
-    std::string dev = chip.substr(0, colon), rest = chip.substr(colon + 1);
-    ParsedChip p;
-    p.device = dev;
-    if (dev == "cuda" || dev == "rocm") {
-        long id = 0;
-        if (!parse_uint(rest, 65535, &id))
-            throw ChipError("device index '" + rest + "' is not an integer in 0..65535", EINVAL);
-        p.device_id = static_cast<int32_t>(id);
-        return p;
-    }
-    if (dev != "cpu")
-        throw ChipError("unknown device '" + dev + "' (expected cpu, cuda or rocm)", EINVAL);
-    if (rest == "*") {
-        p.all_cpus = true;
-        return p;
-    }
-    if (rest.empty()) throw ChipError("empty core list", EINVAL);
-    std::size_t start = 0;
-    while (start <= rest.size()) {
-        std::size_t comma = rest.find(',', start);
-        std::string item = rest.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-        long lo = 0, hi = 0;
-        auto dash = item.find('-');
-        bool ok;
-        if (dash == std::string::npos) {
-            ok = parse_uint(item, 1L << 30, &lo);
-            hi = lo;
-        } else {
-            ok = parse_uint(item.substr(0, dash), 1L << 30, &lo) &&
-                 parse_uint(item.substr(dash + 1), 1L << 30, &hi);
-        }
-        if (!ok) throw ChipError("bad core list item '" + item + "' (expected N or N-M)", EINVAL);
-        if (lo > hi) throw ChipError("bad core range '" + item + "' (start after end)", EINVAL);
-        if (hi > kMaxCpu)
-            throw ChipError("core " + std::to_string(hi) + " exceeds the supported maximum " +
-                            std::to_string(kMaxCpu), EINVAL);
-        for (long c = lo; c <= hi; ++c) {
-            if (std::find(p.cpus.begin(), p.cpus.end(), static_cast<int>(c)) != p.cpus.end())
-                throw ChipError("core " + std::to_string(c) + " is listed twice", EINVAL);
-            p.cpus.push_back(static_cast<int>(c));
-        }
-        if (comma == std::string::npos) break;
-        start = comma + 1;
-    }
-    std::sort(p.cpus.begin(), p.cpus.end());
-    return p;
-}
 
 std::string format_cpu_list(const std::vector<int>& cpus) {
     std::string out;
@@ -137,32 +72,43 @@ void bring_up_steps(BringUp& r, const ChipSpec& spec) {
     if (spec.nranks < 1 || spec.rank < 0 || spec.rank >= spec.nranks)
         throw ChipError("rank " + std::to_string(spec.rank) + " of " + std::to_string(spec.nranks) +
                         " is out of range", EINVAL);
-    ParsedChip p = parse_chip(spec.chip);
+    if (spec.device != "cpu" && spec.device != "cuda" && spec.device != "rocm")
+        throw ChipError("unknown device '" + spec.device + "' (expected cpu, cuda or rocm)", EINVAL);
+    // the cores as a set: sorted, each once, each a core id the CPU set can hold
+    std::vector<int> cpus = spec.cpus;
+    std::sort(cpus.begin(), cpus.end());
+    cpus.erase(std::unique(cpus.begin(), cpus.end()), cpus.end());
+    for (int c : cpus)
+        if (c < 0 || c > kMaxCpu)
+            throw ChipError("core " + std::to_string(c) + " exceeds the supported maximum " +
+                            std::to_string(kMaxCpu), EINVAL);
+    if (spec.device == "cpu" && !spec.all_cpus && cpus.empty())
+        throw ChipError("empty core list", EINVAL);
     ChipContextData& ctx = r.context;
-    ctx.device = p.device;
-    ctx.device_id = p.device_id;
+    ctx.device = spec.device;
+    ctx.device_id = spec.device == "cpu" ? -1 : spec.device_id;
     ctx.rank = spec.rank;
     ctx.nranks = spec.nranks;
 
     // 1. CPU affinity
-    if (p.device == "cpu") {
+    if (spec.device == "cpu") {
 #ifdef __linux__
         std::vector<int> allowed = allowed_cpus();
-        if (p.all_cpus) {
+        if (spec.all_cpus) {
             ctx.cpus = format_cpu_list(allowed);
         } else {
-            for (int c : p.cpus)
+            for (int c : cpus)
                 if (!std::binary_search(allowed.begin(), allowed.end(), c))
                     throw ChipError("core " + std::to_string(c) +
                                     " is not in the CPU set this process may use (" +
                                     format_cpu_list(allowed) + ")", EINVAL);
-            apply_affinity(p.cpus);
+            apply_affinity(cpus);
             ctx.affinity_applied = true;
-            ctx.cpus = format_cpu_list(p.cpus);
+            ctx.cpus = format_cpu_list(cpus);
         }
 #else
         // No portable affinity call: recorded, not applied (affinity_applied stays false).
-        ctx.cpus = p.all_cpus ? std::string() : format_cpu_list(p.cpus);
+        ctx.cpus = spec.all_cpus ? std::string() : format_cpu_list(cpus);
 #endif
         if (ctx.cpus.size() >= kCpusCap) ctx.cpus = ctx.cpus.substr(0, kCpusCap - 4) + "...";
     }

@@ -235,6 +235,30 @@ def test_box_env_wins_over_the_chip_in_the_workload(tmp_path):
     assert ctx.threads == 1 and ctx.cpus == "0-1"
 
 
+def test_a_core_list_reaches_the_bring_up_as_parsed(tmp_path):
+    """Regression: `cpu:0,2` was parsed twice (config and the native bring-up), and the two
+    parsers disagreed. Now the parent parses once and the bring-up takes the cores: the
+    workload runs on exactly the listed cores (or, where core 2 is not usable here, the
+    bring-up says so, naming core 2: the list arrived whole)."""
+    out = tmp_path / "cores.txt"
+    code = "import os; print(sorted(os.sched_getaffinity(0)))"
+    cfg = ChipConfig("cpu:2,0", [sys.executable, "-c", code], out_dir=str(tmp_path),
+                     stdout=str(out))
+    assert cfg.chip == "cpu:0,2" and cfg.parsed.cores == (0, 2)
+    usable = os.sched_getaffinity(0)
+    with ChipGroup() as g:
+        g.start([cfg])
+        if {0, 2} <= usable:
+            (ctx,) = g.wait(60)
+            assert _wait_done(g) == [0]
+            assert ctx.cpus == "0,2" and ctx.affinity_applied and ctx.threads == 2
+            assert out.read_text().strip() == "[0, 2]"
+        else:
+            with pytest.raises(BootstrapError, match=r"^chip 0 \(cpu:0,2\) bootstrap failed: "
+                               r"core 2 is not in the CPU set this process may use"):
+                g.wait(60)
+
+
 def test_injected_error(monkeypatch):
     inject_faults(monkeypatch, "2:error")
     with ChipGroup() as g:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from _bootstrap_helpers import no_leaked_segments  # noqa: F401 (autouse fixture)
 from tolerance import _native
+from tolerance.config.chips import parse_chip
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /dev/shm")
 
@@ -60,7 +61,9 @@ def box():
 
 
 def _bring_up(box, chip="cpu:*"):
-    return _native.chip_bring_up(box.mb.name, chip, 1, 3, 0)
+    c = parse_chip(chip)  # the parent parses (config.chips); the bring-up takes the result
+    return _native.chip_bring_up(box.mb.name, str(c), c.kind, -1 if c.index is None else c.index,
+                                 None if c.cores is None else list(c.cores), 1, 3, 0)
 
 
 @pytest.fixture
@@ -94,11 +97,13 @@ def test_in_process_bring_up_publishes_the_context(box):
                         "threads", "cpus"}
     # a second bring-up on a used mailbox is refused
     with pytest.raises(MailboxError, match="already in state SUCCESS"):
-        _native.chip_bring_up(box.mb.name, "cpu:*", 0, 1, 0)
+        _native.chip_bring_up(box.mb.name, "cpu:*", "cpu", -1, None, 0, 1, 0)
 
 
 def test_bring_up_failures_are_published_errors(box):
-    ok, info = _bring_up(box, chip="cpu:9999")
+    # a core the CPU set cannot hold is refused by the bring-up too (the grammar refuses it
+    # first: config.chips.MAX_CPU)
+    ok, info = _native.chip_bring_up(box.mb.name, "cpu:9999", "cpu", -1, [9999], 1, 3, 0)
     assert not ok and info == "chip cpu:9999: core 9999 exceeds the supported maximum 1023"
     rep = box.mb.read()
     assert rep["state"] == "ERROR" and rep["error"] == info and rep["error_code"] != 0

@@ -16,7 +16,7 @@ import pytest
 from tolerance._errors import ToleranceError
 from tolerance.config import Box, parse_spec
 from tolerance.runner import (BoxResult, ChipResult, claim_run_dir, environment_fingerprint,
-                              newest_output, open_run_dir, run_box, utc_stamp)
+                              newest_output, open_run_dir, run_on_box, utc_stamp)
 from tolerance.runner import box as box_module
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
@@ -147,7 +147,7 @@ def test_four_terminal_states_at_once(tmp_path):
     box = make_box(tmp_path, chips=["cuda:0", "cuda:1", "cuda:2", "cuda:3"])
     run_dir = claim_run_dir(tmp_path, "t", now=NOW)
     t0 = time.monotonic()
-    result = run_box(spec, box, run_dir, poll=0.02)
+    result = run_on_box(spec, box, run_dir, poll=0.02)
     elapsed = time.monotonic() - t0
     assert elapsed < 20
     by = {c.chip: c for c in result.chips}
@@ -191,7 +191,7 @@ def test_chips_start_at_once(tmp_path):
     spec = make_spec(script, timeout=60)
     box = make_box(tmp_path, chips=["cuda:0", "cuda:1", "cuda:2", "cuda:3"])
     t0 = time.monotonic()
-    result = run_box(spec, box, claim_run_dir(tmp_path, "t"), poll=0.02)
+    result = run_on_box(spec, box, claim_run_dir(tmp_path, "t"), poll=0.02)
     assert result.status == "finished", [c.reason for c in result.chips]
     assert time.monotonic() - t0 < 6.0  # one wall clock (~2 s), not four (>= 8 s)
     began = [float(Path(c.output).read_text()) for c in result.chips]
@@ -203,7 +203,7 @@ def test_cpu_chip_is_pinned(tmp_path):
     script = ("import os, sys, time; time.sleep(0.5); "
               "open(os.path.join(sys.argv[1], 'o.npz'), 'w').write(repr(sorted(os.sched_getaffinity(0))))")
     cpu = sorted(os.sched_getaffinity(0))[0]
-    result = run_box(make_spec(script), make_box(tmp_path, chips=[f"cpu:{cpu}"]),
+    result = run_on_box(make_spec(script), make_box(tmp_path, chips=[f"cpu:{cpu}"]),
                      claim_run_dir(tmp_path, "t"))
     (chip,) = result.chips
     assert chip.status == "finished", chip.reason
@@ -212,14 +212,14 @@ def test_cpu_chip_is_pinned(tmp_path):
 
 def test_max_polls_stops_a_runaway(tmp_path):
     spec = make_spec("import time; time.sleep(60)", timeout=600)
-    result = run_box(spec, make_box(tmp_path), claim_run_dir(tmp_path, "t"), poll=0.01, max_polls=3)
+    result = run_on_box(spec, make_box(tmp_path), claim_run_dir(tmp_path, "t"), poll=0.01, max_polls=3)
     (chip,) = result.chips
     assert chip.status == "timeout" and "3 polls" in chip.reason
 
 
 def test_finished_without_output_is_failed(tmp_path):
     spec = make_spec("print('done, but wrote nothing')", outputs="*.npz")
-    result = run_box(spec, make_box(tmp_path), claim_run_dir(tmp_path, "t"))
+    result = run_on_box(spec, make_box(tmp_path), claim_run_dir(tmp_path, "t"))
     (chip,) = result.chips
     assert chip.status == "failed" and chip.returncode == 0
     assert chip.reason.startswith("finished, but wrote no file matching '*.npz' in ")
@@ -229,7 +229,7 @@ def test_finished_without_output_is_failed(tmp_path):
 def test_cannot_start_is_failed_with_reason(tmp_path):
     spec = parse_spec({"schema": 1, "command": [str(tmp_path / "no-such-program"), "{out}"]},
                       stem="t")
-    result = run_box(spec, make_box(tmp_path, chips=["cuda:0", "cuda:1"]),
+    result = run_on_box(spec, make_box(tmp_path, chips=["cuda:0", "cuda:1"]),
                      claim_run_dir(tmp_path, "t"))
     assert [c.status for c in result.chips] == ["failed", "failed"]
     # subprocess start: the exec fails at bring-up; ChipGroup: the shim's exec exits 127
@@ -245,7 +245,7 @@ def test_python_entry_and_context(tmp_path, monkeypatch):
                    "{'ctx': ctx is not None, 'cwd': os.getcwd(), 'out': out_dir}))\n")
     monkeypatch.setenv("PYTHONPATH", str(mod.parent))
     spec = parse_spec({"schema": 1, "python": "tol_test_entry:main"}, stem="t")
-    result = run_box(spec, make_box(tmp_path, chips=["cpu:0"]), claim_run_dir(tmp_path, "t"))
+    result = run_on_box(spec, make_box(tmp_path, chips=["cpu:0"]), claim_run_dir(tmp_path, "t"))
     (chip,) = result.chips
     assert chip.status == "finished", (chip.reason, chip.stderr_tail)
     seen = json.loads(Path(chip.output).read_text())
@@ -266,7 +266,7 @@ def test_env_chip_then_box_then_spec(tmp_path, monkeypatch):
     spec = make_spec(script, env={"TOL_TEST_Y": "spec", "TOL_TEST_Z": "spec"})
     box = make_box(tmp_path, chips=["cuda:3"],
                    env={"TOL_TEST_X": "box", "TOL_TEST_Y": "box", "CUDA_VISIBLE_DEVICES": "9"})
-    result = run_box(spec, box, claim_run_dir(tmp_path, "t"))
+    result = run_on_box(spec, box, claim_run_dir(tmp_path, "t"))
     (chip,) = result.chips
     seen = json.loads(Path(chip.output).read_text())
     assert seen == {"TOL_TEST_PARENT": "parent", "TOL_TEST_X": "box", "TOL_TEST_Y": "spec",
@@ -313,7 +313,7 @@ def test_command_finds_code_through_root(tmp_path):
     spec = parse_spec({"schema": 1, "command": ["{python}", "{root}/mywork/ode.py", "{out}"],
                        "env": {"ODE_DATA": "{root}/data"}}, stem="ode")
     box = make_box(root)
-    result = run_box(spec, box, claim_run_dir(root, "ode"))
+    result = run_on_box(spec, box, claim_run_dir(root, "ode"))
     (chip,) = result.chips
     assert chip.status == "finished", chip.reason
     info = json.loads((Path(chip.dir) / "info.json").read_text())
@@ -327,7 +327,7 @@ def test_python_entry_imports_from_root(tmp_path):
     root = _project(tmp_path)
     spec = parse_spec({"schema": 1, "python": "mywork.ode:main"}, stem="ode")
     box = make_box(root)
-    result = run_box(spec, box, claim_run_dir(root, "ode"))
+    result = run_on_box(spec, box, claim_run_dir(root, "ode"))
     (chip,) = result.chips
     assert chip.status == "finished", (chip.reason, chip.stderr_tail)
     info = json.loads((Path(chip.dir) / "info.json").read_text())
@@ -342,7 +342,7 @@ def test_python_entry_imports_from_root(tmp_path):
 def test_python_entry_import_error_is_one_line(tmp_path):
     root = _project(tmp_path)
     spec = parse_spec({"schema": 1, "python": "mywork.nosuch:main"}, stem="ode")
-    result = run_box(spec, make_box(root), claim_run_dir(root, "ode"))
+    result = run_on_box(spec, make_box(root), claim_run_dir(root, "ode"))
     (chip,) = result.chips
     assert chip.status == "failed"
     assert "cannot import" in chip.reason and "mywork.nosuch" in chip.reason
@@ -358,7 +358,7 @@ def test_newest_by_mtime_beats_a_later_name(tmp_path):
               "open(os.path.join(out, 'aaa.npz'), 'w').write('new')\n"
               "t = time.time()\n"
               "os.utime(os.path.join(out, 'zzz.npz'), (t - 100, t - 100))\n")
-    result = run_box(make_spec(script), make_box(tmp_path), claim_run_dir(tmp_path, "t"))
+    result = run_on_box(make_spec(script), make_box(tmp_path), claim_run_dir(tmp_path, "t"))
     (chip,) = result.chips
     assert Path(chip.output).name == "aaa.npz"
 
@@ -379,11 +379,11 @@ def test_newest_output_unit(tmp_path):
 def test_box_dir_is_never_overwritten(tmp_path):
     spec = make_spec("pass")
     run_dir = claim_run_dir(tmp_path, "t")
-    run_box(spec, make_box(tmp_path), run_dir)
+    run_on_box(spec, make_box(tmp_path), run_dir)
     marker = run_dir / "b1" / "cpu-all" / "stdout.log"
     marker.write_text("keep me")
     with pytest.raises(ToleranceError, match="already exists"):
-        run_box(spec, make_box(tmp_path), run_dir)
+        run_on_box(spec, make_box(tmp_path), run_dir)
     assert marker.read_text() == "keep me"
 
 
@@ -407,7 +407,7 @@ def test_start_failure_is_a_status(tmp_path, monkeypatch):
         raise box_module._chips.BootstrapError("chip 0 (cpu:*) could not be started: no shm")
 
     monkeypatch.setattr(box_module._chips, "start_chips", refuse)
-    result = run_box(make_spec("pass"), make_box(tmp_path), claim_run_dir(tmp_path, "t"))
+    result = run_on_box(make_spec("pass"), make_box(tmp_path), claim_run_dir(tmp_path, "t"))
     (chip,) = result.chips
     assert chip.status == "failed" and chip.reason.startswith("could not start: chip 0")
     assert result.status == "failed" and (Path(result.run_dir) / "box.json").is_file()

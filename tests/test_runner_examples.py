@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tolerance.config import load_cluster, load_spec
-from tolerance.runner import claim_run_dir, run_box
+from tolerance.runner import claim_run_dir, run_on_box
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,7 +52,7 @@ def run_two_boxes(tmp_path, stem, names=("haswell", "prescott")):
     run_dir = claim_run_dir(tmp_path, stem)
     out = {}
     for name in names:
-        result = run_box(spec, cluster.box(name), run_dir)
+        result = run_on_box(spec, cluster.box(name), run_dir)
         (chip,) = result.chips
         assert chip.status == "finished", (chip.reason, chip.stderr_tail)
         assert chip.env["OPENBLAS_CORETYPE"] == cluster.box(name).env["OPENBLAS_CORETYPE"]

@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                 raw = fh.read()
         cfg = json.loads(raw)
         chip = str(cfg["chip"])
+        device, index = str(cfg["device"]), cfg["index"]
+        index = -1 if index is None else int(index)
+        cores = None if cfg["cores"] is None else [int(c) for c in cfg["cores"]]
         rank, nranks = int(cfg["rank"]), int(cfg["nranks"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         msg = f"chip config unreadable: {type(exc).__name__}: {exc}"
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     die_with_parent(int(cfg.get("parent") or 0))
 
-    ok, info = _native.chip_bring_up(mailbox, chip, rank, nranks,
+    ok, info = _native.chip_bring_up(mailbox, chip, device, index, cores, rank, nranks,
                                      int(cfg.get("threads") or 0))
     if not ok:
         print(f"tolerance.bootstrap.child: {info}", file=sys.stderr)

@@ -19,8 +19,13 @@ def spawn_chip(c: ChipConfig, mailbox: str, rank: int, nranks: int) -> subproces
     knobs = c.knobs()
     env.update(knobs)
     threads = knobs.get("OMP_NUM_THREADS", "")
+    chip = c.parsed
     payload = {
-        "chip": c.chip, "rank": rank, "nranks": nranks,
+        # the chip as parsed here (the child parses nothing): its string for messages, its
+        # device, device index and sorted cores (None: every core the child may use)
+        "chip": c.chip, "device": chip.kind, "index": chip.index,
+        "cores": list(chip.cores) if chip.cores is not None else None,
+        "rank": rank, "nranks": nranks,
         "threads": int(threads) if threads.isdigit() else None,  # recorded in the context
         "argv": list(c.argv) if c.argv is not None else None, "python": c.python,
         "out_dir": out_dir,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from tolerance._errors import ToleranceError
-from tolerance.config.chips import knob_env, parse_chip
+from tolerance.config.chips import Chip, knob_env, parse_chip
 
 __all__ = ["BootstrapError", "ChipConfig", "ChipContext", "SEGMENT_PREFIX", "SEGMENT_TAG_ENV",
            "segment_tag"]
@@ -39,6 +39,7 @@ class ChipConfig:
     """One chip of a box: what to bring up and what to run on it."""
 
     chip: str                               # the chip grammar (config.chips): "cpu:0-3", "cuda:1"
+    #                                         (or a parsed config.chips.Chip); kept normalised
     argv: Sequence[str] | None = None       # workload to exec after bring-up, or None
     python: str | None = None               # "module:function" called as fn(ctx, out_dir)
     out_dir: str = "."                      # the chip's output directory (cwd of the workload)
@@ -48,15 +49,25 @@ class ChipConfig:
     stderr: str | None = None
     python_exe: str = sys.executable        # interpreter for the chip shim
 
+    @property
+    def parsed(self) -> Chip:
+        """The chip, parsed once (config.chips, the one chip grammar) when this was made."""
+        return self._parsed
+
     def knobs(self) -> dict[str, str]:
         """The workload's environment knobs, resolved in the one documented order
         (config.chips.knob_env): derived from the chip, then `threads`, then `env`."""
-        return knob_env(parse_chip(self.chip), threads=self.threads, env=self.env)
+        return knob_env(self._parsed, threads=self.threads, env=self.env)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.chip, str) or not self.chip:
+        if isinstance(self.chip, Chip):  # parsed already (the runner's registry chips)
+            parsed = self.chip
+        elif not isinstance(self.chip, str) or not self.chip:
             raise ValueError(f"chip must be a non-empty string, not {self.chip!r}")
-        object.__setattr__(self, "chip", str(parse_chip(self.chip)))  # ValueError: not a chip
+        else:
+            parsed = parse_chip(self.chip)  # ValueError: not a chip
+        object.__setattr__(self, "_parsed", parsed)
+        object.__setattr__(self, "chip", str(parsed))
         if (self.argv is None) == (self.python is None):
             raise ValueError(f"chip {self.chip}: give exactly one of argv and python")
         if self.argv is not None:

@@ -109,7 +109,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 # --- command registration (one line per command module) ---
 from tolerance.cli.hosts import hosts as _hosts; main.add_command(_hosts)  # noqa: E402,E702
 from tolerance.cli.check import check as _check; main.add_command(_check)  # noqa: E402,E702
-from tolerance.cli.run_box import run_box as _run_box; main.add_command(_run_box)  # noqa: E402,E702
+from tolerance.cli.run_box import run_box_command; main.add_command(run_box_command)  # noqa: E402,E702
 from tolerance.cli.diff import diff as _diff; main.add_command(_diff)  # noqa: E402,E702
 from tolerance.cli.run import run as _run; main.add_command(_run)  # noqa: E402,E702
 from tolerance.cli.launch import launch as _launch; main.add_command(_launch)  # noqa: E402,E702

@@ -65,7 +65,7 @@ def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: s
     from tolerance.config import list_stems, load_default_cluster
 
     try:
-        inputs = resolve_inputs(stem, cluster_path, specs_dir)
+        inputs = resolve_inputs(stem, cluster_path, specs_dir, bounds_path)
     except ConfigError as exc:
         if "no such file" not in str(exc):
             raise
@@ -80,11 +80,6 @@ def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: s
         pass
     except click.UsageError as exc:
         raise click.UsageError(f"after --: {exc.format_message()}") from None
-    if bounds_path is not None:  # checked here, handed to every rank as an absolute path
-        from tolerance.config.bounds_file import load_bounds_file
-
-        load_bounds_file(bounds_path)
-        extra = ("--bounds", str(Path(bounds_path).resolve())) + tuple(extra)
     if len(cluster.boxes) < 2:
         raise ToleranceError(f"{cluster.path}: boxes: a run needs at least 2 boxes, "
                              f"found {len(cluster.boxes)}")

@@ -10,7 +10,7 @@ import click
 from tolerance._errors import EXIT_ERROR, EXIT_OK
 from tolerance.cli import _options
 from tolerance.config import load_default_cluster, load_spec
-from tolerance.runner import claim_run_dir, open_run_dir, run_box as _run_box
+from tolerance.runner import claim_run_dir, open_run_dir, run_on_box
 
 _LOCAL = {"localhost", "127.0.0.1", "::1"}
 
@@ -24,8 +24,8 @@ _LOCAL = {"localhost", "127.0.0.1", "::1"}
 @_options.specs
 @_options.as_json
 @click.pass_context
-def run_box(ctx: click.Context, stem: str, box_name: str, run_id: str | None,
-            cluster_path: str | None, specs_dir: str | None, as_json: bool) -> None:
+def run_box_command(ctx: click.Context, stem: str, box_name: str, run_id: str | None,
+                    cluster_path: str | None, specs_dir: str | None, as_json: bool) -> None:
     """Run STEM on every chip of box NAME here; print each chip's status and output.
 
     Exit 0 when every chip finished with an output, 2 otherwise.
@@ -40,7 +40,7 @@ def run_box(ctx: click.Context, stem: str, box_name: str, run_id: str | None,
     root = Path(box.root)
     run_dir = (open_run_dir(root, spec.stem, run_id) if run_id is not None
                else claim_run_dir(root, spec.stem))
-    result = _run_box(spec, box, run_dir)
+    result = run_on_box(spec, box, run_dir)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     else:

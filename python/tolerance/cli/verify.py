@@ -44,7 +44,7 @@ def verify(ctx: click.Context, stem: str, against: str, box_name: str | None,
     from tolerance.io.atomic import write_json
     from tolerance.io.npz import Archive
     from tolerance.io.reference import read_reference
-    from tolerance.runner import claim_run_dir, run_box
+    from tolerance.runner import claim_run_dir, run_on_box
 
     # everything is checked before anything runs
     ref = read_reference(against)
@@ -67,7 +67,7 @@ def verify(ctx: click.Context, stem: str, against: str, box_name: str | None,
                          else tuple(ref.keys), spec) if bounds_path is not None else None
 
     run_dir = claim_run_dir(Path(box.root), spec.stem)
-    result = run_box(spec, box, run_dir)
+    result = run_on_box(spec, box, run_dir)
     if result.status != "finished":
         bad = [f"{c.chip} {c.status}: {c.reason}" for c in result.chips if c.status != "finished"]
         raise ToleranceError(f"box {box.name}: {spec.stem} did not finish ({'; '.join(bad)}); "

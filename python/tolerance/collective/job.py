@@ -28,7 +28,7 @@ from tolerance.collective.sources import NpzBlockSource, participant_label
 from tolerance.collective.watch import WATCH_ENV, RankLine, env_rank
 from tolerance.compare.engine import EngineStats, outcome_rows
 from tolerance.config.spec import with_run_overrides
-from tolerance.runner import claim_run_dir, run_box
+from tolerance.runner import claim_run_dir, run_on_box
 
 BOX_ENV = "TOLERANCE_BOX"
 _STATUS_TAG = 7301  # point-to-point tag of "my box is done" messages (any unused tag)
@@ -115,7 +115,9 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
     paths are taken below each box's root); a box's own directory in it must not exist.
     env: variables set for the workload on every box, over the box's own env (they are
     part of the run's identity, like the spec's env). bounds_path: a calibrated bounds
-    file (`tolerance calibrate`) whose bounds apply to the keys the spec leaves unbounded.
+    file (`tolerance calibrate`) whose bounds apply to the keys the spec leaves unbounded;
+    rank 0 reads it with the other inputs (a launched job's launcher did already: its
+    inputs carry it), so no other box reads it.
     """
     line = _open_line()
     comm = world()
@@ -126,9 +128,12 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
         # 0. inputs: from the launcher, or resolved by rank 0 and broadcast.
         problem = None
         inputs = line.inputs if line is not None else None
+        if line is not None and bounds_path is not None:
+            problem = ("--bounds: give it to `tolerance launch`, which carries the file to "
+                       "every box (not after --)")
         if line is None and rank == 0:
             try:
-                inputs = resolve_inputs(stem, cluster_path, specs_dir)
+                inputs = resolve_inputs(stem, cluster_path, specs_dir, bounds_path)
             except ToleranceError as exc:
                 problem = str(exc)
         if line is None:
@@ -140,7 +145,7 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
                 problem = str(exc)
         if problem is None:
             try:
-                spec = with_run_overrides(spec, env=env, bounds_path=bounds_path)
+                spec = with_run_overrides(spec, env=env)
             except ToleranceError as exc:
                 problem = str(exc)
         problem = _agree(comm, problem)
@@ -226,7 +231,7 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
         line.phase("running")
 
     # 4. run every box at once; rank 0 follows the others' states.
-    result = _run_box_following(comm, spec, box, run_dir, names, progress)
+    result = _run_on_box_following(comm, spec, box, run_dir, names, progress)
     boxes = comm.gather(result.to_dict(), root=0)
     t_run = time.monotonic()
     if line is not None:
@@ -287,13 +292,13 @@ def _keys_to_compare(comm, spec, sources) -> tuple[list[str], list[str]]:
     return common + partial, notes
 
 
-def _run_box_following(comm, spec, box, run_dir, names, progress):
-    """run_box in a worker thread; the main thread alone talks MPI (funneled)."""
+def _run_on_box_following(comm, spec, box, run_dir, names, progress):
+    """run_on_box in a worker thread; the main thread alone talks MPI (funneled)."""
     holder: dict = {}
 
     def work() -> None:
         try:
-            holder["result"] = run_box(spec, box, run_dir)
+            holder["result"] = run_on_box(spec, box, run_dir)
         except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
             holder["error"] = exc
 

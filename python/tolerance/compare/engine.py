@@ -8,8 +8,10 @@ Used by `tolerance diff` through the local transport (every input on this proces
 2. pairs that can be measured are grouped by shape; each group is cut into blocks by the
    one block planner (`io.npz.plan_blocks`, with the group's real element size);
 3. per block, every participant's block is hashed (xxh3-128) and the digests are shared:
-   a pair whose blocks have equal digests folds the owner's block against itself (exactly
-   what comparing the two gives) and moves no data; otherwise the other side's block is
+   a pair whose blocks have equal digests folds the owner's block as an equal block
+   (`Accumulator.update_equal`: exactly what comparing the two gives, from a pass that
+   only counts NaNs, made while the block is hashed when the pair was equal in the last
+   block, so that the data is read from memory once) and moves no data; otherwise the other side's block is
    moved to the pair's owner once (`Transport.move`);
 4. every pair has one `Accumulator` (the one canonical kernel); its result is the row.
 
@@ -267,7 +269,7 @@ def compare_key(transport: Transport, local: Mapping[int, BlockSource], labels: 
     `failed` gives the participants (anywhere) that have no output at all. Every place
     calls this with the same key order: the transport's collective steps line up.
     """
-    from tolerance.compare.kernel import Accumulator
+    from tolerance.compare.kernel import Accumulator, EqualScan
 
     stats = stats if stats is not None else EngineStats()
     bound = as_bound(bound)
@@ -295,6 +297,8 @@ def compare_key(transport: Transport, local: Mapping[int, BlockSource], labels: 
         dead: dict[tuple[int, int], Problem] = {}
         mine = [k for k in members if k in local]
         dtypes = {k: metas[k][1] for k in members}
+        # owners (here) of pairs expected equal: at first every owner of a pair here
+        expect_equal = {pair_owner(i, j, n) for i, j in owned}
         chunks_it = _drive([local[k].blocks(key, ax, per) for k in mine], prefetch=prefetch) \
             if mine else None
         for b, (lo, hi) in enumerate(ranges):
@@ -304,7 +308,14 @@ def compare_key(transport: Transport, local: Mapping[int, BlockSource], labels: 
             if chunks_it is not None and len(blocks) != len(mine):
                 raise RuntimeError(f"{key}: the readers yielded fewer blocks than the plan "
                                    f"({len(ranges)})")
-            digests = transport.gather_digests({k: block_digest(x) for k, x in blocks.items()})
+            # an owner whose pairs were equal in the last block (or this is the first) scans
+            # its block for the equal fold while hashing it: the data is read from memory once
+            scans = {k: EqualScan(x, ax, threads=threads) for k, x in blocks.items()
+                     if k in expect_equal}
+            digests = transport.gather_digests({
+                k: block_digest(x, scans[k].add if k in scans and scans[k].by_pieces else None)
+                for k, x in blocks.items()})
+            expect_equal = set()
             stats.blocks += len(blocks)
             wanted: set[tuple[int, int]] = set()
             for i, j in pairs:
@@ -324,8 +335,9 @@ def compare_key(transport: Transport, local: Mapping[int, BlockSource], labels: 
                 i, j = p
                 try:
                     if digests[i] == digests[j]:
-                        x = blocks[pair_owner(i, j, n)]
-                        acc.update(x, x)
+                        o = pair_owner(i, j, n)
+                        acc.update_equal(blocks[o], scans.get(o))
+                        expect_equal.add(o)
                         stats.blocks_equal += 1
                     else:
                         acc.update(blocks[i] if i in blocks else received[i],

@@ -18,7 +18,8 @@ import numpy as np
 from tolerance import _native
 from tolerance.compare import _wire
 
-__all__ = ["Divergence", "divergence", "Accumulator", "assert_bounded", "SUPPORTED_DTYPES"]
+__all__ = ["Divergence", "divergence", "Accumulator", "EqualScan", "assert_bounded",
+           "SUPPORTED_DTYPES"]
 
 #: dtype name -> native code (csrc/kernels.hpp enum DType)
 _CODES = {
@@ -211,6 +212,70 @@ class Divergence:
         }
 
 
+class EqualScan:
+    """The statistics of one block folded against itself (`Accumulator.update_equal`), at
+    offset 0, built from one pass that counts NaNs (csrc/kernels_equal.cpp).
+
+    With the steps axis first (or none), the pass can go piece by piece: `add(lo, hi)` scans
+    rows [lo, hi) of axis 0, in order, so a caller can scan each piece while it is still in
+    cache (`io.digest.block_digest(block, each=scan.add)`); `stats()` scans what is left.
+    Other steps axes are scanned whole by `stats()` (`add` does nothing then).
+    """
+
+    def __init__(self, block: np.ndarray, steps_axis: Optional[int], *,
+                 threads: Optional[int] = None) -> None:
+        self.block = block
+        self.steps_axis = steps_axis
+        # an unsupported dtype is refused by stats() (and by update_equal's checks first)
+        name = block.dtype.newbyteorder("=").name if block.dtype.kind in "biuf" else None
+        self._code = _CODES.get(name) if block.dtype.fields is None else None
+        self._swap = _swapped(block.dtype)
+        self._threads = _default_threads() if threads is None else int(threads)
+        ax = None if steps_axis is None or block.ndim == 0 else _norm_axis(steps_axis, block.ndim)
+        # pieces along axis 0 are whole steps (axis 0) or consecutive flat C-order elements
+        # (no steps axis); for another axis the block is scanned whole, steps first
+        self.by_pieces = self._code is not None and block.ndim > 0 and \
+            (steps_axis is None or ax == 0)
+        self._ax = ax
+        self._row = math.prod(block.shape[1:]) if block.ndim > 0 else 1
+        self._done = 0
+        self._stats: Any = None
+
+    def add(self, lo: int, hi: int) -> None:
+        """Scan rows [lo, hi) of axis 0 (they follow the rows scanned so far)."""
+        if not self.by_pieces or hi <= lo:
+            return
+        if lo != self._done:
+            raise ValueError(f"pieces out of order: rows {lo}..{hi} after {self._done}")
+        piece = self.block[lo:hi]
+        if self.steps_axis is None:
+            st = _native.compute_equal(piece[np.newaxis], self._code, self._swap,
+                                       _native.Request(threads=1))
+            shift = (0, lo * self._row)
+        else:
+            st = _native.compute_equal(piece, self._code, self._swap, _native.Request(threads=1))
+            shift = (lo, 0)
+        if self._stats is None:
+            self._stats = _native.Stats()
+        self._stats.merge(st, *shift)
+        self._done = hi
+
+    def stats(self) -> Any:
+        """The statistics of the whole block (what is not scanned yet is scanned now)."""
+        x = self.block
+        if self._code is None:
+            _dtype_name(x.dtype)  # TypeError naming the supported dtypes
+        if self._stats is None:  # nothing scanned by pieces: the whole block in one call
+            x2 = x[np.newaxis] if self.steps_axis is None or x.ndim == 0 \
+                else np.moveaxis(x, self._ax, 0)
+            self._stats = _native.compute_equal(x2, self._code, self._swap,
+                                                _native.Request(threads=self._threads))
+            self._done = x.shape[0] if x.ndim else 0
+        elif self._done < x.shape[0]:
+            self.add(self._done, x.shape[0])
+        return self._stats
+
+
 class Accumulator:
     """Folds chunk pairs, in order, into the statistics of the whole arrays.
 
@@ -265,8 +330,8 @@ class Accumulator:
                 raise ValueError(f"per-step shape changed: this accumulator holds "
                                  f"{self._step_shape}, got {step_shape}")
 
-    def update(self, a_chunk: Any, b_chunk: Any) -> "Accumulator":
-        a, b = np.asarray(a_chunk), np.asarray(b_chunk)
+    def _request(self, a: np.ndarray, b: np.ndarray):
+        """Checks a block pair; (a, b with the steps axis first, dtype names, request)."""
         if a.shape != b.shape:
             raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
         names = _check_pair(a.dtype, b.dtype, self.ulp)
@@ -294,15 +359,40 @@ class Accumulator:
                 raise ValueError(f"per-step atol has {self.atol_steps.size} values, but step "
                                  f"{at + n - 1} was given")
             req.atol_steps = self.atol_steps[at:at + n]
-        st = _native.compute(a2, _CODES[names[0]], _swapped(a.dtype), b2, _CODES[names[1]],
-                             _swapped(b.dtype), req)
-        self._stats.merge(st)
+        return a2, b2, names, req
+
+    def _folded(self, st: Any, a: np.ndarray, steps: int, shifted: bool = False
+                ) -> "Accumulator":
+        """Merge the statistics of block `a` (`shifted`: computed at offset 0, so they move
+        to where this accumulator ends; else computed there already)."""
         if self.steps_axis is None:
+            self._stats.merge(st, 0, self._inner if shifted else 0)
             self._inner += a.size
             self.steps = 1
         else:
-            self.steps += a2.shape[0]
+            self._stats.merge(st, self.steps if shifted else 0, 0)
+            self.steps += steps
         return self
+
+    def update(self, a_chunk: Any, b_chunk: Any) -> "Accumulator":
+        a, b = np.asarray(a_chunk), np.asarray(b_chunk)
+        a2, b2, names, req = self._request(a, b)
+        st = _native.compute(a2, _CODES[names[0]], _swapped(a.dtype), b2, _CODES[names[1]],
+                             _swapped(b.dtype), req)
+        return self._folded(st, a, a2.shape[0])
+
+    def update_equal(self, chunk: Any, scan: "EqualScan | None" = None) -> "Accumulator":
+        """Fold a block that is equal on both sides: exactly what ``update(chunk, chunk)``
+        folds (every figure, every check), from one pass over the block that only counts its
+        NaNs (integer and bool blocks are not read at all). `scan`: an `EqualScan` of this
+        very block (e.g. built while the block was hashed), used instead of a new pass."""
+        x = np.asarray(chunk) if scan is None else scan.block
+        if scan is not None and (scan.block is not chunk or scan.steps_axis != self.steps_axis):
+            raise ValueError("the scan is of another block or steps axis")
+        x2, _, _, _ = self._request(x, x)  # every check update(x, x) makes
+        if scan is None:
+            scan = EqualScan(x, self.steps_axis, threads=self.threads)
+        return self._folded(scan.stats(), x, x2.shape[0], shifted=True)
 
     def _settings(self):
         return (self.atol, self.rtol, self.ulp, self.steps_axis,

@@ -228,12 +228,15 @@ def per_step_bounds(bf: BoundsFile) -> dict[str, tuple[float, ...]]:
         raise SchemaProblems([f"{where}: unreadable: {exc}"]) from None
 
 
-def file_key_bounds(bf: BoundsFile) -> dict[str, Any]:
+def file_key_bounds(bf: BoundsFile,
+                    steps: Mapping[str, tuple[float, ...]] | None = None) -> dict[str, Any]:
     """The bound the file gives each key that has a useful one: its per-step bound (an
-    `atol` per step, the tighter and exact form) where it has one, else its atol/rtol."""
+    `atol` per step, the tighter and exact form) where it has one, else its atol/rtol.
+    steps: the per-step bounds read already (`per_step_bounds`, e.g. carried in a job's
+    inputs, so that no box reads the controller's files); None: read them now."""
     from tolerance.config.spec import Bounds
 
-    steps = per_step_bounds(bf)
+    steps = per_step_bounds(bf) if steps is None else steps
     out: dict[str, Any] = {}
     for key, kc in bf.keys.items():
         if not kc.useful:
@@ -246,7 +249,8 @@ def file_key_bounds(bf: BoundsFile) -> dict[str, Any]:
     return out
 
 
-def apply_bounds_file(spec: Any, bf: BoundsFile) -> Any:
+def apply_bounds_file(spec: Any, bf: BoundsFile,
+                      steps: Mapping[str, tuple[float, ...]] | None = None) -> Any:
     """`spec` with the file's bounds on every key the spec gives no bound of its own
     (explicit per-key bounds in the spec win; a key with no useful calibrated bound keeps
     the spec's default). A key with a per-step bound gets it (an `atol` per step, the
@@ -255,7 +259,7 @@ def apply_bounds_file(spec: Any, bf: BoundsFile) -> Any:
 
     key_bounds = dict(spec.key_bounds)
     calibrated = list(spec.calibrated)
-    for key, b in file_key_bounds(bf).items():
+    for key, b in file_key_bounds(bf, steps).items():
         if key in key_bounds and key not in calibrated:
             continue
         key_bounds[key] = b

@@ -4,7 +4,8 @@ environment knobs (thread variables, device visibility) are resolved.
 Chip grammar (docs/formats.md): `cpu:LIST` where LIST is comma-separated `N` or `N-M`
 items (`cpu:0-3`, `cpu:2`, `cpu:0,2,4-5`; cores 0..1023, none twice), `cpu:*` (every core
 this process may use), `cuda:N`, `rocm:N` (N in 0..65535). A chip string means the same
-everywhere: the runner, the bootstrap and the chip child all take it from `parse_chip`.
+everywhere: it is parsed here only (`parse_chip`); the runner and the bootstrap keep the
+parsed `Chip`, and a chip child's native bring-up is handed its device, index and cores.
 
 Knob order (`knob_env`), later wins:
   1. values derived from the chip: device visibility (`cuda:N` -> CUDA_VISIBLE_DEVICES=N;

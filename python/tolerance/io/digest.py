@@ -9,6 +9,8 @@ difference has probability ~2^-128 per pair of blocks.
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import numpy as np
 import xxhash
 
@@ -17,12 +19,31 @@ DIGEST_ALGORITHM = "xxh3-128"
 DIGEST_BYTES = 16
 
 
-def block_digest(block: np.ndarray) -> bytes:
+#: bytes hashed between two calls of `block_digest`'s `each` (well inside a core's L2 cache)
+PIECE_BYTES = 1 << 19
+
+
+def block_digest(block: np.ndarray,
+                 each: Optional[Callable[[int, int], None]] = None) -> bytes:
     """xxh3-128 of a block's dtype, shape and C-order bytes (xxh3 runs at memory speed;
     it is not a cryptographic hash: blocks come from the boxes of one run, not from an
-    adversary)."""
+    adversary).
+
+    each(lo, hi): called right after the bytes of rows [lo, hi) of axis 0 are hashed (pieces
+    of about PIECE_BYTES, in order), so that the caller can read them again while they are
+    still in cache; the digest is the same with or without it.
+    """
     h = xxhash.xxh3_128()
     h.update(block.dtype.str.encode())
     h.update(repr(block.shape).encode())
-    h.update(np.ascontiguousarray(block).reshape(-1).view(np.uint8).data)
+    flat = np.ascontiguousarray(block)
+    if each is None or flat.ndim == 0 or flat.shape[0] == 0:
+        h.update(flat.reshape(-1).view(np.uint8).data)
+        return h.digest()
+    n = flat.shape[0]
+    per = max(1, PIECE_BYTES // max(1, flat[0].nbytes))
+    for lo in range(0, n, per):
+        hi = min(n, lo + per)
+        h.update(flat[lo:hi].reshape(-1).view(np.uint8).data)
+        each(lo, hi)
     return h.digest()

@@ -1,4 +1,5 @@
-"""Run one stem on every chip of one box: `run_box(spec, box, run_dir) -> BoxResult`."""
+"""Run one stem on every chip of one box: `run_on_box(spec, box, run_dir) -> BoxResult`
+(the `tolerance run-box` command, cli/run_box.py, and every rank of a run call it)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tolerance._errors import ToleranceError
+from tolerance.bootstrap.segments import process_alive
 from tolerance.config import Box, Chip, Spec
 from tolerance.config.chips import knob_env
 from tolerance.runner import _chips
@@ -129,16 +131,6 @@ def newest_output(directory: Path, pattern: str) -> Path | None:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _signal_name(num: int) -> str:
     try:
         return signal.Signals(num).name
@@ -179,7 +171,7 @@ def _watch(group, results: list[ChipResult], settle, *, deadline: float, timeout
         polls += 1
         for i in sorted(pending):
             code = codes[i]
-            if code is None and results[i].pid is not None and not _alive(results[i].pid):
+            if code is None and results[i].pid is not None and not process_alive(results[i].pid):
                 code = group.poll()[i]  # it may have ended between the two looks
                 if code is None:
                     settle(i, "vanished", "process gone without an exit status")
@@ -207,8 +199,8 @@ def _watch(group, results: list[ChipResult], settle, *, deadline: float, timeout
         time.sleep(min(poll, max(0.0, deadline - now)))
 
 
-def run_box(spec: Spec, box: Box, run_dir: str | os.PathLike, *, poll: float = 0.05,
-            max_polls: int | None = None, python_exe: str | None = None) -> BoxResult:
+def run_on_box(spec: Spec, box: Box, run_dir: str | os.PathLike, *, poll: float = 0.05,
+               max_polls: int | None = None, python_exe: str | None = None) -> BoxResult:
     """Run `spec` once per chip of `box`, all chips at once, into `<run_dir>/<box>/<chip>/`.
 
     Polls every `poll` seconds until each chip is finished | failed | vanished | timeout
@@ -247,7 +239,7 @@ def run_box(spec: Spec, box: Box, run_dir: str | os.PathLike, *, poll: float = 0
         else:  # exec'd, so the resolved env is in place before anything imports NumPy
             argv = [exe, "-m", "tolerance.runner._pyentry", str(spec.python), str(cdir),
                     str(cdir / CONTEXT_FILE)]
-        configs.append(_chips.ChipConfig(chip=str(chip), argv=argv, python=None,
+        configs.append(_chips.ChipConfig(chip=chip, argv=argv, python=None,
                                          out_dir=str(cdir), env=env, threads=None,
                                          stdout=str(cdir / STDOUT_LOG),
                                          stderr=str(cdir / STDERR_LOG), python_exe=exe))
