@@ -1,6 +1,6 @@
 """Benchmark of the divergence kernels: GB/s of input (both arrays) on 2 x 256 MiB.
 
-    python bench/kernels.py [--mib 256] [--repeat 5] [--json]
+    python bench/kernels.py [--mib 256] [--repeat 5] [--json] [--dtypes-only]
 
 Rows per dtype (float32, float64): the full-stats kernel (bounds atol, rtol and ulp) on one
 thread and on all threads; the kernel without bounds (max_abs is still computed with every
@@ -9,6 +9,9 @@ native read-only pass over the same bytes (the memory ceiling), one thread and a
 Then: full stats on every kernel path this CPU has (forced, one thread; the default
 path must be at least as fast as every forced one), float16 and int64 against NumPy on
 the same data, and a 1-D array with the default steps axis (every element a step).
+Last (bench_dtypes_shapes; alone with --dtypes-only): float16 against NumPy on float16 and
+on float64 casts, int64 and uint64 against NumPy, and one element a step for float64,
+float32, float16 and int64.
 Each figure is the best of --repeat runs (the machine may be shared). Fixed seed.
 """
 from __future__ import annotations
@@ -123,14 +126,60 @@ def bench_dtypes(mib, repeat):
     return rows
 
 
+def bench_dtypes_shapes(mib, repeat):
+    """Issue 12 item 5 (float16 / int64 / uint64 vector paths, one element a step), each
+    against NumPy's np.max(np.abs(a - b)) on the same data in the same run: float16 both as
+    NumPy computes it on float16 arrays and on float64 casts (the kernel's |a-b| is in
+    float64); 1-D arrays with the default steps axis (every element a step), 1 thread."""
+    rng = np.random.default_rng(20261126)
+    rows, ratios = {}, {}
+
+    def gbs(nb, fn):
+        return nb / best_time(fn, repeat) / 1e9
+
+    n = mib * 2**20 // 2
+    a = rng.standard_normal(n, dtype=np.float32).astype(np.float16).reshape(-1, 4096)
+    b = (a.astype(np.float32) * np.float32(1.001)).astype(np.float16)
+    nb = a.nbytes + b.nbytes
+    k = rows["float16 full stats"] = gbs(nb, lambda: divergence(a, b, atol=1e-3, rtol=1e-3, ulp=4, threads=1))
+    f16 = rows["float16 numpy (float16 arithmetic)"] = gbs(nb, lambda: np.max(np.abs(a - b)))
+    f64 = rows["float16 numpy (float64 casts)"] = gbs(
+        nb, lambda: np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+    ratios["float16 / numpy float16"] = k / f16
+    ratios["float16 / numpy float64 casts"] = k / f64
+    del a, b
+    for dt in ("int64", "uint64"):
+        n = mib * 2**20 // 8
+        a = rng.integers(0 if dt == "uint64" else -2**40, 2**40, n, dtype=dt).reshape(-1, 4096)
+        b = (a + rng.integers(0, 4, a.shape).astype(dt)).astype(dt)
+        nb = a.nbytes + b.nbytes
+        k = rows[f"{dt} full stats"] = gbs(nb, lambda: divergence(a, b, atol=1, rtol=1e-9, threads=1))
+        npy = rows[f"{dt} numpy"] = gbs(
+            nb, lambda: np.max(np.abs(a - b)) if dt == "int64" else np.max(np.maximum(a, b) - np.minimum(a, b)))
+        ratios[f"{dt} / numpy"] = k / npy
+        del a, b
+    for dt in ("float64", "float32", "float16", "int64"):
+        n = mib * 2**20 // 8
+        x = rng.standard_normal(n).astype(dt) if dt != "int64" else rng.integers(-2**40, 2**40, n)
+        y = (x + (1e-3 if dt == "float16" else 1e-6)).astype(dt) if dt != "int64" else x + 1
+        nb = x.nbytes + y.nbytes
+        rows[f"1-D {dt}, default steps axis"] = gbs(nb, lambda: divergence(x, y, atol=1e-8, threads=1))
+        del x, y
+    return {"gbs": rows, "ratios": ratios}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=256, help="MiB per array (default 256)")
     ap.add_argument("--repeat", type=int, default=5, help="repetitions; the best is kept")
     ap.add_argument("--threads", type=int, default=None, help="'all threads' count")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
+    ap.add_argument("--dtypes-only", action="store_true",
+                    help="only the float16 / int64 / uint64 / one-element-a-step rows")
     args = ap.parse_args(argv)
     nthreads = args.threads or threads_available()
+    if args.dtypes_only:
+        return print_dtypes_shapes(bench_dtypes_shapes(args.mib, args.repeat), args)
     out = {
         "kernel": _native.kernel_isa(),
         "machine": platform.machine(),
@@ -144,6 +193,7 @@ def main(argv=None):
         out["dtypes"][dtype] = bench_dtype(dtype, args.mib, args.repeat, nthreads)
     out["paths"] = bench_paths(args.mib, args.repeat)
     out["other"] = bench_dtypes(args.mib, args.repeat)
+    out["dtypes_shapes"] = bench_dtypes_shapes(args.mib, args.repeat)
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         print()
@@ -173,6 +223,22 @@ def main(argv=None):
         print(f"{name + ' (GB/s)':<{w + 16}}{v:>10.2f}")
     print(f"{'float16 / numpy':<{w + 16}}{o['float16 full stats'] / o['float16 numpy']:>10.2f}")
     print(f"{'int64 / numpy':<{w + 16}}{o['int64 full stats'] / o['int64 numpy']:>10.2f}")
+    print()
+    print_dtypes_shapes(out["dtypes_shapes"], args)
+    return 0
+
+
+def print_dtypes_shapes(out, args):
+    if args.json:
+        json.dump(out, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"float16 / int64 / uint64 / one element a step: 1 thread, {args.mib} MiB per array, "
+          f"best of {args.repeat}")
+    for name, v in out["gbs"].items():
+        print(f"{name + ' (GB/s)':<52}{v:>10.2f}")
+    for name, v in out["ratios"].items():
+        print(f"{name:<52}{v:>10.2f}")
     return 0
 
 

@@ -30,6 +30,16 @@ py::array_t<T> to_numpy(const std::vector<T>& v) {
     return out;
 }
 
+// Moves v into a NumPy array that owns it (no copy; v is left empty).
+template <class T>
+py::array_t<T> take_numpy(std::vector<T>& v) {
+    if (v.empty()) return py::array_t<T>(0);
+    auto* h = new std::vector<T>(std::move(v));
+    v.clear();
+    py::capsule owner(h, [](void* q) { delete static_cast<std::vector<T>*>(q); });
+    return py::array_t<T>(static_cast<py::ssize_t>(h->size()), h->data(), owner);
+}
+
 template <class T>
 std::vector<T> from_numpy(const py::array_t<T, py::array::c_style | py::array::forcecast>& a) {
     if (a.ndim() != 1) throw std::invalid_argument("series must be one-dimensional");
@@ -82,6 +92,22 @@ void bind_kernels(py::module_& m) {
             [](Stats& s, const py::array_t<double, py::array::c_style | py::array::forcecast>& a) {
                 s.series_margin = from_numpy<double>(a);
             })
+        .def_property_readonly(
+            "onset", [](const Stats& s) {
+                // the first step (index into series_over) with an element outside, or -1
+                for (std::size_t k = 0; k < s.series_over.size(); ++k)
+                    if (s.series_over[k] != 0) return static_cast<std::int64_t>(k);
+                return std::int64_t{-1};
+            })
+        .def("_take_series",
+             [](Stats& s) {
+                 // (series with -1 -> 0, series_over, series_margin), moved out without a
+                 // copy: these statistics keep no series afterwards (for a last result only)
+                 for (double& v : s.series)
+                     if (v < 0.0) v = 0.0;
+                 return py::make_tuple(take_numpy(s.series), take_numpy(s.series_over),
+                                       take_numpy(s.series_margin));
+             })
         .def("to_bytes", [](const Stats& s) { return py::bytes(s.to_bytes()); },
              "The one wire layout of these statistics (little-endian).")
         .def_static(

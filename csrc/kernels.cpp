@@ -10,6 +10,9 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "kernels.hpp"
 
@@ -489,6 +492,7 @@ void gather_k(int k, const char* p, std::int64_t stride, int code, bool swap, st
 struct Plan {
     const KernelTable* table;
     RunFn fn;
+    SeriesFn series;  // inner size 1
     int k;
     std::size_t ksize;
     Params p;
@@ -575,6 +579,83 @@ Stats walk(const Plan& pl, std::int64_t begin, std::int64_t end) {
     return st;
 }
 
+// Large series arrays are written once, front to back: ask for huge pages (fewer page
+// faults on first touch); a no-op where the kernel does not have them.
+void advise_huge(void* p, std::size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const std::uintptr_t h = std::uintptr_t{2} << 20;
+    if (bytes < 2 * h) return;
+    const auto lo = reinterpret_cast<std::uintptr_t>(p);
+    const std::uintptr_t s = (lo + h - 1) & ~(h - 1), e = (lo + bytes) & ~(h - 1);
+    if (e > s) (void)madvise(reinterpret_cast<void*>(s), e - s, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
+// Inner size 1 (every element a step, e.g. a 1-D array with the default steps axis): the
+// table's series kernel fills the per-step arrays block by block, with none of walk()'s
+// per-step bookkeeping. The same figures as walk() (the series kernels apply the same
+// rules; tests compare both against the oracle).
+Stats walk_series(const Plan& pl, std::int64_t begin, std::int64_t end) {
+    Stats st;
+    if (begin >= end) return st;
+    const FpStateGuard fp;  // on every thread that runs a kernel
+    const auto n = static_cast<std::size_t>(end - begin);
+    st.step0 = begin + pl.step_offset;
+    st.series.reserve(n);
+    st.series_over.reserve(n);
+    st.series_margin.reserve(n);
+    advise_huge(st.series.data(), n * sizeof(double));
+    advise_huge(st.series_over.data(), n * sizeof(std::int64_t));
+    advise_huge(st.series_margin.data(), n * sizeof(double));
+    const auto ks = static_cast<std::int64_t>(pl.ksize);
+    const bool da = pl.direct_a && pl.sa0 == ks, db = pl.direct_b && pl.sb0 == ks;
+    alignas(64) unsigned char bufa[CHUNK * 16];
+    alignas(64) unsigned char bufb[CHUNK * 16];
+    RunStats rs;
+    SeriesOut out{nullptr, nullptr, nullptr, 0.0};
+    for (std::int64_t s = begin; s < end;) {
+        const std::size_t m = std::min<std::size_t>(CHUNK, static_cast<std::size_t>(end - s));
+        const char* xa = pl.a + s * pl.sa0;
+        const char* xb = pl.b + s * pl.sb0;
+        const void* ka = xa;
+        const void* kb = xb;
+        if (!da) { gather_k(pl.k, xa, pl.sa0, pl.ca, pl.swap_a, m, bufa); ka = bufa; }
+        if (!db) { gather_k(pl.k, xb, pl.sb0, pl.cb, pl.swap_b, m, bufb); kb = bufb; }
+        const std::size_t at = st.series.size();
+        st.series.resize(at + m);
+        st.series_over.resize(at + m);
+        st.series_margin.resize(at + m);
+        out.series = st.series.data() + at;
+        out.over = st.series_over.data() + at;
+        out.margin = st.series_margin.data() + at;
+        pl.series(ka, kb, m, pl.p, out, rs, s);
+        s += static_cast<std::int64_t>(m);
+    }
+    if (rs.arg_abs >= 0) {
+        st.max_abs = rs.best_abs;
+        st.arg_step = rs.arg_abs + pl.step_offset;
+        st.arg_inner = rs.arg_abs == 0 ? pl.inner_offset : 0;
+        st.mag_hi = static_cast<std::uint64_t>(rs.best_mag >> 64);
+        st.mag_lo = static_cast<std::uint64_t>(rs.best_mag);
+    }
+    if (rs.arg_rel >= 0) {
+        st.max_rel = rs.best_rel;
+        st.rel_step = rs.arg_rel + pl.step_offset;
+        st.rel_inner = rs.arg_rel == 0 ? pl.inner_offset : 0;
+    }
+    st.max_ulp = rs.max_ulp;
+    st.count_over = rs.count_over;
+    st.nan_mismatch = rs.nan_mismatch;
+    st.nan_both = rs.nan_both;
+    st.inf_mismatch = rs.inf_mismatch;
+    st.size = static_cast<std::int64_t>(n);
+    st.margin = out.margin_max;
+    return st;
+}
+
 }  // namespace
 
 Stats compute(const ArrayView& a, const ArrayView& b, const std::vector<std::int64_t>& shape,
@@ -596,6 +677,7 @@ Stats compute(const ArrayView& a, const ArrayView& b, const std::vector<std::int
     }
     pl.table = active().load();
     pl.fn = pl.table->fn[pl.k][want_ulp ? 1 : 0];
+    pl.series = pl.table->series[pl.k][want_ulp ? 1 : 0];
     pl.ksize = kernel_size(pl.k);
     pl.a = a.data;
     pl.b = b.data;
@@ -648,7 +730,11 @@ Stats compute(const ArrayView& a, const ArrayView& b, const std::vector<std::int
     constexpr std::int64_t MIN_PER_THREAD = std::int64_t{1} << 17;
     std::int64_t nt = std::max(1, threads);
     nt = std::min(nt, std::max<std::int64_t>(1, total / MIN_PER_THREAD));
-    if (nt <= 1) return walk(pl, 0, total);
+    const bool one_per_step = pl.inner == 1 && pl.atol_steps == nullptr && pl.series != nullptr;
+    auto run = [&pl, one_per_step](std::int64_t b0, std::int64_t e0) {
+        return one_per_step ? walk_series(pl, b0, e0) : walk(pl, b0, e0);
+    };
+    if (nt <= 1) return run(0, total);
 
     std::vector<Stats> parts(static_cast<std::size_t>(nt));
     std::vector<std::exception_ptr> errs(static_cast<std::size_t>(nt));
@@ -661,14 +747,14 @@ Stats compute(const ArrayView& a, const ArrayView& b, const std::vector<std::int
     for (std::int64_t t = 1; t < nt; ++t) {
         pool.emplace_back([&, t] {
             try {
-                parts[static_cast<std::size_t>(t)] = walk(pl, bound(t), bound(t + 1));
+                parts[static_cast<std::size_t>(t)] = run(bound(t), bound(t + 1));
             } catch (...) {
                 errs[static_cast<std::size_t>(t)] = std::current_exception();
             }
         });
     }
     try {
-        parts[0] = walk(pl, 0, bound(1));
+        parts[0] = run(0, bound(1));
     } catch (...) {
         errs[0] = std::current_exception();
     }

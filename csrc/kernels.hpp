@@ -81,9 +81,24 @@ struct RunStats {
 using RunFn = void (*)(const void* a, const void* b, std::size_t n, const Params& p,
                        RunStats& rs, std::int64_t base);
 
+// One element per step (inner size 1): per-step figures straight into the series arrays,
+// no per-step bookkeeping. Element k is step base + k; it fills series[k] (|a-b|, -1 for a
+// NaN pair), over[k] (0/1) and margin[k] (step_margin of that one element), raises
+// margin_max, and folds the whole-range figures into rs (arg_abs / arg_rel are step indices,
+// the same first-index rule as RunFn; run_max, counts, max_ulp; rs.margin is not used).
+struct SeriesOut {
+    double* series;
+    std::int64_t* over;
+    double* margin;
+    double margin_max = 0.0;
+};
+using SeriesFn = void (*)(const void* a, const void* b, std::size_t n, const Params& p,
+                          SeriesOut& out, RunStats& rs, std::int64_t base);
+
 struct KernelTable {
     const char* name;
     RunFn fn[K_COUNT][2];  // [compute type][want_ulp]
+    SeriesFn series[K_COUNT][2];  // inner size 1 (kernels_dtypes.hpp)
     // what each entry runs: "vector" (the lane loop), "vector+blocks" (with the 256-bit
     // fast blocks and the float32 pre-filter) or "scalar"; checked by the tests
     const char* entry[K_COUNT];

@@ -897,6 +897,16 @@ uint64_t read_pass_impl(const void* a, size_t abytes, const void* b, size_t bbyt
            (read_pass_one(static_cast<const unsigned char*>(b), bbytes) * 3);
 }
 
+}  // namespace
+}  // namespace TOLERANCE_ISA_NS
+}  // namespace tolerance
+
+#include "kernels_dtypes.hpp"
+
+namespace tolerance {
+namespace TOLERANCE_ISA_NS {
+namespace {
+
 template <bool Vec>
 KernelTable make_table(const char* name) {
     KernelTable t{};
@@ -928,6 +938,7 @@ KernelTable make_table(const char* name) {
     TOLERANCE_INT_ENTRY(K_I128, i128)
 #undef TOLERANCE_INT_ENTRY
     t.read_pass = read_pass_impl;
+    dtypes::set_entries<Vec>(t);  // kernels_dtypes.hpp: inner size 1, float16, int64/uint64
     return t;
 }
 

@@ -6,6 +6,7 @@
 // outputs to be identical. With FTZ/DAZ (MXCSR) or FZ (FPCR) set by the caller, the
 // figures must not change either: every case also runs with that state set.
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -80,6 +81,24 @@ void fill(int code, std::vector<char>& out, std::size_t n, const std::vector<cha
     }
 }
 
+// int64 / uint64 pairs of small magnitude (the vector blocks of kernels_dtypes.hpp): values
+// below 2^40, b = a + 0..3 mostly; one block in three also holds an extreme value (the exact
+// scalar path).
+void fill_small_int(int code, std::vector<char>& a, std::vector<char>& b, std::size_t n) {
+    a.assign(n * 8, 0);
+    b.assign(n * 8, 0);
+    for (std::size_t k = 0; k < n; ++k) {
+        const std::uint64_t r = next_u64();
+        std::uint64_t x = r >> 24;
+        if (code == DT_I64 && (r & 1u)) x = static_cast<std::uint64_t>(-static_cast<std::int64_t>(x));
+        std::uint64_t y = x + ((r >> 8) & 3u);
+        if ((r >> 12) % 16 == 0) y = x + (x >> 2);  // far apart
+        if ((k / 1024) % 3 == 2 && (r >> 20) % 512 == 0) y = std::uint64_t{1} << 63;
+        std::memcpy(a.data() + 8 * k, &x, 8);
+        std::memcpy(b.data() + 8 * k, &y, 8);
+    }
+}
+
 std::string hex(const std::string& s) {
     static const char* d = "0123456789abcdef";
     std::string out;
@@ -111,23 +130,31 @@ void set_flush(bool on) {
 int main() {
     const std::vector<std::pair<int, int>> pairs = {
         {DT_F64, DT_F64}, {DT_F32, DT_F32}, {DT_F16, DT_F16}, {DT_F32, DT_F64}, {DT_I64, DT_I64},
-        {DT_U64, DT_U64}, {DT_I64, DT_U64}, {DT_I32, DT_I32}, {DT_I8, DT_U16}, {DT_BOOL, DT_BOOL}};
+        {DT_U64, DT_U64}, {DT_I64, DT_U64}, {DT_I32, DT_I32}, {DT_I8, DT_U16}, {DT_BOOL, DT_BOOL},
+        {-DT_I64, -DT_I64}, {-DT_U64, -DT_U64}};  // negative: small magnitudes (fill_small_int)
     const double inf = std::numeric_limits<double>::infinity();
     const std::uint64_t none = std::numeric_limits<std::uint64_t>::max();
     struct B { double atol, rtol; std::uint64_t ulp; bool steps; };
     const std::vector<B> bounds = {{0.0, 0.0, none, false}, {1e-3, 0.0, none, false},
                                    {0.0, 1e-3, none, false}, {1e-6, 0.5, 4, false},
                                    {inf, 0.0, 1, false}, {0.0, 0.0, 0, true}, {0.25, 1e-9, none, true}};
-    const std::vector<std::pair<std::int64_t, std::int64_t>> shapes = {{1, 3}, {5, 17}, {3, 1031}, {40, 64}, {1, 5000}};
+    const std::vector<std::pair<std::int64_t, std::int64_t>> shapes = {{1, 3}, {5, 17}, {3, 1031}, {40, 64}, {1, 5000},
+                                                                       {2100, 1}};  // one element a step
     std::vector<std::string> paths;
     for (const std::string& isa : available_isas()) paths.push_back(isa);
     int bad = 0, cases = 0;
-    for (const auto& pr : pairs) {
+    for (auto pr : pairs) {
+        const bool small = pr.first < 0;
+        pr = {std::abs(pr.first), std::abs(pr.second)};
         for (const auto& sh : shapes) {
             const std::size_t n = static_cast<std::size_t>(sh.first * sh.second);
             std::vector<char> a, b;
-            fill(pr.first, a, n, nullptr);
-            fill(pr.second, b, n, pr.first == pr.second ? &a : nullptr);
+            if (small) {
+                fill_small_int(pr.first, a, b, n);
+            } else {
+                fill(pr.first, a, n, nullptr);
+                fill(pr.second, b, n, pr.first == pr.second ? &a : nullptr);
+            }
             for (const B& bd : bounds) {
                 const bool is_float = pr.first >= DT_F16;
                 if (bd.ulp != none && !(is_float && pr.first == pr.second)) continue;

@@ -365,12 +365,18 @@ class Accumulator:
                 ) -> "Accumulator":
         """Merge the statistics of block `a` (`shifted`: computed at offset 0, so they move
         to where this accumulator ends; else computed there already)."""
-        if self.steps_axis is None:
+        if not shifted and self.steps == 0 and self._inner == 0:
+            # the first piece, fresh from compute (not shared, as an EqualScan's statistics
+            # may be): taken as it is, since merging into empty statistics copies it
+            self._stats = st
+        elif self.steps_axis is None:
             self._stats.merge(st, 0, self._inner if shifted else 0)
+        else:
+            self._stats.merge(st, self.steps if shifted else 0, 0)
+        if self.steps_axis is None:
             self._inner += a.size
             self.steps = 1
         else:
-            self._stats.merge(st, self.steps if shifted else 0, 0)
             self.steps += steps
         return self
 
@@ -435,6 +441,11 @@ class Accumulator:
     def result(self, shape: Optional[Sequence[int]] = None) -> Divergence:
         """The `Divergence` of everything folded so far. `shape`: the full array shape (needed
         with steps_axis=None to unravel argmax into an index of that shape)."""
+        return self._result(shape, last=False)
+
+    def _result(self, shape: Optional[Sequence[int]], last: bool) -> Divergence:
+        # last: nothing folds into this accumulator afterwards, so the series arrays move
+        # into the result without a copy
         full = None if shape is None else tuple(int(n) for n in shape)
         if full is not None:
             if self.steps_axis is None:
@@ -448,16 +459,20 @@ class Accumulator:
                 if tuple(expect) != full:
                     raise ValueError(f"shape {full} does not match the folded shape {tuple(expect)}")
         st = self._stats
-        raw = st.series
-        # -1 marks a step without a compared pair; a select, not a float max, so that a
-        # process-wide DAZ cannot flush a subnormal figure here either
-        series = np.where(raw < 0.0, 0.0, raw)
-        series_over = st.series_over.astype(np.int64, copy=False)
+        onset = int(st.onset)
+        if last:
+            series, series_over, series_margin = st._take_series()
+        else:
+            raw = st.series
+            # -1 marks a step without a compared pair; a select, not a float max, so that a
+            # process-wide DAZ cannot flush a subnormal figure here either
+            series = np.where(raw < 0.0, 0.0, raw)
+            series_over = st.series_over.astype(np.int64, copy=False)
+            series_margin = st.series_margin
         compared = st.max_abs >= 0.0
         argmax = self._full_index(st.arg_step, st.arg_inner, full) if compared else None
         argmax_rel = self._full_index(st.rel_step, st.rel_inner, full) if compared else None
         step = (0 if self.steps_axis is None else int(st.arg_step)) if compared else None
-        over = np.flatnonzero(series_over)
         names = self._names
         same_float = names is not None and names[0] == names[1] and names[0] in _FLOATS
         bounded = self.bounded
@@ -472,13 +487,13 @@ class Accumulator:
             nan_both=int(st.nan_both),
             inf_mismatch=int(st.inf_mismatch),
             size=int(st.size),
-            onset=int(over[0]) if over.size else None,
+            onset=onset if onset >= 0 else None,
             series=series,
             series_over=series_over,
             within=int(st.count_over) == 0,
             argmax_rel=argmax_rel,
             margin=float(st.margin) if bounded else None,
-            series_margin=st.series_margin if bounded else None,
+            series_margin=series_margin if bounded else None,
         )
 
     # -- serialization ------------------------------------------------------------------
@@ -517,7 +532,7 @@ def divergence(a: Any, b: Any, *, atol: Any = None, rtol: Optional[float] = None
     elif steps_axis is not None:
         _norm_axis(steps_axis, a.ndim)
     acc = Accumulator(atol=atol, rtol=rtol, ulp=ulp, steps_axis=steps_axis, threads=threads)
-    return acc.update(a, b).result(a.shape)
+    return acc.update(a, b)._result(a.shape, last=True)
 
 
 def _fmt_index(idx: Optional[Tuple[int, ...]]) -> str:

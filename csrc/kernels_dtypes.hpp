@@ -1,0 +1,460 @@
+// The kernels for the dtypes and shapes beyond the float32/float64 main loop, included by
+// kernels_isa.hpp (so compiled once per ISA, in its namespace, with its lane count L):
+//  - one element per step (inner size 1): the series arrays filled in vector blocks;
+//  - float16 through the float32 vector loop (lanes converted exactly, the ULP figures in
+//    float16 units from the 16-bit images);
+//  - int64 / uint64 in vector blocks (exact: see run_int64_vec).
+// Written against the GCC/Clang vector extensions only (vd, vi, vu, splat, hmax, any_true
+// of kernels_isa.hpp): the same algorithm on every ISA. Every figure equals the scalar
+// rules' (kernels.hpp) bit for bit.
+#pragma once
+
+#include "kernels.hpp"
+
+namespace tolerance {
+namespace TOLERANCE_ISA_NS {
+namespace {
+namespace dtypes {
+
+// ---- exact lane conversions -----------------------------------------------------------
+// u64 lanes -> float64, rounded to nearest like static_cast<double>: hi*2^32 and lo are
+// exact as doubles, their sum is rounded once.
+inline vd u64_to_double(vu x) {
+    const vu lo = (x & splat<vu>(uint64_t{0xffffffff})) | splat<vu>(uint64_t{0x4330000000000000});
+    const vu hi = (x >> 32) | splat<vu>(uint64_t{0x4530000000000000});
+    return ((vd)hi - splat<vd>(0x1p84 + 0x1p52)) + (vd)lo;
+}
+
+// ---- one element per step -------------------------------------------------------------
+// The reference for every compute type: each element through the contiguous kernel Fn as a
+// run of one, then its step figures (the same as the per-step driver, without the driver).
+template <class T, RunFn Fn>
+void series_scalar(const void* av, const void* bv, size_t n, const Params& p, SeriesOut& out,
+                   RunStats& rs, int64_t base) {
+    const T* a = static_cast<const T*>(av);
+    const T* b = static_cast<const T*>(bv);
+    for (size_t k = 0; k < n; ++k) {
+        RunStats e;
+        const int64_t idx = base + static_cast<int64_t>(k);
+        Fn(a + k, b + k, 1, p, e, idx);
+        out.series[k] = e.run_max;
+        out.over[k] = e.count_over;
+        const double m = step_margin(e, p);
+        out.margin[k] = m;
+        if (m > out.margin_max) out.margin_max = m;
+        if (e.arg_abs >= 0 && (rs.best_abs < 0.0 || e.best_abs > rs.best_abs || e.best_mag > rs.best_mag)) {
+            rs.best_abs = e.best_abs;
+            rs.best_mag = e.best_mag;
+            rs.arg_abs = idx;
+        }
+        if (e.arg_rel >= 0 && e.best_rel > rs.best_rel) {
+            rs.best_rel = e.best_rel;
+            rs.arg_rel = idx;
+        }
+        if (e.run_max > rs.run_max) rs.run_max = e.run_max;
+        if (e.max_ulp > rs.max_ulp) rs.max_ulp = e.max_ulp;
+        rs.count_over += e.count_over;
+        rs.nan_mismatch += e.nan_mismatch;
+        rs.nan_both += e.nan_both;
+        rs.inf_mismatch += e.inf_mismatch;
+    }
+}
+
+// float32 / float64, L elements at a time through every rule (float_element and
+// step_margin lane by lane); the first index of a new maximum is found by rescanning the
+// block's series (|a-b|) or, for max_rel, its pairs.
+template <class T, bool WantUlp>
+void series_float_vec(const void* av, const void* bv, size_t n, const Params& p, SeriesOut& out,
+                      RunStats& rs, int64_t base) {
+    using V = typename VecOf<T>::V;
+    constexpr size_t BLOCK = 512;
+    const T* a = static_cast<const T*>(av);
+    const T* b = static_cast<const T*>(bv);
+    const double inf = std::numeric_limits<double>::infinity();
+    const vd vinf = splat<vd>(inf), vzero = splat<vd>(0.0), vneg = splat<vd>(-1.0);
+    const vd vatol = splat<vd>(p.atol), vrtol = splat<vd>(p.rtol);
+    const vu absmask = splat<vu>(uint64_t{0x7fffffffffffffff});
+    const bool check_ulp = WantUlp && p.ulp != std::numeric_limits<uint64_t>::max();
+    const vu vulp = splat<vu>(p.ulp);
+    const bool elem_margin = p.rtol > 0.0;
+    const bool ulp_term = WantUlp && p.ulp_margin >= 0.0;
+    const vd vulpm = splat<vd>(p.ulp_margin);
+    const vd vtiny = splat<vd>(0x1p-1000);
+    const double shrink = 1.0 - 0x1p-50;
+    size_t i = 0;
+    while (n - i >= static_cast<size_t>(L)) {
+        const size_t len = std::min(BLOCK, (n - i) / L * L);
+        vi c_over = splat<vi>(int64_t{0}), c_nm = c_over, c_nb = c_over, c_inf = c_over;
+        vu v_ulp = splat<vu>(uint64_t{0});
+        vd vmax = splat<vd>(rs.best_abs), brel = splat<vd>(rs.best_rel), vrun = splat<vd>(rs.run_max);
+        vd vmarg = splat<vd>(out.margin_max);
+        vd thr = brel * shrink;
+        for (size_t j = i; j < i + len; j += L) {
+            V ta, tb;
+            std::memcpy(&ta, a + j, sizeof ta);
+            std::memcpy(&tb, b + j, sizeof tb);
+            const vd da = VecOf<T>::to_double(ta), db = VecOf<T>::to_double(tb);
+            const vi eq = da == db;
+            const vd diff = da - db;
+            const vd ad = eq ? vzero : (vd)((vu)diff & absmask);
+            const vd xa = (vd)((vu)da & absmask), xb = (vd)((vu)db & absmask);
+            const vd mx = xa > xb ? xa : xb;
+            const vi nana = da != da, nanb = db != db;
+            const vi anyn = nana | nanb, both = nana & nanb, nm = anyn & ~both;
+            const vi infm = ((xa == vinf) | (xb == vinf)) & ~eq & ~anyn;
+            const vd bnd = vatol + vrtol * mx;
+            vi inside = (ad <= bnd) & ~infm;
+            vu ud = splat<vu>(uint64_t{0});
+            if constexpr (WantUlp) {
+                ud = __builtin_convertvector(ulp_lanes<T>(ta, tb), vu) & ~(vu)anyn;
+                if (check_ulp) inside &= (vi)(ud <= vulp);
+                v_ulp = ud > v_ulp ? ud : v_ulp;
+            }
+            inside |= eq | both;
+            const vd s = anyn ? vneg : ad;
+            vd m;
+            if (elem_margin) {
+                m = ad / bnd;
+                m = m == m ? m : vzero;
+            } else {
+                // step_margin: max(0, fl(d / atol)), so inf / inf (NaN) counts 0
+                const vd q = ad / vatol;
+                m = q > vzero ? q : vzero;
+            }
+            if (ulp_term) {
+                const vd u = u64_to_double(ud) / vulpm;
+                m = (ud > 0) & (u > m) ? u : m;
+            }
+            m = (nm | infm) ? vinf : m;
+            // max_rel: a lane divides only where it may beat the running maximum (the
+            // threshold rule of run_float_vec: thr = max_rel (1 - 2^-50))
+            const vd lim = thr * mx;
+            if (any_true(((ad > lim) | (lim < vtiny) | infm) & ~anyn)) {
+                vd rel = mx > vzero ? ad / mx : vzero;
+                rel = infm ? vinf : rel;
+                rel = anyn ? vneg : rel;
+                brel = rel > brel ? rel : brel;
+                thr = brel * shrink;
+            }
+            std::memcpy(out.series + j, &s, sizeof s);
+            const vi ov = -(~inside);
+            std::memcpy(out.over + j, &ov, sizeof ov);
+            std::memcpy(out.margin + j, &m, sizeof m);
+            c_over += ov;
+            c_nm -= nm;
+            c_nb -= both;
+            c_inf -= infm;
+            vmarg = m > vmarg ? m : vmarg;
+            vrun = s > vrun ? s : vrun;
+            vmax = s > vmax ? s : vmax;
+        }
+        rs.count_over += hsum(c_over);
+        rs.nan_mismatch += hsum(c_nm);
+        rs.nan_both += hsum(c_nb);
+        rs.inf_mismatch += hsum(c_inf);
+        if (WantUlp) rs.max_ulp = std::max(rs.max_ulp, hmax(v_ulp, uint64_t{0}));
+        out.margin_max = hmax(vmarg, out.margin_max);
+        rs.run_max = hmax(vrun, rs.run_max);
+        const double mabs = hmax(vmax, -1.0);
+        if (mabs > rs.best_abs) {
+            for (size_t k = i; k < i + len; ++k) {
+                if (out.series[k] == mabs) {
+                    rs.best_abs = mabs;
+                    rs.arg_abs = base + static_cast<int64_t>(k);
+                    break;
+                }
+            }
+        }
+        const double r = hmax(brel, -1.0);
+        if (r > rs.best_rel) {
+            for (size_t k = i; k < i + len; ++k) {
+                const double x = static_cast<double>(a[k]), y = static_cast<double>(b[k]);
+                if (!is_nan(x) && !is_nan(y) && scalar_rel(x, y) == r) {
+                    rs.best_rel = r;
+                    rs.arg_rel = base + static_cast<int64_t>(k);
+                    break;
+                }
+            }
+        }
+        i += len;
+    }
+    if (i < n) {
+        SeriesOut tail{out.series + i, out.over + i, out.margin + i, out.margin_max};
+        series_scalar<T, run_float_scalar<T, WantUlp>>(a + i, b + i, n - i, p, tail, rs,
+                                                      base + static_cast<int64_t>(i));
+        out.margin_max = tail.margin_max;
+    }
+}
+
+// ---- int64 / uint64 -------------------------------------------------------------------
+// Exact like int_element: |a-b| as a u64 (max - min), max(|a|,|b|) as a u64. A block runs
+// in lanes when every magnitude and difference is below 2^52: then |a-b| and max(|a|,|b|)
+// are exact in float64 (a ULP-free conversion: OR into 2^52's bits, subtract 2^52), so
+// max_abs, its exact tie-break, max_rel and the margin terms are the scalar rule's
+// operations on the same doubles. The bound test is exact: with rtol == 0 it is the
+// integer test |a-b| <= floor(atol); with rtol > 0 the float64 bound fl(atol + fl(rtol*M))
+// is within 3 * 2^-53 of the real one, so an element further than 2^-49 (relative) from
+// it is decided by the float64 test, and a block holding one closer falls back to the
+// exact scalar path (int_inside_exact). Any other block (a value >= 2^52) does too.
+template <class T>
+struct IntLanes;
+template <> struct IntLanes<std::int64_t> { using V = vi; };
+template <> struct IntLanes<std::uint64_t> { using V = vu; };
+
+inline vd small_u64_to_double(vu x) {  // exact for x < 2^52
+    return (vd)(x | splat<vu>(uint64_t{0x4330000000000000})) - splat<vd>(0x1p52);
+}
+
+template <class T>
+inline uint64_t int_mag(T x, T y) {
+    return x >= y ? static_cast<uint64_t>(x) - static_cast<uint64_t>(y)
+                  : static_cast<uint64_t>(y) - static_cast<uint64_t>(x);
+}
+
+template <class T>
+void run_int64_vec(const void* av, const void* bv, size_t n, const Params& p, RunStats& rs,
+                   int64_t base) {
+    using V = typename IntLanes<T>::V;
+    constexpr size_t BLOCK = 1024;
+    const T* a = static_cast<const T*>(av);
+    const T* b = static_cast<const T*>(bv);
+    const vd vzero = splat<vd>(0.0);
+    const vd vatol = splat<vd>(p.atol), vrtol = splat<vd>(p.rtol);
+    const vd vtiny = splat<vd>(0x1p-1000), vmtiny = splat<vd>(0x1p-900);
+    const double shrink = 1.0 - 0x1p-50;
+    const vd wlo = splat<vd>(1.0 - 0x1p-49), whi = splat<vd>(1.0 + 0x1p-49);
+    const bool exact_int = p.rtol == 0.0;  // inside <=> |a-b| <= floor(atol)
+    const uint64_t atol_floor = !(p.atol < 0x1p64) ? ~uint64_t{0} : static_cast<uint64_t>(p.atol);
+    const vu vatol_floor = splat<vu>(atol_floor);
+    const vu high = splat<vu>(~((uint64_t{1} << 52) - 1));
+    const bool elem_margin = p.rtol > 0.0;
+    size_t i = 0;
+    while (i < n) {
+        const size_t len = std::min(BLOCK, n - i);
+        bool lanes = len >= static_cast<size_t>(L);
+        const size_t vlen = len / L * L;
+        vu big = splat<vu>(uint64_t{0});
+        vi amb = splat<vi>(int64_t{0}), c_over = amb;
+        vd vmax = splat<vd>(-1.0);
+        vd brel = splat<vd>(rs.best_rel), thr = brel * shrink;
+        vd vmarg = splat<vd>(rs.margin);
+        vd mthr = vmarg >= vmtiny ? vmarg * shrink : vzero;
+        for (size_t j = i; lanes && j < i + vlen; j += L) {
+            V x, y;
+            std::memcpy(&x, a + j, sizeof x);
+            std::memcpy(&y, b + j, sizeof y);
+            const V hi = x > y ? x : y, lo = x > y ? y : x;
+            const vu mag = (vu)hi - (vu)lo;
+            vu ax = (vu)x, ay = (vu)y;
+            if constexpr (std::is_signed_v<T>) {
+                ax = x < 0 ? -(vu)x : (vu)x;
+                ay = y < 0 ? -(vu)y : (vu)y;
+            }
+            const vu mm = ax > ay ? ax : ay;
+            big |= mm | mag;
+            const vd d = small_u64_to_double(mag & ~high), mx = small_u64_to_double(mm & ~high);
+            if (exact_int) {
+                c_over -= (vi)(mag > vatol_floor);
+            } else {
+                const vd bnd = vatol + vrtol * mx;
+                c_over -= (vi)(d > bnd);
+                amb |= (vi)((d > bnd * wlo) & (d < bnd * whi));
+                if (elem_margin) {
+                    const vd mlim = mthr * bnd;
+                    if (any_true((d > vzero) & ((d > mlim) | (mlim < vtiny)))) {
+                        vd q = d / bnd;
+                        q = q == q ? q : vzero;
+                        vmarg = q > vmarg ? q : vmarg;
+                        mthr = vmarg >= vmtiny ? vmarg * shrink : vzero;
+                    }
+                }
+            }
+            vmax = d > vmax ? d : vmax;
+            const vd lim = thr * mx;
+            if (any_true((d > lim) | (lim < vtiny))) {
+                const vd rel = mx > vzero ? d / mx : vzero;
+                brel = rel > brel ? rel : brel;
+                thr = brel * shrink;
+            }
+        }
+        lanes = lanes && !any_true((vi)((big & high) != 0)) && !any_true(amb);
+        if (!lanes) {  // exact scalar path for this block
+            run_int<T, false>(a + i, b + i, len, p, rs, base + static_cast<int64_t>(i));
+            i += len;
+            continue;
+        }
+        rs.count_over += hsum(c_over);
+        rs.margin = std::max(rs.margin, hmax(vmarg, 0.0));
+        const double m = hmax(vmax, -1.0);
+        rs.run_max = std::max(rs.run_max, m);
+        if (rs.best_abs < 0.0 || static_cast<u128>(static_cast<uint64_t>(m)) > rs.best_mag) {
+            const auto mi = static_cast<uint64_t>(m);
+            for (size_t k = i; k < i + vlen; ++k) {
+                if (int_mag(a[k], b[k]) == mi) {
+                    rs.best_abs = m;
+                    rs.best_mag = mi;
+                    rs.arg_abs = base + static_cast<int64_t>(k);
+                    break;
+                }
+            }
+        }
+        const double r = hmax(brel, -1.0);
+        if (r > rs.best_rel) {
+            for (size_t k = i; k < i + vlen; ++k) {
+                const double dk = static_cast<double>(int_mag(a[k], b[k]));
+                const double mk = static_cast<double>(std::max(rules::int_magnitude<T, uint64_t>(a[k]),
+                                                               rules::int_magnitude<T, uint64_t>(b[k])));
+                if (rel_diff(dk, mk, false) == r) {
+                    rs.best_rel = r;
+                    rs.arg_rel = base + static_cast<int64_t>(k);
+                    break;
+                }
+            }
+        }
+        if (vlen < len)
+            run_int<T, false>(a + i + vlen, b + i + vlen, len - vlen, p, rs,
+                              base + static_cast<int64_t>(i + vlen));
+        i += len;
+    }
+}
+
+// ---- float16 ----------------------------------------------------------------------------
+// A block of float16 pairs is converted exactly to float32 (lane by lane: the bit layout is
+// moved, a subnormal is renormalized by one exact float32 subtraction) and folded by the
+// float32 vector loop without its ULP rule: float32 holds every float16 value, so |a-b|,
+// max(|a|,|b|), the bound, max_rel and the margin are the same float64 operations on the
+// same values. The ULP figures are float16's: distances of the 16-bit ordered images (lanes),
+// max_ulp over non-NaN pairs, and an element beyond the ULP bound that the loop counted
+// inside (it met the |a-b| bound) is counted outside here.
+typedef std::uint32_t vh32 __attribute__((vector_size(8 * L)));  // 2L lanes
+typedef std::int32_t vh32s __attribute__((vector_size(8 * L)));
+typedef float vh32f __attribute__((vector_size(8 * L)));
+typedef std::uint16_t vh16 __attribute__((vector_size(4 * L)));
+constexpr int HL = 2 * L;
+// splat<> fills L lanes; these vectors have 2L
+inline vh32 splat_h(std::uint32_t v) { return vh32{} + v; }
+inline vh32f splat_hf(float v) { return vh32f{} + v; }
+
+inline vh32 load_half(const std::uint16_t* h) {
+    vh16 x;
+    std::memcpy(&x, h, sizeof x);
+    return __builtin_convertvector(x, vh32);
+}
+
+inline void half_block_to_float(const std::uint16_t* h, float* out, size_t m) {
+    const vh32 sexp = splat_h(0x7c00u << 13);
+    const vh32f magic = splat_hf(0x1p-14f);
+    size_t k = 0;
+    for (; k + HL <= m; k += HL) {
+        const vh32 x = load_half(h + k);
+        vh32 o = (x & 0x7fffu) << 13;
+        const vh32 e = o & sexp;
+        o += (127u - 15u) << 23;
+        o = e == sexp ? o + ((128u - 16u) << 23) : o;             // inf / NaN
+        const vh32f sub = (vh32f)(o + (1u << 23)) - magic;           // zero / subnormal, exact
+        o = e == 0 ? (vh32)sub : o;
+        o |= (x & 0x8000u) << 16;
+        std::memcpy(out + k, &o, sizeof o);
+    }
+    for (; k < m; ++k) out[k] = static_cast<float>(half_to_double(h[k]));  // exact
+}
+
+template <bool WantUlp>
+void run_half_vec(const void* av, const void* bv, size_t n, const Params& p, RunStats& rs,
+                  int64_t base) {
+    constexpr size_t BLOCK = 1024;
+    const auto* a = static_cast<const std::uint16_t*>(av);
+    const auto* b = static_cast<const std::uint16_t*>(bv);
+    Params pf = p;  // the float32 loop without a ULP rule
+    pf.ulp = std::numeric_limits<uint64_t>::max();
+    pf.ulp_margin = -1.0;
+    const bool check_ulp = WantUlp && p.ulp != std::numeric_limits<uint64_t>::max();
+    const vh32 vlim = splat_h(static_cast<std::uint32_t>(std::min<uint64_t>(p.ulp, 0xffffffffu)));
+    alignas(64) float fa[BLOCK];
+    alignas(64) float fb[BLOCK];
+    for (size_t i = 0; i < n;) {
+        const size_t m = std::min(BLOCK, n - i);
+        half_block_to_float(a + i, fa, m);
+        half_block_to_float(b + i, fb, m);
+        run_float_vec<float, false>(fa, fb, m, pf, rs, base + static_cast<int64_t>(i));
+        if constexpr (WantUlp) {
+            vh32 um = splat_h(0u), flag = um;
+            size_t k = 0;
+            for (; k + HL <= m; k += HL) {
+                const vh32 x = load_half(a + i + k), y = load_half(b + i + k);
+                const vh32 mx = x & 0x7fffu, my = y & 0x7fffu;
+                const vh32s ox = (x & 0x8000u) != 0 ? -(vh32s)mx : (vh32s)mx;
+                const vh32s oy = (y & 0x8000u) != 0 ? -(vh32s)my : (vh32s)my;
+                const vh32 nan = (vh32)((mx > 0x7c00u) | (my > 0x7c00u));
+                const vh32 ud = (ox >= oy ? (vh32)(ox - oy) : (vh32)(oy - ox)) & ~nan;
+                um = ud > um ? ud : um;
+                flag |= (vh32)(ud > vlim);
+            }
+            uint64_t mu = 0;
+            bool any = false;
+            for (int l = 0; l < HL; ++l) {
+                mu = std::max<uint64_t>(mu, um[l]);
+                any = any || flag[l] != 0;
+            }
+            for (size_t t = k; t < m; ++t) {  // the tail, scalar
+                const double x = half_to_double(a[i + t]), y = half_to_double(b[i + t]);
+                if (is_nan(x) || is_nan(y)) continue;
+                const uint64_t u = ulp_distance(ordered_f16(a[i + t]), ordered_f16(b[i + t]));
+                mu = std::max(mu, u);
+                any = any || u > p.ulp;
+            }
+            rs.max_ulp = std::max(rs.max_ulp, mu);
+            if (check_ulp && any) {  // beyond the ULP bound, but inside the |a-b| bound
+                for (size_t t = 0; t < m; ++t) {
+                    const double x = half_to_double(a[i + t]), y = half_to_double(b[i + t]);
+                    if (is_nan(x) || is_nan(y)) continue;
+                    if (ulp_distance(ordered_f16(a[i + t]), ordered_f16(b[i + t])) <= p.ulp) continue;
+                    if (float_inside(is_equal(x, y), is_inf_mismatch(x, y), abs_diff(x, y),
+                                     mag_max(x, y), 0, pf))
+                        ++rs.count_over;
+                }
+            }
+        }
+        i += m;
+    }
+}
+
+// ---- the table entries of this file ---------------------------------------------------
+template <bool Vec, bool W>
+void set_entries_w(KernelTable& t) {
+    const int w = W ? 1 : 0;
+    t.series[K_F16][w] = series_scalar<std::uint16_t, run_half<W>>;
+    if constexpr (Vec) {
+        t.series[K_F32][w] = series_float_vec<float, W>;
+        t.series[K_F64][w] = series_float_vec<double, W>;
+    } else {
+        t.series[K_F32][w] = series_scalar<float, run_float_scalar<float, W>>;
+        t.series[K_F64][w] = series_scalar<double, run_float_scalar<double, W>>;
+    }
+    t.series[K_I8][w] = series_scalar<std::int8_t, run_int<std::int8_t, false>>;
+    t.series[K_I16][w] = series_scalar<std::int16_t, run_int<std::int16_t, false>>;
+    t.series[K_I32][w] = series_scalar<std::int32_t, run_int<std::int32_t, false>>;
+    t.series[K_I64][w] = series_scalar<std::int64_t, run_int<std::int64_t, false>>;
+    t.series[K_U8][w] = series_scalar<std::uint8_t, run_int<std::uint8_t, false>>;
+    t.series[K_U16][w] = series_scalar<std::uint16_t, run_int<std::uint16_t, false>>;
+    t.series[K_U32][w] = series_scalar<std::uint32_t, run_int<std::uint32_t, false>>;
+    t.series[K_U64][w] = series_scalar<std::uint64_t, run_int<std::uint64_t, false>>;
+    t.series[K_I128][w] = series_scalar<i128, run_int<i128, false>>;
+    if constexpr (Vec) {
+        t.fn[K_F16][w] = run_half_vec<W>;
+        t.fn[K_I64][w] = run_int64_vec<std::int64_t>;
+        t.fn[K_U64][w] = run_int64_vec<std::uint64_t>;
+    }
+}
+
+template <bool Vec>
+void set_entries(KernelTable& t) {
+    set_entries_w<Vec, false>(t);
+    set_entries_w<Vec, true>(t);
+    if constexpr (Vec) t.entry[K_F16] = t.entry[K_I64] = t.entry[K_U64] = "vector";
+}
+
+}  // namespace dtypes
+}  // namespace
+}  // namespace TOLERANCE_ISA_NS
+}  // namespace tolerance
