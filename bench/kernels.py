@@ -12,7 +12,8 @@ the same data, and a 1-D array with the default steps axis (every element a step
 Last (bench_dtypes_shapes; alone with --dtypes-only): float16 against NumPy on float16 and
 on float64 casts, int64 and uint64 against NumPy, and one element a step for float64,
 float32, float16 and int64.
-Each figure is the best of --repeat runs (the machine may be shared). Fixed seed.
+Each figure is the best of --repeat runs (the machine may be shared: the load average before
+and after is printed with the table). Fixed seed.
 """
 from __future__ import annotations
 
@@ -178,6 +179,7 @@ def main(argv=None):
                     help="only the float16 / int64 / uint64 / one-element-a-step rows")
     args = ap.parse_args(argv)
     nthreads = args.threads or threads_available()
+    load_before = os.getloadavg()
     if args.dtypes_only:
         return print_dtypes_shapes(bench_dtypes_shapes(args.mib, args.repeat), args)
     out = {
@@ -194,12 +196,16 @@ def main(argv=None):
     out["paths"] = bench_paths(args.mib, args.repeat)
     out["other"] = bench_dtypes(args.mib, args.repeat)
     out["dtypes_shapes"] = bench_dtypes_shapes(args.mib, args.repeat)
+    out["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         print()
         return 0
     print(f"kernel path: {out['kernel']} ({out['machine']}), {nthreads} threads, "
           f"2 x {args.mib} MiB, best of {args.repeat}")
+    la = out["load_average"]
+    print("load average (1, 5, 15 min) before: " + " ".join(f"{x:.2f}" for x in la["before"])
+          + ", after: " + " ".join(f"{x:.2f}" for x in la["after"]) + f" ({os.cpu_count()} CPUs)")
     names = list(out["dtypes"]["float32"]["gbs"])
     w = max(len(n) for n in names) + 2
     print(f"{'GB/s of input':<{w}}{'float32':>10}{'float64':>10}")

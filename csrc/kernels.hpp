@@ -99,8 +99,8 @@ struct KernelTable {
     const char* name;
     RunFn fn[K_COUNT][2];  // [compute type][want_ulp]
     SeriesFn series[K_COUNT][2];  // inner size 1 (kernels_dtypes.hpp)
-    // what each entry runs: "vector" (the lane loop), "vector+blocks" (with the 256-bit
-    // fast blocks and the float32 pre-filter) or "scalar"; checked by the tests
+    // what each entry runs: "vector" (the lane loop), "vector+blocks" (with the quick
+    // blocks and the float32 pre-filter, kernels_isa.hpp) or "scalar"; checked by the tests
     const char* entry[K_COUNT];
     std::uint64_t (*read_pass)(const void* a, std::size_t abytes, const void* b,
                                std::size_t bbytes);

@@ -4,7 +4,7 @@
 
 #if defined(TOLERANCE_BUILD_AVX512)
 #define TOLERANCE_ISA_NS isa_avx512
-#define TOLERANCE_LANES 4  // the 256-bit blocks, EVEX-encoded: faster here than 512-bit lanes
+#define TOLERANCE_LANES 8  // 512-bit registers
 #include "kernels_isa.hpp"
 
 namespace tolerance {

@@ -1,4 +1,5 @@
-// The portable kernels: x86-64 baseline (SSE2) or aarch64 (NEON), plus the scalar path.
+// The portable kernels: x86-64 baseline (SSE2) or aarch64 (NEON, always there), 128-bit
+// registers, plus the scalar path. Same source as the AVX2 and AVX-512 tables.
 #define TOLERANCE_ISA_NS isa_baseline
 #define TOLERANCE_LANES 2
 #include "kernels_isa.hpp"

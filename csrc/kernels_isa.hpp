@@ -4,9 +4,13 @@
 // float64 lanes). Everything here has internal linkage or lives in that namespace, so no
 // code compiled for one ISA can be picked by the linker for another.
 //
-// The vector loop uses GCC/Clang vector extensions: each operation is the same IEEE
+// The vector loops use GCC/Clang vector extensions: each operation is the same IEEE
 // operation as the scalar rule in kernels.hpp (no contraction: -ffp-contract=off), so
-// every path is bit-identical. Per block of BLOCK elements the loop keeps per-lane maxima
+// every path is bit-identical. They are written once, against lanes of the register width
+// (TOLERANCE_LANES float64 lanes, twice as many float32), and a small lane layer (below)
+// holds the only per-ISA choices: AVX-512, AVX2, the x86-64 baseline (SSE2) and aarch64
+// (NEON) all run the same quick blocks, float32 pre-filter, grouped accumulators and
+// prefetch. Per block of BLOCK elements the loop keeps per-lane maxima
 // and counts; the first index of a new maximum is found by rescanning that block only when
 // its maximum beats the running one (ties keep the earlier index).
 #pragma once
@@ -15,6 +19,8 @@
 #include <type_traits>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 #include "kernels.hpp"
@@ -87,29 +93,37 @@ void run_int(const void* av, const void* bv, size_t n, const Params& p, RunStats
 }
 
 // ---- the vector loop for float32 / float64 --------------------------------------------
-constexpr int L = TOLERANCE_LANES;
+constexpr int L = TOLERANCE_LANES;  // float64 lanes of one vector register
 typedef double vd __attribute__((vector_size(8 * L)));
 typedef int64_t vi __attribute__((vector_size(8 * L)));
 typedef uint64_t vu __attribute__((vector_size(8 * L)));
-typedef float vf __attribute__((vector_size(4 * L)));
+typedef float vf __attribute__((vector_size(4 * L)));  // L float32 (half a register)
 typedef std::int32_t vi32 __attribute__((vector_size(4 * L)));
+// a whole register of float32 lanes (2L), for the float32 pre-filter
+typedef float wf __attribute__((vector_size(8 * L)));
+typedef std::int32_t wi __attribute__((vector_size(8 * L)));
+typedef std::uint32_t wu __attribute__((vector_size(8 * L)));
 
+template <class V>
+constexpr int lanes_of() {
+    return static_cast<int>(sizeof(V) / sizeof(V{}[0]));
+}
 template <class V, class S>
 inline V splat(S s) {
     V v;
-    for (int k = 0; k < L; ++k) v[k] = s;
+    for (int k = 0; k < lanes_of<V>(); ++k) v[k] = s;
     return v;
 }
 template <class V, class S>
 inline S hmax(V v, S init) {
     S m = init;
-    for (int k = 0; k < L; ++k) m = v[k] > m ? v[k] : m;
+    for (int k = 0; k < lanes_of<V>(); ++k) m = v[k] > m ? v[k] : m;
     return m;
 }
 template <class V>
 inline int64_t hsum(V v) {
     int64_t s = 0;
-    for (int k = 0; k < L; ++k) s += static_cast<int64_t>(v[k]);
+    for (int k = 0; k < lanes_of<V>(); ++k) s += static_cast<int64_t>(v[k]);
     return s;
 }
 
@@ -131,19 +145,133 @@ template <> struct VecOf<double> {
     static vi widen(vsi m) { return m; }
 };
 
-// Any lane set in a comparison mask (one movemask where the ISA has it).
+// ---- the lane layer ---------------------------------------------------------------------
+// The algorithms below are written once in vector extensions; these few helpers are the
+// only places that pick an instruction per ISA (GCC/Clang lower everything else, k-masks
+// included on AVX-512; the AVX-512 max/min are the masked forms with every lane set, which
+// GCC 12 does not warn about). The names say what they compute, identically on every ISA:
+//  any_true(m)    some lane of a comparison mask is set
+//  vmax/vmin(x,y) x > y ? x : y / x < y ? x : y: one instruction where the ISA has it (used on
+//                 values that are neither NaN nor -0, where every ISA's max/min agree)
+//  mul_add(a,b,c) a*b + c in float32 lanes, fused where the ISA has FMA, else two roundings
+//                 (only the pre-filter's certain/uncertain margins use it; its proof covers both)
+//  prefetch(p)    ask for the cache line at p (never faults)
+//  count_in(c,m)  c + 1 in the lanes where m is set
 inline bool any_true(vi m) {
-#if defined(__AVX__) && TOLERANCE_LANES == 4
-    return _mm256_movemask_pd(_mm256_castsi256_pd((__m256i)m)) != 0;
-#elif defined(__AVX512F__) && TOLERANCE_LANES == 8
+#if defined(__AVX512F__) && TOLERANCE_LANES == 8
     return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
+#elif defined(__AVX__) && TOLERANCE_LANES == 4
+    return _mm256_movemask_pd(_mm256_castsi256_pd((__m256i)m)) != 0;
 #elif defined(__SSE2__) && TOLERANCE_LANES == 2
     return _mm_movemask_pd(_mm_castsi128_pd((__m128i)m)) != 0;
+#elif defined(__aarch64__) && TOLERANCE_LANES == 2
+    return vmaxvq_u32(vreinterpretq_u32_s64((int64x2_t)m)) != 0;
 #else
     std::int64_t r = 0;
     for (int k = 0; k < L; ++k) r |= m[k];
     return r != 0;
 #endif
+}
+inline bool any_true(wi m) {
+#if defined(__AVX512F__) && TOLERANCE_LANES == 8
+    return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0;
+#elif defined(__AVX__) && TOLERANCE_LANES == 4
+    return _mm256_movemask_ps(_mm256_castsi256_ps((__m256i)m)) != 0;
+#elif defined(__SSE2__) && TOLERANCE_LANES == 2
+    return _mm_movemask_ps(_mm_castsi128_ps((__m128i)m)) != 0;
+#elif defined(__aarch64__) && TOLERANCE_LANES == 2
+    return vmaxvq_u32((uint32x4_t)m) != 0;
+#else
+    std::int32_t r = 0;
+    for (int k = 0; k < 2 * L; ++k) r |= m[k];
+    return r != 0;
+#endif
+}
+inline vd vmax(vd x, vd y) {
+#if defined(__AVX512F__) && TOLERANCE_LANES == 8
+    return (vd)_mm512_mask_max_pd((__m512d)x, (__mmask8)0xff, (__m512d)x, (__m512d)y);
+#elif defined(__AVX__) && TOLERANCE_LANES == 4
+    return (vd)_mm256_max_pd((__m256d)x, (__m256d)y);
+#elif defined(__SSE2__) && TOLERANCE_LANES == 2
+    return (vd)_mm_max_pd((__m128d)x, (__m128d)y);
+#elif defined(__aarch64__) && TOLERANCE_LANES == 2
+    return (vd)vmaxq_f64((float64x2_t)x, (float64x2_t)y);
+#else
+    return x > y ? x : y;
+#endif
+}
+inline vd vmin(vd x, vd y) {
+#if defined(__AVX512F__) && TOLERANCE_LANES == 8
+    return (vd)_mm512_mask_min_pd((__m512d)x, (__mmask8)0xff, (__m512d)x, (__m512d)y);
+#elif defined(__AVX__) && TOLERANCE_LANES == 4
+    return (vd)_mm256_min_pd((__m256d)x, (__m256d)y);
+#elif defined(__SSE2__) && TOLERANCE_LANES == 2
+    return (vd)_mm_min_pd((__m128d)x, (__m128d)y);
+#elif defined(__aarch64__) && TOLERANCE_LANES == 2
+    return (vd)vminq_f64((float64x2_t)x, (float64x2_t)y);
+#else
+    return x < y ? x : y;
+#endif
+}
+inline wf vmax(wf x, wf y) {
+#if defined(__AVX512F__) && TOLERANCE_LANES == 8
+    return (wf)_mm512_mask_max_ps((__m512)x, (__mmask16)0xffff, (__m512)x, (__m512)y);
+#elif defined(__AVX__) && TOLERANCE_LANES == 4
+    return (wf)_mm256_max_ps((__m256)x, (__m256)y);
+#elif defined(__SSE2__) && TOLERANCE_LANES == 2
+    return (wf)_mm_max_ps((__m128)x, (__m128)y);
+#elif defined(__aarch64__) && TOLERANCE_LANES == 2
+    return (wf)vmaxq_f32((float32x4_t)x, (float32x4_t)y);
+#else
+    return x > y ? x : y;
+#endif
+}
+inline wf vmin(wf x, wf y) {
+#if defined(__AVX512F__) && TOLERANCE_LANES == 8
+    return (wf)_mm512_mask_min_ps((__m512)x, (__mmask16)0xffff, (__m512)x, (__m512)y);
+#elif defined(__AVX__) && TOLERANCE_LANES == 4
+    return (wf)_mm256_min_ps((__m256)x, (__m256)y);
+#elif defined(__SSE2__) && TOLERANCE_LANES == 2
+    return (wf)_mm_min_ps((__m128)x, (__m128)y);
+#elif defined(__aarch64__) && TOLERANCE_LANES == 2
+    return (wf)vminq_f32((float32x4_t)x, (float32x4_t)y);
+#else
+    return x < y ? x : y;
+#endif
+}
+inline wf mul_add(wf a, wf b, wf c) {
+#if defined(__AVX512F__) && TOLERANCE_LANES == 8
+    return (wf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__) && TOLERANCE_LANES == 4
+    return (wf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#elif defined(__aarch64__) && TOLERANCE_LANES == 2
+    return (wf)vfmaq_f32((float32x4_t)c, (float32x4_t)a, (float32x4_t)b);
+#else
+    return a * b + c;
+#endif
+}
+inline void prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
+// acc + 1 in the lanes of mask m: a masked add on AVX-512, a subtraction of the mask elsewhere
+template <class V>
+inline V count_in(V acc, V m) {
+#if defined(__AVX512F__)
+    return m ? acc + 1 : acc;
+#else
+    return acc - m;
+#endif
+}
+
+// Integer max of lanes (signed; used on non-negative magnitudes and on ULP distances).
+template <class V>
+inline V imax(V x, V y) {
+    return x > y ? x : y;
+}
+// Two halves of L floats <-> one register of 2L (lane k of the register is element k).
+inline wf concat(vf lo, vf hi) {
+    wf w;
+    std::memcpy(&w, &lo, sizeof lo);
+    std::memcpy(reinterpret_cast<char*>(&w) + sizeof lo, &hi, sizeof hi);
+    return w;
 }
 
 inline double scalar_rel(double x, double y) {  // the rel figure of one compared pair
@@ -163,237 +291,120 @@ inline typename VecOf<T>::vui ulp_lanes(typename VecOf<T>::V ta, typename VecOf<
     return oa >= ob ? (vui)oa - (vui)ob : (vui)ob - (vui)oa;
 }
 
-#if defined(__AVX2__) && TOLERANCE_LANES == 4
-#define TOLERANCE_AVX2_FAST 1
-// Hand-scheduled AVX2 fast blocks (finite values only; false when the block holds a NaN,
-// an infinity or an overflowing difference, and then the caller refolds it on the full
-// path). The same IEEE operations as the rules: no contraction, exact division.
-inline __m256d as_pd(vd v) { return (__m256d)v; }
-inline vd as_vd(__m256d v) { return (vd)v; }
+// ---- the quick blocks: the common case at memory speed ------------------------------------
+// A quick block folds `len` pairs (a multiple of GROUP vectors) assuming what holds almost
+// always: finite values, and (with ULP) a and b of the same sign in every pair, so the ULP
+// distance is |bits(a) - bits(b)|. It returns false when that assumption fails; the caller
+// then refolds the block on the exact element-wise path (run_float_vec). The same IEEE
+// operations as the rules: figures are bit-identical to the element-wise path.
+//
+// max_rel and the margin need a division per element on the element-wise path; here each
+// group of GROUP vectors is tested first: per lane, the group's largest |a-b| (gmax) against
+// its smallest max(|a|,|b|) (gmin). If gmax < fl(t*gmin) with t = r(1-2^-50) (r the lane's
+// running maximum, r >= 0), no element of the group can raise r: d <= gmax < fl(t*gmin),
+// and where fl(t*gmin) is normal, d/mx <= d/gmin < t(1+2^-53) < r, so fl(d/mx) <= r; where it
+// is subnormal, d (a double below it) is at most fl(t*gmin) - 2^-1074 < t*gmin. The test is
+// written gmax >= max(fl(t*gmin), 2^-1074) (a group of zero differences never divides).
+// The margin's test is the same with bound(gmin) = atol + rtol*gmin, the smallest bound of
+// the group (rounding is monotone). Only a group that passes a test gets its exact quotients.
+constexpr int GROUP = 4;  // vectors a group: independent lanes, one test and one branch
 
-// The exact relative differences of 8 pairs (0 where max(|a|,|b|) is 0) folded into the
-// running maxima, and the thresholds below which a later pair cannot raise them.
-inline void fold_rel(__m256d d0, __m256d d1, __m256d m0, __m256d m1, __m256d shrink,
-                     __m256d& rel0, __m256d& rel1, __m256d& thr0, __m256d& thr1) {
-    const __m256d zero = _mm256_setzero_pd();
-    rel0 = _mm256_max_pd(_mm256_and_pd(_mm256_cmp_pd(m0, zero, _CMP_GT_OQ), _mm256_div_pd(d0, m0)), rel0);
-    rel1 = _mm256_max_pd(_mm256_and_pd(_mm256_cmp_pd(m1, zero, _CMP_GT_OQ), _mm256_div_pd(d1, m1)), rel1);
-    thr0 = _mm256_mul_pd(rel0, shrink);
-    thr1 = _mm256_mul_pd(rel1, shrink);
-}
-
-// The margin's element maxima (rtol > 0) of 8 pairs: d / bound, dividing only in lanes
-// where d may beat the running maximum m, i.e. d > t*bound with t = m(1 - 2^-50) (t = 0
-// for m < 2^-900; a product under 2^-1000 always divides): the same rule as the generic
-// loop (run_float_vec), so the same maxima.
-struct MarginLanes {
-    __m256d m0, m1, t0, t1;
-    static __m256d thr(__m256d m) {
-        return _mm256_and_pd(_mm256_cmp_pd(m, _mm256_set1_pd(0x1p-900), _CMP_GE_OQ),
-                             _mm256_mul_pd(m, _mm256_set1_pd(1.0 - 0x1p-50)));
-    }
-    explicit MarginLanes(vd m) : m0(as_pd(m)), m1(as_pd(m)), t0(thr(as_pd(m))), t1(thr(as_pd(m))) {}
-    static __m256d cand(__m256d d, __m256d bound, __m256d t) {
-        const __m256d l = _mm256_mul_pd(t, bound);
-        return _mm256_and_pd(_mm256_cmp_pd(d, _mm256_setzero_pd(), _CMP_GT_OQ),
-                             _mm256_or_pd(_mm256_cmp_pd(d, l, _CMP_GT_OQ),
-                                          _mm256_cmp_pd(l, _mm256_set1_pd(0x1p-1000), _CMP_LT_OQ)));
-    }
-    static __m256d quot(__m256d d, __m256d bound) {  // margin_of: NaN (0/0, inf/inf) -> 0
-        const __m256d q = _mm256_div_pd(d, bound);
-        return _mm256_and_pd(q, _mm256_cmp_pd(q, q, _CMP_ORD_Q));
-    }
-    void fold(__m256d d0, __m256d d1, __m256d b0, __m256d b1) {
-        if (_mm256_movemask_pd(_mm256_or_pd(cand(d0, b0, t0), cand(d1, b1, t1))) == 0) return;
-        m0 = _mm256_max_pd(quot(d0, b0), m0);
-        m1 = _mm256_max_pd(quot(d1, b1), m1);
-        t0 = thr(m0);
-        t1 = thr(m1);
-    }
-    vd result() const { return as_vd(_mm256_max_pd(m0, m1)); }
+struct Lanes64 {  // a run's per-lane figures in float64 lanes (the element-wise path's too)
+    vd vmax, brel, thr, marg, mthr;
+    vi over;
 };
 
-// 8 float32 pairs widened to float64 (exact): |a-b| and max(|a|,|b|), low and high halves.
-// `mx` is max(|a|,|b|) already taken in float32 (exact: it is one of the inputs).
-struct Widened8 {
-    __m256d d0, d1, m0, m1;
-};
-inline Widened8 widen8(__m256 fa, __m256 fb, __m256 mx) {
-    const __m256d absd = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffff));
-    const __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(fa));
-    const __m256d a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(fa, 1));
-    const __m256d b0 = _mm256_cvtps_pd(_mm256_castps256_ps128(fb));
-    const __m256d b1 = _mm256_cvtps_pd(_mm256_extractf128_ps(fb, 1));
-    return {_mm256_and_pd(_mm256_sub_pd(a0, b0), absd), _mm256_and_pd(_mm256_sub_pd(a1, b1), absd),
-            _mm256_cvtps_pd(_mm256_castps256_ps128(mx)), _mm256_cvtps_pd(_mm256_extractf128_ps(mx, 1))};
+inline vd mthr_of(vd m) {  // the margin threshold (1 - 2^-50)m; 0 below 2^-900
+    return m >= splat<vd>(0x1p-900) ? m * (1.0 - 0x1p-50) : splat<vd>(0.0);
 }
 
 template <bool WantUlp>
-inline bool fast_block_avx2(const float* a, const float* b, size_t len, const Params& p,
-                            bool check_ulp, vd& vmax_io, vd& brel_io, vd& thr_io, int64_t& over,
-                            uint64_t& ulpmax, bool want_margin, vd& marg_io) {
-    MarginLanes mg(marg_io);
-    const __m256i mag = _mm256_set1_epi32(0x7fffffff);
-    const __m256d atol = _mm256_set1_pd(p.atol), rtol = _mm256_set1_pd(p.rtol);
-    const __m256d zero = _mm256_setzero_pd(), shrink = _mm256_set1_pd(1.0 - 0x1p-50);
-    const __m256i lim = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(
-        p.ulp > 0xffffffffu ? 0xffffffffu : p.ulp)));
-    __m256d vmax0 = as_pd(vmax_io), vmax1 = vmax0, rel0 = as_pd(brel_io), rel1 = rel0;
-    __m256d thr0 = as_pd(thr_io), thr1 = thr0;
-    __m256i nf = _mm256_setzero_si256(), um = _mm256_setzero_si256();
-    // a lane that compared nothing yet (rel < 0) must take its first value whatever it is
-    bool force = _mm256_movemask_pd(_mm256_cmp_pd(rel0, zero, _CMP_LT_OQ)) != 0;
-    int64_t cnt = 0;
-    for (size_t j = 0; j < len; j += 8) {
-        const __m256 fa = _mm256_loadu_ps(a + j), fb = _mm256_loadu_ps(b + j);
-        const __m256i ia = _mm256_castps_si256(fa), ib = _mm256_castps_si256(fb);
-        const __m256i ua = _mm256_and_si256(ia, mag), ub = _mm256_and_si256(ib, mag);
-        const __m256i umx = _mm256_max_epu32(ua, ub);
-        nf = _mm256_max_epu32(nf, umx);
-        unsigned ulpbits = 0;
-        if constexpr (WantUlp) {
-            const __m256i oa = _mm256_sign_epi32(ua, ia), ob = _mm256_sign_epi32(ub, ib);
-            const __m256i d = _mm256_sub_epi32(oa, ob);
-            const __m256i gt = _mm256_cmpgt_epi32(ob, oa);
-            const __m256i ud = _mm256_sub_epi32(_mm256_xor_si256(d, gt), gt);
-            um = _mm256_max_epu32(um, ud);
-            if (check_ulp) {
-                const __m256i le = _mm256_cmpeq_epi32(_mm256_max_epu32(ud, lim), lim);
-                ulpbits = ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(le))) & 0xffu;
+inline bool quick_f64(const double* a, const double* b, size_t len, const Params& p,
+                      bool margin, Lanes64& io, uint64_t& ulpmax) {
+    const vd vatol = splat<vd>(p.atol), vrtol = splat<vd>(p.rtol);
+    const vd vzero = splat<vd>(0.0), vminsub = splat<vd>(0x1p-1074);
+    const double shrink = 1.0 - 0x1p-50;
+    const vi mag = splat<vi>(int64_t{0x7fffffffffffffff});
+    const vu vlim = splat<vu>(p.ulp);  // max(): no ULP bound, nothing exceeds it
+    Lanes64 s = io;
+    vi nf = splat<vi>(int64_t{0}), sg = nf;
+    vu um = splat<vu>(uint64_t{0});
+    // the exact quotients of one group (a lane that compared nothing yet takes its first)
+    auto exact = [&](size_t j) {
+#pragma GCC unroll 4
+        for (int v = 0; v < GROUP; ++v) {
+            vd da, db;
+            std::memcpy(&da, a + j + v * L, sizeof da);
+            std::memcpy(&db, b + j + v * L, sizeof db);
+            const vd d = (vd)((vi)(da - db) & mag);
+            const vd mx = (vd)imax((vi)da & mag, (vi)db & mag);
+            const vd rel = mx > vzero ? d / mx : vzero;
+            s.brel = rel > s.brel ? rel : s.brel;
+            if (margin) {
+                vd q = d / (vatol + vrtol * mx);
+                q = q == q ? q : vzero;
+                s.marg = q > s.marg ? q : s.marg;
             }
         }
-        const Widened8 w = widen8(fa, fb, _mm256_castsi256_ps(umx));
-        const __m256d d0 = w.d0, d1 = w.d1, m0 = w.m0, m1 = w.m1;
-        const __m256d bd0 = _mm256_add_pd(atol, _mm256_mul_pd(rtol, m0));
-        const __m256d bd1 = _mm256_add_pd(atol, _mm256_mul_pd(rtol, m1));
-        const __m256d o0 = _mm256_cmp_pd(d0, bd0, _CMP_GT_OQ);
-        const __m256d o1 = _mm256_cmp_pd(d1, bd1, _CMP_GT_OQ);
-        if (want_margin) mg.fold(d0, d1, bd0, bd1);
-        const unsigned bits = static_cast<unsigned>(_mm256_movemask_pd(o0)) |
-                              (static_cast<unsigned>(_mm256_movemask_pd(o1)) << 4) | ulpbits;
-        cnt += __builtin_popcount(bits);
-        vmax0 = _mm256_max_pd(d0, vmax0);
-        vmax1 = _mm256_max_pd(d1, vmax1);
-        const __m256d c0 = _mm256_cmp_pd(d0, _mm256_mul_pd(thr0, m0), _CMP_GT_OQ);
-        const __m256d c1 = _mm256_cmp_pd(d1, _mm256_mul_pd(thr1, m1), _CMP_GT_OQ);
-        if (force || _mm256_movemask_pd(_mm256_or_pd(c0, c1))) {
-            force = false;
-            fold_rel(d0, d1, m0, m1, shrink, rel0, rel1, thr0, thr1);
-        }
-    }
-    alignas(32) std::uint32_t nfv[8], umv[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(nfv), nf);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(umv), um);
-    for (int k = 0; k < 8; ++k) {
-        if (nfv[k] >= 0x7f800000u) return false;
-        ulpmax = std::max<uint64_t>(ulpmax, umv[k]);
-    }
-    over = cnt;
-    marg_io = mg.result();
-    vmax_io = as_vd(_mm256_max_pd(vmax0, vmax1));
-    brel_io = as_vd(_mm256_max_pd(rel0, rel1));
-    thr_io = as_vd(_mm256_mul_pd(as_pd(brel_io), shrink));
-    return true;
-}
-
-template <bool WantUlp>
-inline bool fast_block_avx2(const double* a, const double* b, size_t len, const Params& p,
-                            bool check_ulp, vd& vmax_io, vd& brel_io, vd& thr_io, int64_t& over,
-                            uint64_t& ulpmax, bool want_margin, vd& marg_io) {
-    MarginLanes mg(marg_io);
-    const __m256i magq = _mm256_set1_epi64x(0x7fffffffffffffff);
-    const __m256d absd = _mm256_castsi256_pd(magq);
-    const __m256d atol = _mm256_set1_pd(p.atol), rtol = _mm256_set1_pd(p.rtol);
-    const __m256d zero = _mm256_setzero_pd(), shrink = _mm256_set1_pd(1.0 - 0x1p-50);
-    const __m256d tiny = _mm256_set1_pd(0x1p-900);
-    const __m256i bias = _mm256_set1_epi64x(static_cast<int64_t>(0x8000000000000000ull));
-    // unsigned compares as signed ones on biased values
-    const __m256i limb = _mm256_xor_si256(_mm256_set1_epi64x(static_cast<int64_t>(p.ulp)), bias);
-    const __m256i zi = _mm256_setzero_si256();
-    __m256d vmax0 = as_pd(vmax_io), vmax1 = vmax0, rel0 = as_pd(brel_io), rel1 = rel0;
-    __m256d thr0 = as_pd(thr_io), thr1 = thr0;
-    __m256d chk0 = zero, chk1 = zero;
-    __m256i umb0 = bias, umb1 = bias;  // biased ULP maxima
-    bool force = _mm256_movemask_pd(_mm256_cmp_pd(rel0, zero, _CMP_LT_OQ)) != 0;
-    int64_t cnt = 0;
-    auto ulp_of = [&](__m256d x, __m256d y) {
-        const __m256i ix = _mm256_castpd_si256(x), iy = _mm256_castpd_si256(y);
-        const __m256i sx = _mm256_cmpgt_epi64(zi, ix), sy = _mm256_cmpgt_epi64(zi, iy);
-        const __m256i ux = _mm256_and_si256(ix, magq), uy = _mm256_and_si256(iy, magq);
-        const __m256i ox = _mm256_sub_epi64(_mm256_xor_si256(ux, sx), sx);
-        const __m256i oy = _mm256_sub_epi64(_mm256_xor_si256(uy, sy), sy);
-        const __m256i d = _mm256_sub_epi64(ox, oy);
-        const __m256i gt = _mm256_cmpgt_epi64(oy, ox);
-        return _mm256_xor_si256(_mm256_sub_epi64(_mm256_xor_si256(d, gt), gt), bias);  // biased
+        // every lane takes the largest value so far (the result is the maximum over the lanes,
+        // and one lane's new maximum spares the others their own records)
+        s.brel = splat<vd>(hmax(s.brel, -1.0));
+        s.marg = splat<vd>(hmax(s.marg, 0.0));
+        s.thr = s.brel * shrink;
+        s.mthr = mthr_of(s.marg);
     };
-    for (size_t j = 0; j < len; j += 8) {
-        // one cache line of each input a step: ask for the lines 2 KiB ahead, as the float32
-        // pre-filter does (an address past the end is harmless: a prefetch never faults)
-        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(a + j) + 2048), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(b + j) + 2048), _MM_HINT_T0);
-        const __m256d a0 = _mm256_loadu_pd(a + j), a1 = _mm256_loadu_pd(a + j + 4);
-        const __m256d b0 = _mm256_loadu_pd(b + j), b1 = _mm256_loadu_pd(b + j + 4);
-        const __m256d d0 = _mm256_and_pd(_mm256_sub_pd(a0, b0), absd);
-        const __m256d d1 = _mm256_and_pd(_mm256_sub_pd(a1, b1), absd);
-        chk0 = _mm256_add_pd(chk0, _mm256_mul_pd(d0, zero));
-        chk1 = _mm256_add_pd(chk1, _mm256_mul_pd(d1, zero));
-        const __m256d m0 = _mm256_max_pd(_mm256_and_pd(a0, absd), _mm256_and_pd(b0, absd));
-        const __m256d m1 = _mm256_max_pd(_mm256_and_pd(a1, absd), _mm256_and_pd(b1, absd));
-        const __m256d bd0 = _mm256_add_pd(atol, _mm256_mul_pd(rtol, m0));
-        const __m256d bd1 = _mm256_add_pd(atol, _mm256_mul_pd(rtol, m1));
-        const __m256d o0 = _mm256_cmp_pd(d0, bd0, _CMP_GT_OQ);
-        const __m256d o1 = _mm256_cmp_pd(d1, bd1, _CMP_GT_OQ);
-        if (want_margin) mg.fold(d0, d1, bd0, bd1);
-        unsigned bits = static_cast<unsigned>(_mm256_movemask_pd(o0)) |
-                        (static_cast<unsigned>(_mm256_movemask_pd(o1)) << 4);
-        if constexpr (WantUlp) {
-            const __m256i u0 = ulp_of(a0, b0), u1 = ulp_of(a1, b1);
-            umb0 = _mm256_blendv_epi8(umb0, u0, _mm256_cmpgt_epi64(u0, umb0));
-            umb1 = _mm256_blendv_epi8(umb1, u1, _mm256_cmpgt_epi64(u1, umb1));
-            if (check_ulp) {
-                bits |= static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(u0, limb)))) |
-                        (static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(u1, limb)))) << 4);
-            }
+    bool force = any_true(s.brel < vzero);
+    for (size_t j = 0; j < len; j += GROUP * L) {
+        for (int c = 0; c < GROUP * L * 8; c += 64) {
+            prefetch(reinterpret_cast<const char*>(a + j) + 2048 + c);
+            prefetch(reinterpret_cast<const char*>(b + j) + 2048 + c);
         }
-        cnt += __builtin_popcount(bits);
-        vmax0 = _mm256_max_pd(d0, vmax0);
-        vmax1 = _mm256_max_pd(d1, vmax1);
-        const __m256d c0 = _mm256_or_pd(_mm256_cmp_pd(d0, _mm256_mul_pd(thr0, m0), _CMP_GT_OQ),
-                                        _mm256_cmp_pd(m0, tiny, _CMP_LT_OQ));
-        const __m256d c1 = _mm256_or_pd(_mm256_cmp_pd(d1, _mm256_mul_pd(thr1, m1), _CMP_GT_OQ),
-                                        _mm256_cmp_pd(m1, tiny, _CMP_LT_OQ));
-        if (force || _mm256_movemask_pd(_mm256_or_pd(c0, c1))) {
+        vd d[GROUP], m[GROUP];
+#pragma GCC unroll 4
+        for (int v = 0; v < GROUP; ++v) {
+            vd da, db;
+            std::memcpy(&da, a + j + v * L, sizeof da);
+            std::memcpy(&db, b + j + v * L, sizeof db);
+            const vi ia = (vi)da, ib = (vi)db;
+            const vi mb = imax(ia & mag, ib & mag);  // max(|a|,|b|) as bits (finite: ordered)
+            nf = imax(nf, mb);
+            d[v] = (vd)((vi)(da - db) & mag);
+            m[v] = (vd)mb;
+            vi over = d[v] > vatol + vrtol * m[v];
+            if constexpr (WantUlp) {
+                sg |= ia ^ ib;  // a sign differs: not this path's case
+                const vi df = ia - ib;
+                const vu u = (vu)(df < 0 ? -df : df);
+                um = imax(um, u);
+                over |= (vi)(u > vlim);
+            }
+            s.over = count_in(s.over, over);
+        }
+        const vd gmax = vmax(vmax(d[0], d[1]), vmax(d[2], d[3]));
+        const vd gmin = vmin(vmin(m[0], m[1]), vmin(m[2], m[3]));
+        s.vmax = vmax(s.vmax, gmax);
+        vi cand = gmax >= vmax(s.thr * gmin, vminsub);
+        if (margin) cand |= gmax >= vmax(s.mthr * (vatol + vrtol * gmin), vminsub);
+        if (force || any_true(cand)) {
             force = false;
-            fold_rel(d0, d1, m0, m1, shrink, rel0, rel1, thr0, thr1);
+            exact(j);
         }
     }
-    alignas(32) double cv[4];
-    _mm256_store_pd(cv, _mm256_add_pd(chk0, chk1));
-    for (double c : cv)
-        if (c != 0.0) return false;
-    alignas(32) std::uint64_t uv0[4], uv1[4];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(uv0), umb0);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(uv1), umb1);
-    for (int k = 0; k < 4; ++k)
-        // unbias each lane before the unsigned maximum (the biased images order as signed)
-        ulpmax = std::max(ulpmax, std::max<uint64_t>(uv0[k] ^ 0x8000000000000000ull,
-                                                     uv1[k] ^ 0x8000000000000000ull));
-    over = cnt;
-    marg_io = mg.result();
-    vmax_io = as_vd(_mm256_max_pd(vmax0, vmax1));
-    brel_io = as_vd(_mm256_max_pd(rel0, rel1));
-    thr_io = as_vd(_mm256_mul_pd(as_pd(brel_io), shrink));
+    if (any_true(nf >= splat<vi>(int64_t{0x7ff0000000000000}))) return false;  // NaN or inf
+    if (WantUlp && any_true(sg < 0)) return false;
+    io = s;
+    ulpmax = std::max(ulpmax, hmax(um, uint64_t{0}));
     return true;
 }
 
 // ---- float32 pre-filter: the whole block in float32 lanes, exact figures -----------------
-// The float32 fast block above converts every element to float64 (the contract computes
-// |a-b| and the bound test in float64). This pre-filter decides each lane in float32 with
-// proven error margins and gives up (returns false, the caller then refolds the block on
-// the exact float64 path) when a lane lies too near its bound, when the block holds a value
-// of magnitude >= 2^100 (this also catches NaN, inf and a float32 difference that
-// overflows), or when the parameters are outside the range the margins are proven for.
-// Figures it returns are bit-identical to the float64 path's.
+// The contract computes |a-b| and the bound test in float64; converting every float32 to
+// float64 halves the lanes. This pre-filter decides each lane in float32 with proven error
+// margins and gives up (returns false, the caller then refolds the block on the exact
+// float64 path) when a lane lies too near its bound, when the block holds a value of
+// magnitude >= 2^100 (this also catches NaN, inf and a float32 difference that overflows),
+// with ULP when a and b differ in sign, or when the parameters are outside the range the
+// margins are proven for. Figures it returns are bit-identical to the float64 path's.
 //
 // Notation: x = |a-b| exactly (reals), d32 = fl32(x) (float32 subtraction, correctly
 // rounded), d64 = fl64(x) (the contract's value), mx = max(|a|,|b|) (a float32, exact in
@@ -406,11 +417,13 @@ inline bool fast_block_avx2(const double* a, const double* b, size_t len, const 
 //      B64 = B(1+e), |e| <= 2^-52 (two float64 roundings of non-negative terms, no
 //      underflow since rtol*mx >= 2^-249 when non-zero). A = fl32(atol), R = fl32(rtol)
 //      are within 2^-24 relative (normal float32), so R*mx + A = B(1+e'), |e'| <= 2^-24,
-//      and fma32(R, mx, A) is within 2^-23 B + 2^-150 of B (the absolute term for a
-//      subnormal result); (3) applies this to the constants with the margins folded in.
-//      With |values| < 2^100 nothing overflows.
-//  (3) The margins are folded into the constants: lo = max(fma32(Rlo, mx, Alo), 0) and
-//      hi = fma32(Rhi, mx, Ahi), Rlo = fl32(rtol(1-2^-18)), Alo = fl32(atol(1-2^-18) -
+//      and mul_add(R, mx, A) (fused: one rounding; else two) is within 2^-22 B + 2^-148
+//      of B (the absolute term for subnormal results); (3) applies this to the constants
+//      with the margins folded in. With |values| < 2^100 nothing overflows.
+//      atol = +inf (only ulp set) is also in range: then every bound is +inf, lo = hi = inf
+//      and every lane is certainly inside the bound (d32 <= inf, d64 <= inf = B64).
+//  (3) The margins are folded into the constants: lo = max(mul_add(Rlo, mx, Alo), 0) and
+//      hi = mul_add(Rhi, mx, Ahi), Rlo = fl32(rtol(1-2^-18)), Alo = fl32(atol(1-2^-18) -
 //      2^-120), Rhi = fl32(rtol(1+2^-18)), Ahi = fl32(atol(1+2^-18) + 2^-120) (each
 //      rounding adds <= 2^-24 relative, or 2^-150 absolute below 2^-126). As in (2):
 //      lo <= B(1-2^-19) when lo > 0, and hi >= B(1+2^-19) + 2^-121.
@@ -420,12 +433,13 @@ inline bool fast_block_avx2(const double* a, const double* b, size_t len, const 
 //      d64 >= x(1-2^-53) > B(1+2^-52) >= B64. Any lane neither => the block is refolded.
 //      With atol == rtol == 0 the test is exact: lo = hi = 0 and d32 > 0 <=> d64 > 0.
 //  (4) max_rel: a lane whose running float64 maximum is r >= 2^-100 gets the float32
-//      threshold t = fl32(fl64(r(1-2^-20))) <= r(1-2^-21) (t = 0 when r < 2^-100). The
-//      lane is skipped (its relative difference cannot exceed r) when d32 == 0, or when
-//      d32 < p = fl32(t*mx): p is the nearest float32 to t*mx, so a float32 strictly
-//      below it is below t*mx in reals (also when p is subnormal or inf). Then
-//      d64 <= x(1+2^-53) <= d32(1+2^-23)(1+2^-53) < r*mx, so fl64(d64/mx) <= r. Other
-//      lanes of the 8 get their exact float64 division, as on the float64 path.
+//      threshold t = fl32(fl64(r(1-2^-20))) <= r(1-2^-21) (t = 0 when r < 2^-100). A group
+//      (GROUP vectors) is skipped for a lane (no relative difference in it can exceed r)
+//      when its largest d32 is below p = fl32(t*gmin), gmin the group's smallest mx in
+//      that lane: p is the nearest float32 to t*gmin, so a float32 strictly below it is
+//      below t*gmin <= t*mx in reals (also when p is subnormal or inf). Then d64 <= x(1+2^-53)
+//      <= d32(1+2^-23)(1+2^-53) < r*mx, so fl64(d64/mx) <= r. Other groups get their exact
+//      float64 divisions, as on the float64 path.
 //  (5) max_abs: d32 is monotone in x, so the lanes with the largest d32 of the block hold
 //      its largest x and largest d64. A block whose largest d32 is below Rf (the largest
 //      float32 <= the running float64 maximum) cannot raise it: d32 < Rf => x <= Rf (x
@@ -433,9 +447,17 @@ inline bool fast_block_avx2(const double* a, const double* b, size_t len, const 
 //      largest are rescanned in float64 for the exact maximum (deferred: PreMax). Two
 //      lanes with different d32 can still share one d64 (x on both sides of a float32
 //      midpoint), so the first index of a new best_abs is searched over the whole run.
-//  The test is `d32 >= max(fl32(t*mx), 2^-149)` for (4): false exactly when d32 == 0 or
-//  d32 < fl32(t*mx).
-//  (6) max_ulp and the ULP bound are integer arithmetic on the float32 bit patterns.
+//  The test is `max d32 >= max(fl32(t*gmin), 2^-149)` for (4): false exactly when every
+//  d32 == 0 or is below fl32(t*gmin).
+//  (6) max_ulp and the ULP bound are integer arithmetic on the float32 bit patterns (same
+//      signs: the distance is |bits(a) - bits(b)| < 2^31).
+//  (7) margin (rtol > 0): a lane's d / bound can exceed the running maximum m only when
+//      d32 >= max(fl32(tm*lo), 2^-149), tm = fl32(m(1-2^-20)) (0 below 2^-100) as in (4)
+//      with lo (3) for mx: otherwise x < tm*lo <= m(1-2^-21)*B(1-2^-19), so fl64(d64/B64)
+//      <= m (B64 within 2^-52 of B). m <= 2/rtol <= 2^101 (d <= 2mx, B >= rtol*mx), so tm
+//      is finite. This test is element-wise (a group-wide one, as (4) has, passes too often
+//      while the margin of a step is still rising); candidate registers get the exact
+//      float64 quotients, as on the float64 path.
 struct PreF32 {
     bool on = false;
     float Alo = 0.0f, Rlo = 0.0f, Ahi = 0.0f, Rhi = 0.0f;
@@ -443,6 +465,12 @@ struct PreF32 {
 inline PreF32 pre_f32_params(const Params& p) {
     PreF32 c;
     auto ok = [](double v, double hi) { return v == 0.0 || (v >= 0x1p-100 && v <= hi); };
+    const double inf = std::numeric_limits<double>::infinity();
+    if (p.atol == inf && ok(p.rtol, 0x1p20)) {  // (2): only ulp set, every bound is inf
+        c.on = true;
+        c.Alo = c.Ahi = std::numeric_limits<float>::infinity();
+        return c;
+    }
     if (!ok(p.atol, 0x1p100) || !ok(p.rtol, 0x1p20)) return c;
     c.on = true;
     if (p.atol == 0.0 && p.rtol == 0.0) return c;  // lo = hi = 0: the exact test
@@ -454,148 +482,172 @@ inline PreF32 pre_f32_params(const Params& p) {
     return c;
 }
 
-inline __m128 rel_threshold32(__m256d r) {  // (4): t = fl32(r(1-2^-20)), 0 below 2^-100
-    const __m256d t = _mm256_mul_pd(r, _mm256_set1_pd(1.0 - 0x1p-20));
-    return _mm256_cvtpd_ps(_mm256_and_pd(t, _mm256_cmp_pd(r, _mm256_set1_pd(0x1p-100), _CMP_GE_OQ)));
+// (4): t = fl32(r(1-2^-20)), 0 below 2^-100; lanes lo (elements k) and hi (L + k)
+inline wf rel_threshold32(vd lo, vd hi) {
+    const vd s = splat<vd>(1.0 - 0x1p-20), floor = splat<vd>(0x1p-100), z = splat<vd>(0.0);
+    const vd tlo = lo >= floor ? lo * s : z, thi = hi >= floor ? hi * s : z;
+    return concat(__builtin_convertvector(tlo, vf), __builtin_convertvector(thi, vf));
 }
+
+// (5): where a block's largest float32 |a-b| lies: the groups that reached it (a group
+// holds GROUP registers), or, past 8 of them, the whole block.
+struct BlockMax {
+    float m32 = -1.0f;
+    int n = 0;
+    size_t at[8];  // offsets in the block
+};
 
 template <bool WantUlp>
 inline bool pre_block_f32(const float* a, const float* b, size_t len, const Params& p,
-                          const PreF32& c, bool check_ulp, vd& brel_io, int64_t& over,
-                          uint64_t& ulpmax, float& m32, bool want_margin, vd& marg_io) {
-    const __m256i mag = _mm256_set1_epi32(0x7fffffff);
-    const __m256 absf = _mm256_castsi256_ps(mag);
-    const __m256 Alo = _mm256_set1_ps(c.Alo), Rlo = _mm256_set1_ps(c.Rlo);
-    const __m256 Ahi = _mm256_set1_ps(c.Ahi), Rhi = _mm256_set1_ps(c.Rhi);
-    const __m256 zf = _mm256_setzero_ps(), minsub = _mm256_set1_ps(0x1p-149f);
-    const __m256d zero = _mm256_setzero_pd();
-    const __m256i lim = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(
-        p.ulp > 0xffffffffu ? 0xffffffffu : p.ulp)));
-    const __m256i ones = _mm256_set1_epi32(-1);
-    __m256d rel0 = as_pd(brel_io), rel1 = rel0;
-    __m256 t32 = _mm256_set_m128(rel_threshold32(rel1), rel_threshold32(rel0));
-    __m256 vmax = _mm256_set1_ps(-1.0f);
-    __m256 unc = _mm256_setzero_ps();
-    __m256i nin = _mm256_setzero_si256();  // per-lane inside counts (<= 128 a lane)
-    __m256i nf = _mm256_setzero_si256(), um = _mm256_setzero_si256();
-    // (7) margin (rtol > 0): a lane's d / bound can exceed the running maximum m only when
-    // d32 >= max(fl32(tm*lo), 2^-149), tm = fl32(m(1-2^-20)) (0 below 2^-100) as in (4) with
-    // lo (3) for mx: otherwise x < tm*lo <= m(1-2^-21)*B(1-2^-19), so fl64(d64/B64) <= m
-    // (B64 within 2^-52 of B). m <= 2/rtol <= 2^101 (d <= 2mx, B >= rtol*mx), so tm is
-    // finite. Candidate lanes get the exact float64 quotient, as on the float64 path.
-    const __m256d atol64 = _mm256_set1_pd(p.atol), rtol64 = _mm256_set1_pd(p.rtol);
-    __m256d mg0 = as_pd(marg_io), mg1 = mg0;
-    __m256 tm32 = _mm256_set_m128(rel_threshold32(mg1), rel_threshold32(mg0));
-    auto margin_exact = [&](size_t j) {
-        const __m256 fa = _mm256_loadu_ps(a + j), fb = _mm256_loadu_ps(b + j);
-        const __m256 mx = _mm256_castsi256_ps(_mm256_max_epu32(
-            _mm256_and_si256(_mm256_castps_si256(fa), mag), _mm256_and_si256(_mm256_castps_si256(fb), mag)));
-        const Widened8 w = widen8(fa, fb, mx);
-        mg0 = _mm256_max_pd(MarginLanes::quot(w.d0, _mm256_add_pd(atol64, _mm256_mul_pd(rtol64, w.m0))), mg0);
-        mg1 = _mm256_max_pd(MarginLanes::quot(w.d1, _mm256_add_pd(atol64, _mm256_mul_pd(rtol64, w.m1))), mg1);
-        tm32 = _mm256_set_m128(rel_threshold32(mg1), rel_threshold32(mg0));
-    };
-    // The exact float64 relative differences of the 8 pairs at j, folded into the maxima.
-    auto rel_exact = [&](size_t j) {
-        const __m256 fa = _mm256_loadu_ps(a + j), fb = _mm256_loadu_ps(b + j);
-        const __m256 mx = _mm256_castsi256_ps(_mm256_max_epu32(
-            _mm256_and_si256(_mm256_castps_si256(fa), mag), _mm256_and_si256(_mm256_castps_si256(fb), mag)));
-        const Widened8 w = widen8(fa, fb, mx);
-        const __m256d d0 = w.d0, d1 = w.d1, m0 = w.m0, m1 = w.m1;
-        const __m256d r0 = _mm256_and_pd(_mm256_cmp_pd(m0, zero, _CMP_GT_OQ), _mm256_div_pd(d0, m0));
-        const __m256d r1 = _mm256_and_pd(_mm256_cmp_pd(m1, zero, _CMP_GT_OQ), _mm256_div_pd(d1, m1));
-        rel0 = _mm256_max_pd(r0, rel0);
-        rel1 = _mm256_max_pd(r1, rel1);
-        t32 = _mm256_set_m128(rel_threshold32(rel1), rel_threshold32(rel0));
-    };
-    // 8 pairs at j; returns the lanes that may raise max_rel (4)
-    auto step = [&](size_t j, __m256& mc) {
-        const __m256 fa = _mm256_loadu_ps(a + j), fb = _mm256_loadu_ps(b + j);
-        const __m256i ia = _mm256_castps_si256(fa), ib = _mm256_castps_si256(fb);
-        const __m256i ua = _mm256_and_si256(ia, mag), ub = _mm256_and_si256(ib, mag);
-        const __m256i umx = _mm256_max_epu32(ua, ub);
-        nf = _mm256_max_epu32(nf, umx);
-        __m256i ulp_in = ones;
-        if constexpr (WantUlp) {  // ordered images differ by < 2^32: max - min in 32 bits
-            const __m256i oa = _mm256_sign_epi32(ua, ia), ob = _mm256_sign_epi32(ub, ib);
-            const __m256i ud = _mm256_sub_epi32(_mm256_max_epi32(oa, ob), _mm256_min_epi32(oa, ob));
-            um = _mm256_max_epu32(um, ud);
-            if (check_ulp) ulp_in = _mm256_cmpeq_epi32(_mm256_max_epu32(ud, lim), lim);
+                          const PreF32& c, vd& brel_io, int64_t& over, uint64_t& ulpmax,
+                          BlockMax& bx, bool margin, vd& marg_io) {
+    constexpr int W = 2 * L;  // float32 lanes a register
+    const wi mag = splat<wi>(std::int32_t{0x7fffffff});
+    const wf Alo = splat<wf>(c.Alo), Rlo = splat<wf>(c.Rlo);
+    const wf Ahi = splat<wf>(c.Ahi), Rhi = splat<wf>(c.Rhi);
+    const wf zf = splat<wf>(0.0f), minsub = splat<wf>(0x1p-149f);
+    const wu lim = splat<wu>(static_cast<std::uint32_t>(p.ulp > 0xffffffffu ? 0xffffffffu : p.ulp));
+    const vd vzero = splat<vd>(0.0);
+    const vd atol64 = splat<vd>(p.atol), rtol64 = splat<vd>(p.rtol);
+    const vu absd = splat<vu>(uint64_t{0x7fffffffffffffff});
+    vd rel0 = brel_io, rel1 = rel0, mg0 = marg_io, mg1 = mg0;
+    wf t32 = rel_threshold32(rel0, rel1), tm32 = rel_threshold32(mg0, mg1);
+    wf bm = splat<wf>(-1.0f);  // the block's largest d32 so far, in every lane
+    bx = BlockMax{};
+    wi nin = splat<wi>(std::int32_t{0}), nlo = nin, nf = nin, sg = nin;
+    wu um = splat<wu>(std::uint32_t{0});
+    // The exact float64 relative differences (do_rel) and margin quotients (do_mg) of a
+    // group's registers that may raise them: per register, the element-wise form of the
+    // tests (4) and (7) (`all`: every register, e.g. to give every lane a first value).
+    // Every lane then takes the largest value so far (the result is the maximum over the
+    // lanes, and one lane's new maximum spares the others their own records).
+    auto exact = [&](size_t j, bool do_rel, bool do_mg, bool all) {
+        for (int v = 0; v < GROUP; ++v) {
+            const size_t k0 = j + static_cast<size_t>(v * W);
+            bool vr = do_rel, vm = do_mg;
+            if (!all) {
+                wf fa, fb;
+                std::memcpy(&fa, a + k0, sizeof fa);
+                std::memcpy(&fb, b + k0, sizeof fb);
+                const wf mx = (wf)imax((wi)fa & mag, (wi)fb & mag);
+                const wf d = (wf)((wi)(fa - fb) & mag);
+                vr = vr && any_true(d >= vmax(t32 * mx, minsub));
+                vm = vm && any_true(d >= vmax(tm32 * vmax(mul_add(Rlo, mx, Alo), zf), minsub));
+                if (!vr && !vm) continue;
+            }
+            for (int h = 0; h < 2; ++h) {
+                const size_t k = k0 + static_cast<size_t>(h * L);
+                vf fa, fb;
+                std::memcpy(&fa, a + k, sizeof fa);
+                std::memcpy(&fb, b + k, sizeof fb);
+                const vd da = __builtin_convertvector(fa, vd), db = __builtin_convertvector(fb, vd);
+                const vd d = (vd)((vu)(da - db) & absd);
+                const vd mx = vmax((vd)((vu)da & absd), (vd)((vu)db & absd));
+                if (vr) {
+                    const vd r = mx > vzero ? d / mx : vzero;
+                    vd& rel = h ? rel1 : rel0;
+                    rel = r > rel ? r : rel;
+                }
+                if (vm) {
+                    vd q = d / (atol64 + rtol64 * mx);
+                    q = q == q ? q : vzero;
+                    vd& mg = h ? mg1 : mg0;
+                    mg = q > mg ? q : mg;
+                }
+            }
+            if (vr) {
+                rel0 = rel1 = splat<vd>(hmax(vmax(rel0, rel1), -1.0));
+                t32 = rel_threshold32(rel0, rel1);
+            }
+            if (vm) {
+                mg0 = mg1 = splat<vd>(hmax(vmax(mg0, mg1), 0.0));
+                tm32 = rel_threshold32(mg0, mg1);
+            }
         }
-        const __m256 mx = _mm256_castsi256_ps(umx);
-        const __m256 d = _mm256_and_ps(_mm256_sub_ps(fa, fb), absf);
-        vmax = _mm256_max_ps(vmax, d);
-        // (3): inside (bound and ULP) counted per lane; lo < d <= hi: not certain
-        const __m256 lo = _mm256_max_ps(_mm256_fmadd_ps(Rlo, mx, Alo), zf);
-        const __m256 hi = _mm256_fmadd_ps(Rhi, mx, Ahi);
-        const __m256 in_hi = _mm256_cmp_ps(d, hi, _CMP_LE_OQ);
-        unc = _mm256_or_ps(unc, _mm256_andnot_ps(_mm256_cmp_ps(d, lo, _CMP_LE_OQ), in_hi));
-        nin = _mm256_sub_epi32(nin, _mm256_and_si256(_mm256_castps_si256(in_hi), ulp_in));
-        if (want_margin) mc = _mm256_cmp_ps(d, _mm256_max_ps(_mm256_mul_ps(tm32, lo), minsub), _CMP_GE_OQ);
-        return _mm256_cmp_ps(d, _mm256_max_ps(_mm256_mul_ps(t32, mx), minsub), _CMP_GE_OQ);
     };
     // a lane that compared nothing yet (rel < 0) must take its first value whatever it is
-    if (_mm256_movemask_pd(_mm256_cmp_pd(rel0, zero, _CMP_LT_OQ)) != 0) rel_exact(0);
-    size_t j = 0;
-    for (; j + 16 <= len; j += 16) {
-        // one cache line of each input a step: ask for the lines 2 KiB ahead (the hardware
-        // prefetcher alone leaves a single thread short of the memory bandwidth here)
-        // (an address past the end is harmless: a prefetch never faults)
-        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(a + j) + 2048), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(b + j) + 2048), _MM_HINT_T0);
-        __m256 mc0 = zf, mc1 = zf;
-        const __m256 c0 = step(j, mc0), c1 = step(j + 8, mc1);
-        if (_mm256_movemask_ps(_mm256_or_ps(c0, c1))) {
-            if (_mm256_movemask_ps(c0)) rel_exact(j);
-            if (_mm256_movemask_ps(c1)) rel_exact(j + 8);  // c1 used the older, lower t32
+    bool force = any_true(rel0 < vzero);
+    for (size_t j = 0; j < len; j += GROUP * W) {
+        // the lines 2 KiB ahead (the hardware prefetcher alone leaves a single thread short
+        // of the memory bandwidth; an address past the end is harmless: no fault)
+        for (int q = 0; q < GROUP * W * 4; q += 64) {
+            prefetch(reinterpret_cast<const char*>(a + j) + 2048 + q);
+            prefetch(reinterpret_cast<const char*>(b + j) + 2048 + q);
         }
-        if (want_margin && _mm256_movemask_ps(_mm256_or_ps(mc0, mc1))) {
-            if (_mm256_movemask_ps(mc0)) margin_exact(j);
-            if (_mm256_movemask_ps(mc1)) margin_exact(j + 8);  // (an older, lower tm32)
+        wf d[GROUP], m[GROUP];
+        wi mcand = splat<wi>(std::int32_t{0});
+#pragma GCC unroll 4
+        for (int v = 0; v < GROUP; ++v) {
+            wf fa, fb;
+            std::memcpy(&fa, a + j + v * W, sizeof fa);
+            std::memcpy(&fb, b + j + v * W, sizeof fb);
+            const wi ia = (wi)fa, ib = (wi)fb;
+            const wi umx = imax(ia & mag, ib & mag);
+            nf = imax(nf, umx);
+            m[v] = (wf)umx;
+            d[v] = (wf)((wi)(fa - fb) & mag);
+            // (3): the lanes inside (bound and ULP) counted per lane twice, with d <= hi and
+            // with d <= lo (which implies it): the counts differ when a lane is not certain
+            const wf lo = vmax(mul_add(Rlo, m[v], Alo), zf);
+            const wf hi = mul_add(Rhi, m[v], Ahi);
+            wi in_hi = d[v] <= hi, in_lo = d[v] <= lo;
+            if constexpr (WantUlp) {
+                sg |= ia ^ ib;
+                const wi df = ia - ib;
+                const wu u = (wu)(df < 0 ? -df : df);
+                um = imax(um, u);
+                const wi uin = (wi)(u <= lim);
+                in_hi &= uin;
+                in_lo &= uin;
+            }
+            if (margin) mcand |= d[v] >= vmax(tm32 * lo, minsub);
+            nin = count_in(nin, in_hi);
+            nlo = count_in(nlo, in_lo);
+        }
+        const wf gmax = vmax(vmax(d[0], d[1]), vmax(d[2], d[3]));
+        const wf gmin = vmin(vmin(m[0], m[1]), vmin(m[2], m[3]));
+        if (any_true(gmax >= bm)) {  // (5): a group that reaches the block's largest d32
+            const float g = hmax(gmax, -1.0f);
+            if (g > bx.m32) {
+                bx.m32 = g;
+                bx.n = 0;
+                bm = splat<wf>(g);
+            }
+            if (bx.n < 8) bx.at[bx.n] = j;
+            ++bx.n;
+        }
+        const bool crel = any_true(gmax >= vmax(t32 * gmin, minsub));
+        const bool cmg = margin && any_true(mcand);
+        if (force || crel || cmg) {
+            exact(j, force || crel, force ? margin : cmg, force);
+            force = false;
         }
     }
-    if (j < len) {
-        __m256 mc = zf;
-        if (_mm256_movemask_ps(step(j, mc))) rel_exact(j);
-        if (want_margin && _mm256_movemask_ps(mc)) margin_exact(j);
-    }
-    if (_mm256_movemask_ps(unc) != 0) return false;
-    alignas(32) std::uint32_t nfv[8], umv[8], ninv[8];
-    alignas(32) float mv[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(ninv), nin);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(nfv), nf);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(umv), um);
-    _mm256_store_ps(mv, vmax);
-    int64_t cnt = static_cast<int64_t>(len);
-    float m = -1.0f;
-    uint64_t u = ulpmax;
-    for (int k = 0; k < 8; ++k) {
-        if (nfv[k] >= 0x71800000u) return false;  // |value| >= 2^100, inf or NaN
-        cnt -= ninv[k];
-        u = std::max<uint64_t>(u, umv[k]);
-        m = std::max(m, mv[k]);
-    }
-    ulpmax = u;
-    over = cnt;
-    m32 = m;
-    marg_io = as_vd(_mm256_max_pd(mg0, mg1));
-    brel_io = as_vd(_mm256_max_pd(rel0, rel1));
+    if (hsum(nin) != hsum(nlo)) return false;  // a lane not certain
+    if (any_true(nf >= splat<wi>(std::int32_t{0x71800000}))) return false;  // >= 2^100, inf, NaN
+    if (WantUlp && any_true(sg < 0)) return false;
+    over = static_cast<int64_t>(len) - hsum(nin);
+    ulpmax = std::max<uint64_t>(ulpmax, hmax(um, std::uint32_t{0}));
+    marg_io = vmax(mg0, mg1);
+    brel_io = vmax(rel0, rel1);
     return true;
 }
 
 // (5): the exact float64 maximum of |a-b| over the lanes whose float32 |a-b| equals m32.
 inline double pre_block_max64(const float* a, const float* b, size_t len, float m32) {
-    const __m256 absf = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256 vm = _mm256_set1_ps(m32);
+    const wi mag = splat<wi>(std::int32_t{0x7fffffff});
+    const wf vm = splat<wf>(m32);
     double m = -1.0;
-    for (size_t j = 0; j < len; j += 8) {
-        const __m256 d = _mm256_and_ps(_mm256_sub_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j)), absf);
-        unsigned bits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(d, vm, _CMP_EQ_OQ)));
-        while (bits) {
-            const size_t k = j + static_cast<size_t>(__builtin_ctz(bits));
-            bits &= bits - 1;
-            m = std::max(m, abs_diff(static_cast<double>(a[k]), static_cast<double>(b[k])));
-        }
+    for (size_t j = 0; j < len; j += 2 * L) {
+        wf fa, fb;
+        std::memcpy(&fa, a + j, sizeof fa);
+        std::memcpy(&fb, b + j, sizeof fb);
+        const wi hit = (wf)((wi)(fa - fb) & mag) == vm;
+        if (!any_true(hit)) continue;
+        for (int k = 0; k < 2 * L; ++k)
+            if (hit[k])
+                m = std::max(m, abs_diff(static_cast<double>(a[j + static_cast<size_t>(k)]),
+                                         static_cast<double>(b[j + static_cast<size_t>(k)])));
     }
     return m;
 }
@@ -633,28 +685,34 @@ struct PreMax {
             }
         }
     }
+    // The block [i, i + n) on the pre-filter: its groups that reached its largest d32.
     void add(const float* a, const float* b, vd& vmax, RunStats& rs, int64_t base, size_t i,
-             size_t n, float m32) {
-        if (m32 > r32) {
-            r32 = m32;
+             size_t n, const BlockMax& bx) {
+        if (bx.m32 > r32) {
+            r32 = bx.m32;
             nc = 0;
         }
-        if (m32 < r32) return;  // cannot raise the maximum
-        if (nc == 8) flush(a, b, vmax, rs, base, i);
-        at[nc] = i;
-        len[nc] = n;
-        ++nc;
+        if (bx.m32 < r32) return;  // cannot raise the maximum
+        auto push = [&](size_t at_, size_t len_) {
+            if (nc == 8) flush(a, b, vmax, rs, base, i + n);
+            at[nc] = at_;
+            len[nc] = len_;
+            ++nc;
+        };
+        if (bx.n > 8) {
+            push(i, n);
+        } else {
+            for (int k = 0; k < bx.n; ++k) push(i + bx.at[k], static_cast<size_t>(GROUP * 2 * L));
+        }
     }
 };
-#else
-#define TOLERANCE_AVX2_FAST 0
-#endif
 
-// Per run: the lanes keep running maxima across blocks (seeded with rs), a block is first
-// folded on the fast path that assumes finite values (no NaN/inf rules, a division only
-// where a lane's max_rel may rise), and refolded on the full path when it held a NaN or an
-// infinity (or an overflowing difference). A block that raised a maximum is rescanned,
-// scalar, for the first index of the new value.
+// Per run: the lanes keep running maxima across blocks (seeded with rs). A block is folded
+// on the quickest path that applies: the quick block (float64) or the float32 pre-filter,
+// then the element-wise path that assumes finite values (no NaN/inf rules, a division
+// only where a lane's max_rel or margin may rise), then the full path with every rule when
+// the block held a NaN or an infinity. A block that raised a maximum is rescanned, scalar,
+// for the first index of the new value.
 template <class T, bool WantUlp>
 void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, RunStats& rs,
                    int64_t base) {
@@ -665,7 +723,11 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
     using V = typename VecOf<T>::V;
     using vui = typename VecOf<T>::vui;
     using UI = typename VecOf<T>::UI;
+    constexpr bool F32 = std::is_same_v<T, float>;
     constexpr size_t BLOCK = 1024;
+    // elements of one quick group (a block on the quick path is a multiple of it)
+    constexpr size_t QUICK = static_cast<size_t>(GROUP * (F32 ? 2 * L : L));
+    static_assert(BLOCK % QUICK == 0, "a block holds whole quick groups");
     const T* a = static_cast<const T*>(av);
     const T* b = static_cast<const T*>(bv);
     const vd vinf = splat<vd>(std::numeric_limits<double>::infinity());
@@ -685,67 +747,57 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
     // a subnormal product's absolute rounding cannot hide a greater value, and a running
     // margin under 2^-900 gives mthr = 0: every lane with d > 0 divides).
     const bool elem_margin = p.rtol > 0.0;
-    const vd vmtiny = splat<vd>(0x1p-900);
-    auto mthr_of = [&](vd m) { return m >= vmtiny ? m * shrink : vzero; };
-#if TOLERANCE_AVX2_FAST
-    [[maybe_unused]] const PreF32 pre = std::is_same_v<T, float> ? pre_f32_params(p) : PreF32{};
-#endif
+    [[maybe_unused]] const PreF32 pre = F32 ? pre_f32_params(p) : PreF32{};
 
-    vi c_over = splat<vi>(int64_t{0}), c_nm = c_over, c_nb = c_over, c_inf = c_over;
+    Lanes64 st;
+    st.over = splat<vi>(int64_t{0});
+    st.vmax = splat<vd>(rs.run_max);
+    st.brel = splat<vd>(rs.best_rel);
+    st.thr = st.brel * shrink;
+    st.marg = splat<vd>(rs.margin);
+    st.mthr = mthr_of(st.marg);
+    vi c_nm = splat<vi>(int64_t{0}), c_nb = c_nm, c_inf = c_nm;
     vui v_ulp = splat<vui>(UI{0});
-    vd vmax = splat<vd>(rs.run_max);
-#if TOLERANCE_AVX2_FAST
+    uint64_t q_ulp = 0;  // the ULP maximum of the quick blocks
     [[maybe_unused]] PreMax premax(rs.run_max);
-#endif
-    vd brel = splat<vd>(rs.best_rel);
-    vd thr = brel * shrink;
-    vd vmarg = splat<vd>(rs.margin);
-    vd mthr = mthr_of(vmarg);
     size_t i = 0;
-    while (n - i >= static_cast<size_t>(2 * L)) {
-        const size_t len = std::min(BLOCK, (n - i) / (2 * L) * (2 * L));
-        // ---- fast path: finite values --------------------------------------------------
-        vi f_over = c_over;
-        vui f_ulp = v_ulp;
-        vd f_max = vmax, f_rel = brel, f_thr = thr, f_marg = vmarg, f_mthr = mthr;
-        bool finite = true;
-#if TOLERANCE_AVX2_FAST
-        bool pre_done = false;
-        if constexpr (std::is_same_v<T, float>) {
-            if (pre.on) {
-                int64_t cnt = 0;
-                uint64_t um = 0;
-                float m32 = 0.0f;
-                vd p_rel = brel;
-                vd p_marg = vmarg;
-                if (pre_block_f32<WantUlp>(a + i, b + i, len, p, pre, check_ulp && !ulp_all, p_rel,
-                                           cnt, um, m32, elem_margin, p_marg)) {
-                    f_marg = p_marg;
-                    f_mthr = mthr_of(p_marg);
-                    pre_done = true;
-                    f_over[0] += cnt;
-                    f_ulp[0] = std::max(f_ulp[0], static_cast<UI>(um));
-                    f_rel = p_rel;
-                    f_thr = p_rel * shrink;
-                    premax.add(a, b, f_max, rs, base, i, len, m32);
-                } else {
-                    premax.flush(a, b, vmax, rs, base, i);
-                    f_max = vmax;
+    while (n - i >= static_cast<size_t>(L)) {
+        size_t len = std::min(BLOCK, (n - i) / L * L);
+        if (len >= QUICK) len = len / QUICK * QUICK;
+        bool done = false;
+        // ---- quick path --------------------------------------------------------------------
+        if (len % QUICK == 0) {
+            if constexpr (F32) {
+                if (pre.on) {
+                    int64_t cnt = 0;
+                    BlockMax bx;
+                    vd p_rel = st.brel, p_marg = st.marg;
+                    if (pre_block_f32<WantUlp>(a + i, b + i, len, p, pre, p_rel, cnt, q_ulp, bx,
+                                               elem_margin, p_marg)) {
+                        st.marg = p_marg;
+                        st.mthr = mthr_of(p_marg);
+                        st.over[0] += cnt;
+                        st.brel = p_rel;
+                        st.thr = p_rel * shrink;
+                        premax.add(a, b, st.vmax, rs, base, i, len, bx);
+                        done = true;
+                    } else {
+                        premax.flush(a, b, st.vmax, rs, base, i);
+                    }
+                }
+            } else {
+                Lanes64 q = st;
+                if (quick_f64<WantUlp>(a + i, b + i, len, p, elem_margin, q, q_ulp)) {
+                    st = q;
+                    done = true;
                 }
             }
         }
-        if (pre_done) {
-        } else if constexpr (true) {
-            int64_t cnt = 0;
-            uint64_t um = 0;
-            finite = fast_block_avx2<WantUlp>(a + i, b + i, len, p, check_ulp && !ulp_all, f_max,
-                                              f_rel, f_thr, cnt, um, elem_margin, f_marg);
-            f_mthr = mthr_of(f_marg);
-            f_over[0] += cnt;
-            f_ulp[0] = std::max(f_ulp[0], static_cast<UI>(um));
-        } else
-#endif
-        {
+        // ---- element-wise path: finite values ------------------------------------------------
+        bool finite = true;
+        if (!done) {
+            Lanes64 f = st;
+            vui f_ulp = v_ulp;
             vd chk = vzero;
             for (size_t j = i; j < i + len; j += L) {
                 V ta, tb;
@@ -764,36 +816,32 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
                     if (check_ulp && !ulp_all) over |= VecOf<T>::widen((typename VecOf<T>::vsi)(ud > vulp));
                     f_ulp = ud > f_ulp ? ud : f_ulp;
                 }
-                f_over -= over;
+                f.over -= over;
                 if (elem_margin) {
-                    const vd mlim = f_mthr * bnd;
+                    const vd mlim = f.mthr * bnd;
                     if (any_true((ad > vzero) & ((ad > mlim) | (mlim < vtiny)))) {
                         vd q = ad / bnd;
                         q = q == q ? q : vzero;
-                        f_marg = q > f_marg ? q : f_marg;
-                        f_mthr = mthr_of(f_marg);
+                        f.marg = q > f.marg ? q : f.marg;
+                        f.mthr = mthr_of(f.marg);
                     }
                 }
-                f_max = ad > f_max ? ad : f_max;
-                const vd lim = f_thr * mx;
+                f.vmax = ad > f.vmax ? ad : f.vmax;
+                const vd lim = f.thr * mx;
                 const vi cand = (ad > lim) | (lim < vtiny);
                 if (any_true(cand)) {
                     const vd rel = mx > vzero ? ad / mx : vzero;
-                    f_rel = rel > f_rel ? rel : f_rel;
-                    f_thr = f_rel * shrink;
+                    f.brel = rel > f.brel ? rel : f.brel;
+                    f.thr = f.brel * shrink;
                 }
             }
             for (int k = 0; k < L; ++k) finite = finite && chk[k] == 0.0;
+            if (finite) {
+                st = f;
+                v_ulp = f_ulp;
+            }
         }
-        if (finite) {
-            c_over = f_over;
-            v_ulp = f_ulp;
-            vmax = f_max;
-            brel = f_rel;
-            thr = f_thr;
-            vmarg = f_marg;
-            mthr = f_mthr;
-        } else {
+        if (!finite) {
             // ---- full path: every rule ---------------------------------------------------
             for (size_t j = i; j < i + len; j += L) {
                 V ta, tb;
@@ -814,7 +862,7 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
                     vd q = ad / bnd;
                     q = q == q ? q : vzero;
                     q = (anyn | infm) ? vzero : q;  // (counted as mismatches: margin inf)
-                    vmarg = q > vmarg ? q : vmarg;
+                    st.marg = q > st.marg ? q : st.marg;
                 }
                 if constexpr (WantUlp) {
                     vui ud = ulp_lanes<T>(ta, tb);
@@ -825,20 +873,20 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
                     v_ulp = ud > v_ulp ? ud : v_ulp;
                 }
                 inside |= eq | both;
-                c_over -= ~inside;
+                st.over -= ~inside;
                 c_nm -= anyn & ~both;
                 c_nb -= both;
                 c_inf -= infm;
-                vmax = ad > vmax ? ad : vmax;
+                st.vmax = ad > st.vmax ? ad : st.vmax;
                 vd rel = mx > vzero ? ad / mx : vzero;
                 rel = infm ? vinf : rel;
                 rel = anyn ? vneg : rel;
-                brel = rel > brel ? rel : brel;
+                st.brel = rel > st.brel ? rel : st.brel;
             }
-            thr = brel * shrink;
-            mthr = mthr_of(vmarg);
+            st.thr = st.brel * shrink;
+            st.mthr = mthr_of(st.marg);
         }
-        const double m = hmax(vmax, -1.0);
+        const double m = hmax(st.vmax, -1.0);
         if (m > rs.best_abs) {
             for (size_t k = i; k < i + len; ++k) {
                 if (abs_diff(static_cast<double>(a[k]), static_cast<double>(b[k])) == m) {
@@ -848,7 +896,7 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
                 }
             }
         }
-        const double r = hmax(brel, -1.0);
+        const double r = hmax(st.brel, -1.0);
         if (r > rs.best_rel) {
             for (size_t k = i; k < i + len; ++k) {
                 const double x = static_cast<double>(a[k]), y = static_cast<double>(b[k]);
@@ -861,16 +909,14 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
         }
         i += len;
     }
-#if TOLERANCE_AVX2_FAST
-    if constexpr (std::is_same_v<T, float>) premax.flush(a, b, vmax, rs, base, i);
-#endif
-    rs.run_max = std::max(rs.run_max, hmax(vmax, -1.0));
-    rs.count_over += hsum(c_over);
+    if constexpr (F32) premax.flush(a, b, st.vmax, rs, base, i);
+    rs.run_max = std::max(rs.run_max, hmax(st.vmax, -1.0));
+    rs.count_over += hsum(st.over);
     rs.nan_mismatch += hsum(c_nm);
     rs.nan_both += hsum(c_nb);
     rs.inf_mismatch += hsum(c_inf);
-    rs.margin = std::max(rs.margin, hmax(vmarg, 0.0));
-    if (WantUlp) rs.max_ulp = std::max<uint64_t>(rs.max_ulp, hmax(v_ulp, UI{0}));
+    rs.margin = std::max(rs.margin, hmax(st.marg, 0.0));
+    if (WantUlp) rs.max_ulp = std::max<uint64_t>({rs.max_ulp, hmax(v_ulp, UI{0}), q_ulp});
     if (i < n) run_float_scalar<T, WantUlp>(a + i, b + i, n - i, p, rs, base + static_cast<int64_t>(i));
 }
 
@@ -919,7 +965,7 @@ KernelTable make_table(const char* name) {
         t.fn[K_F32][1] = run_float_vec<float, true>;
         t.fn[K_F64][0] = run_float_vec<double, false>;
         t.fn[K_F64][1] = run_float_vec<double, true>;
-        t.entry[K_F32] = t.entry[K_F64] = TOLERANCE_AVX2_FAST ? "vector+blocks" : "vector";
+        t.entry[K_F32] = t.entry[K_F64] = "vector+blocks";  // quick blocks + pre-filter on every ISA
     } else {
         t.fn[K_F32][0] = run_float_scalar<float, false>;
         t.fn[K_F32][1] = run_float_scalar<float, true>;

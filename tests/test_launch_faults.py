@@ -146,5 +146,8 @@ def test_a_missing_root_is_one_line(tmp_path):
     out, err = _finish(proc)
     assert proc.returncode == 2, err
     line = _one_error(err)
-    assert f"box b: its root {tmp_path / 'nowhere'} does not exist on host" in line, line
+    # a box of this machine is checked on the controller, before mpiexec starts (issue 11.8)
+    assert line == (f"tolerance: error: cluster.yaml: boxes[1].root: {tmp_path / 'nowhere'}: "
+                    "no such directory on this machine (box b runs here, host localhost)"), line
+    assert "+ " not in err and not (tmp_path / "runs").exists()
     assert _job_processes(tmp_path) == []

@@ -63,7 +63,13 @@ COVERED: dict[str, object] = {
                              ('"report"',)),
     # "Compare output files"
     "tolerance diff a.npz b.npz c.npz --atol 1e-7": HERE,
-    "tolerance diff runs/stem/boxA runs/stem/boxB --json": HERE,
+    "tolerance diff out/a out/b --json": HERE,
+    # "Compare stored runs": run exactly as printed by tests/test_diff_runs.py
+    **{cmd: ("tests/test_diff_runs.py::test_readme_compare_stored_runs_as_printed",
+             ("Compare stored runs",)) for cmd in (
+        "tolerance launch stable", "tolerance runs stable", "tolerance diff stable~1 stable",
+        "tolerance diff stable~1 stable --atol 0", "tolerance diff stable~1 stable --all-pairs",
+        "tolerance diff stable --spec stable")},
     # "Calibrate bounds from your runs"
     "tolerance calibrate stable --replicas 5 --perturb 1e-7":
         ("tests/test_calibrate_cli.py::test_calibrate_stable_then_launch_with_its_bounds_passes",
@@ -206,7 +212,7 @@ def test_quick_commands_as_printed(tmp_path):
     (stamp,) = (proj / "runs" / "lorenz").iterdir()
     assert (stamp / "haswell").is_dir() and "lorenz on haswell: finished" in r.stdout
 
-    # diff: three files of the same keys, then two box directories of a stored run
+    # diff: three files of the same keys, then two directories of output files
     rng = np.random.default_rng(1)
     z = rng.standard_normal((50, 8))
     for i, name in enumerate("abc"):
@@ -216,10 +222,10 @@ def test_quick_commands_as_printed(tmp_path):
     rows = [ln for ln in r.stdout.splitlines() if "  rel " in ln and not ln.startswith(" ")]
     assert len(rows) == 6 and all(ln.endswith("pass") for ln in rows), r.stdout
     assert "legend (" in r.stdout and r.stdout.splitlines()[-1].endswith("-> exit 0")
-    for box, d in (("boxA", 0.0), ("boxB", 5e-8)):
-        (proj / "runs" / "stem" / box).mkdir(parents=True)
-        np.savez(proj / "runs" / "stem" / box / "out.npz", z_b=z + d)
-    r = run("tolerance diff runs/stem/boxA runs/stem/boxB --json", proj)
+    for box, d in (("a", 0.0), ("b", 5e-8)):
+        (proj / "out" / box).mkdir(parents=True)
+        np.savez(proj / "out" / box / "out.npz", z_b=z + d)
+    r = run("tolerance diff out/a out/b --json", proj)
     assert r.returncode == 1, r.stdout + r.stderr
     doc = json.loads(r.stdout)
     assert doc["schema"] == "tolerance.diff/1" and len(doc["rows"]) == 1

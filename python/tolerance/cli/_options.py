@@ -75,7 +75,8 @@ def echo_error_json(code: int, message: str, **extra: Any) -> None:
 quiet = click.option("-q", "--quiet", is_flag=True, help="Print only the summary line.")
 no_legend = click.option("--no-legend", "no_legend", is_flag=True,
                          help="Leave out the legend printed after the rows.")
-cluster = click.option("--cluster", "cluster_path", type=click.Path(dir_okay=False),
+# no click checks on config paths: the loader names a directory, a FIFO, a missing file in one line
+cluster = click.option("--cluster", "cluster_path", type=click.Path(),
                        default=None, envvar="TOLERANCE_CLUSTER",
                        help="The registry (default: ./cluster.yaml, else the one shipped "
                             "at the repository root).")
@@ -114,7 +115,7 @@ def _env_pairs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
     return out
 
 
-bounds_file = click.option("--bounds", "bounds_path", type=click.Path(dir_okay=False, exists=True),
+bounds_file = click.option("--bounds", "bounds_path", type=click.Path(),
                            default=None, metavar="FILE",
                            help="A calibrated bounds file (tolerance calibrate): its bound "
                                 "(per step where it has one) on every key it bounds; a "

@@ -8,6 +8,7 @@ import click
 
 from tolerance._errors import EXIT_ERROR, EXIT_OK, ConfigError
 from tolerance.cli import _options
+from tolerance.config.local import cluster_problems
 from tolerance.config.spec import ALL_KEYS_NOTE
 from tolerance.config import (SchemaProblems, default_cluster_path, list_stems,
                               load_default_cluster, load_spec)
@@ -58,6 +59,9 @@ def check(ctx: click.Context, stems: tuple[str, ...], cluster_path: str | None,
         named, found = _bounds_files_problems(spec, sdir, cluster)
         problems += named
         notes += found
+
+    if cluster is not None:  # what would fail at run time on a box of this machine
+        problems += cluster_problems(cluster, stems=list(checked))
 
     if as_json:
         click.echo(json.dumps({"cluster": str(path),

@@ -72,7 +72,14 @@ def launch(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: s
         sdir = Path(specs_dir) if specs_dir else load_default_cluster(cluster_path).specs_dir
         known = list_stems(sdir)
         raise ConfigError(f"{exc} (stems in {sdir}: {', '.join(known) or 'none'})") from None
-    cluster, _spec = parse_inputs(inputs)
+    cluster, spec = parse_inputs(inputs)
+    # what would fail on a box of this machine is one line here, before mpiexec starts
+    from tolerance.config import SchemaProblems
+    from tolerance.config.local import cluster_problems
+
+    if problems := cluster_problems(cluster, stems=[spec.stem],
+                                    display=inputs["cluster"]["display"]):
+        raise SchemaProblems(problems)
     # the options after `--` are checked here, once, before MPI starts anything
     try:
         run_command.make_context("tolerance run", [stem, *extra])

@@ -14,8 +14,8 @@ from typing import Sequence
 
 from tolerance._errors import ToleranceError
 from tolerance.collective.code_fingerprint import CodeFingerprint, differing_files
+from tolerance.config.local import LOCAL_HOSTS  # noqa: F401 - also this module's name for it
 
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
 
 
 @dataclass(frozen=True)

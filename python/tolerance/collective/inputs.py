@@ -20,26 +20,17 @@ from typing import Any
 from tolerance._errors import ConfigError
 from tolerance.config import Cluster, Spec, parse_cluster, parse_spec
 from tolerance.config import default_cluster_path, shipped_cluster_path, spec_path
-from tolerance.config._yaml import loads_yaml
+from tolerance.config._yaml import loads_yaml, read_config
 from tolerance.config.bounds_file import apply_bounds_file, parse_bounds_file, per_step_bounds
 
 SCHEMA = "tolerance.inputs/1"
-
-
-def _read(path: Path, display: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{display}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{display}: cannot read: {exc}") from None
 
 
 def _bounds_entry(path: Path) -> dict[str, Any]:
     """A calibrated bounds file's content: its YAML text and its per-step bounds (read
     from the sibling .npz here, checked against the YAML)."""
     display = str(path)
-    text = _read(path, display)
+    text = read_config(path, display)  # capped, a regular file, UTF-8
     bf = parse_bounds_file(loads_yaml(text, display), path=path, display=display)
     steps = per_step_bounds(bf)
     return {"text": text, "display": display, "path": str(path.resolve()),
@@ -61,7 +52,7 @@ def resolve_inputs(stem: str, cluster_path: str | None, specs_dir: str | None,
         if not shipped_cluster_path()[1]:
             base = Path.cwd()
     display = str(path)
-    cluster_text = _read(path, display)
+    cluster_text = read_config(path, display)  # capped, a regular file, UTF-8
     text = str(stem)
     if text.endswith((".yaml", ".yml")) or "/" in text:
         sp = Path(text)
@@ -70,7 +61,7 @@ def resolve_inputs(stem: str, cluster_path: str | None, specs_dir: str | None,
         sdir = Path(specs_dir) if specs_dir is not None else path.parent / "specs"
         sp = spec_path(text, sdir)
         stem_name = text
-    spec_text = _read(sp, str(sp))
+    spec_text = read_config(sp, str(sp))
     named = parse_spec(loads_yaml(spec_text, str(sp)), stem=stem_name, display=str(sp),
                        path=sp).bounds_file
     bounds = [_bounds_entry(Path(p)) for p in (named, bounds_path) if p is not None]

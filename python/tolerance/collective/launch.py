@@ -40,6 +40,7 @@ from tolerance._errors import EXIT_ERROR, ToleranceError
 from tolerance.bootstrap.segments import process_alive, remove_job_segments
 from tolerance.collective.handshake import LOCAL_HOSTS, this_host
 from tolerance.collective.watch import WATCH_ENV, Watch
+from tolerance.config.local import box_python
 
 _VERSION_TIMEOUT_S = 20
 DEFAULT_HELLO_WITHIN_S = 25.0
@@ -113,13 +114,6 @@ def mpiexec_flavor(mpiexec: str) -> str:
         return "hydra"
     raise ToleranceError(f"--mpiexec: {mpiexec}: not MPICH/hydra nor Open MPI "
                          f"(`--version` said: {text.strip().splitlines()[0] if text.strip() else 'nothing'})")
-
-
-def box_python(box) -> str:
-    """The interpreter a box runs: on a local box the default `python3` means this one."""
-    if box.host in LOCAL_HOSTS and box.python in ("python3", "python"):
-        return sys.executable
-    return box.python
 
 
 def is_remote(cluster) -> bool:

@@ -1,20 +1,13 @@
 """A box's output as a source of blocks for the exchange, through the io layer's reader."""
 from __future__ import annotations
 
-import re
 from typing import Iterator
 
 import numpy as np
 
 from tolerance.compare.rows import MISSING_KEY, Problem
 from tolerance.io import Archive
-
-
-def participant_label(box: str, chip: str, multi_chip: bool) -> str:
-    """The box name, or `box/chip` when the box runs the stem on several chips."""
-    if not multi_chip:
-        return box
-    return f"{box}/{re.sub(r'[^A-Za-z0-9_.-]+', '-', chip)}"
+from tolerance.runner.stored import participant_label  # noqa: F401 - collective.job's label
 
 
 class NpzBlockSource:

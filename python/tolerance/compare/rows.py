@@ -38,11 +38,12 @@ UNSUPPORTED_DTYPE = "unsupported_dtype"
 ULP_NEEDS_SAME_FLOAT = "ulp_needs_same_float"
 STEPS_AXIS_OUT_OF_RANGE = "steps_axis_out_of_range"
 NO_OUTPUT = "no_output"                  # run: the box/chip failed, or its output is unreadable
+MISSING_BOX = "missing_box"              # diff of stored runs: the box is not in one of the runs
 KERNEL_REFUSED = "kernel_refused"        # the kernel raised on this pair's data
 DIGESTS_DIFFER = "digests_differ"        # verify: a digests-only reference, bytes differ
 REASON_CODES = (MISSING_KEY, KEY_NOT_EVERYWHERE, SHAPE_MISMATCH, DTYPE_MISMATCH,
                 UNSUPPORTED_DTYPE, ULP_NEEDS_SAME_FLOAT, STEPS_AXIS_OUT_OF_RANGE, NO_OUTPUT,
-                KERNEL_REFUSED, DIGESTS_DIFFER)
+                MISSING_BOX, KERNEL_REFUSED, DIGESTS_DIFFER)
 
 # dtype classes that compare with each other (the kernel's supported set)
 _CLASS = {"f": "float", "i": "int", "u": "int", "b": "bool"}

@@ -46,9 +46,14 @@ def name_problem(value: str) -> str | None:
 class Checker:
     """Collects `<file>: <key path>: <problem>` lines."""
 
+    #: unknown keys that get a "did you mean" hint (difflib is not cheap: a file with
+    #: 45,000 unknown keys must still be answered at once)
+    HINTS = 20
+
     def __init__(self, display: str):
         self.display = display
         self.problems: list[str] = []
+        self._hints = 0
 
     def add(self, path: str, problem: str) -> None:
         self.problems.append(f"{self.display}: {path or 'top level'}: {problem}")
@@ -66,13 +71,17 @@ class Checker:
     def keys(self, data: dict, path: str, allowed: Iterable[str],
              hints: dict[str, str] | None = None) -> None:
         allowed = sorted(allowed)
+        known = frozenset(allowed)
         for key in data:
-            if key in allowed:
+            if key in known:
                 continue
             if hints and key in hints:
                 self.add(key_path(path, key), hints[key])
                 continue
-            close = difflib.get_close_matches(key, allowed, n=1)
+            close: list[str] = []
+            if self._hints < self.HINTS:
+                self._hints += 1
+                close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             self.add(key_path(path, key),
                      f"unknown key (expected one of: {', '.join(allowed)}){hint}")
@@ -153,12 +162,15 @@ class Checker:
         out: list[str] = []
         if items is None:
             return out
+        first: dict[str, int] = {}      # one dict: linear, however long the list
         for i, item in enumerate(items):
             text = self.string(item, key_path(path, i))
             if text is None:
                 continue
-            if unique and text in out:
-                self.add(key_path(path, i), f"{text!r} is listed twice")
+            if unique and text in first:
+                self.add(key_path(path, i), f"{text!r} is listed twice (first at "
+                                            f"{key_path(path, first[text])})")
                 continue
+            first.setdefault(text, i)
             out.append(text)
         return out

@@ -208,9 +208,10 @@ def per_step_bounds(bf: BoundsFile) -> dict[str, tuple[float, ...]]:
             raise SchemaProblems([f"{where}: larger than {_ENVELOPE_MAX_BYTES} bytes: not an envelope file"])
         out: dict[str, tuple[float, ...]] = {}
         with np.load(where, allow_pickle=False) as z:
+            members = set(z.files)
             for key in wanted:
                 name = f"{key}__bound"
-                if name not in z.files:
+                if name not in members:
                     raise SchemaProblems([f"{where}: {name}: missing (the bounds file says "
                                           f"keys.{key}.per_step: true)"])
                 a = z[name]
@@ -259,10 +260,12 @@ def apply_bounds_file(spec: Any, bf: BoundsFile,
 
     key_bounds = dict(spec.key_bounds)
     calibrated = list(spec.calibrated)
+    was = set(calibrated)
     for key, b in file_key_bounds(bf, steps).items():
-        if key in key_bounds and key not in calibrated:
+        if key in key_bounds and key not in was:
             continue
         key_bounds[key] = b
-        if key not in calibrated:
+        if key not in was:
+            was.add(key)
             calibrated.append(key)
     return replace(spec, key_bounds=key_bounds, calibrated=tuple(calibrated))

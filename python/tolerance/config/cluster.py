@@ -10,6 +10,7 @@ from tolerance._errors import ConfigError
 from tolerance.config._check import Checker, name_problem
 from tolerance.config._yaml import SchemaProblems, key_path, load_yaml
 from tolerance.config.chips import Chip, chip_problem, knob_env, parse_chip
+from tolerance.config.local import name_length_problem
 
 SCHEMA = 1
 _CLUSTER_KEYS = ("schema", "boxes")
@@ -85,7 +86,7 @@ def _box(ck: Checker, raw: Any, path: str, base_dir: Path) -> Box | None:
         ck.add(key_path(path, "name"), "missing (required)")
     else:
         name = ck.string(data["name"], key_path(path, "name"))
-        if name is not None and (why := name_problem(name)):
+        if name is not None and (why := name_problem(name) or name_length_problem(name)):
             ck.add(key_path(path, "name"), why)
     if "host" not in data:
         ck.add(key_path(path, "host"), "missing (required; 'localhost' for this machine)")
@@ -116,7 +117,12 @@ def _box(ck: Checker, raw: Any, path: str, base_dir: Path) -> Box | None:
             if why := chip_problem(item):
                 ck.add(ip, why)
                 continue
-            norm = str(parse_chip(item))
+            chip = parse_chip(item)
+            norm = str(chip)
+            if (why := name_length_problem(chip.slug)) is not None:
+                ck.add(ip, f"{item if len(item) <= 40 else item[:37] + '...'}: its directory "
+                           f"name {why}; name fewer separate cores (ranges: cpu:0-7)")
+                continue
             if norm in seen:
                 ck.add(ip, f"{item!r} is listed twice")
                 continue

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from tolerance.config._check import Checker, name_problem
 from tolerance.config._yaml import SchemaProblems, key_path, load_yaml
 from tolerance.config.chips import THREAD_VARS
+from tolerance.config.local import KEY_SUFFIX, STEM_SUFFIX, name_length_problem
 
 SCHEMA = 1
 DEFAULT_OUTPUTS = "*.npz"
@@ -190,6 +191,7 @@ def _bounds_section(ck: Checker, raw: Any, keys: tuple[str, ...] | None
     """A `bounds:` mapping (`default` and one entry per key) -> (default, per-key bounds)."""
     default = Bounds()
     key_bounds: dict[str, Bounds] = {}
+    listed = frozenset(keys) if keys is not None else None   # linear in the keys
     if raw is None:
         return default, key_bounds
     bdoc = ck.mapping(raw, "bounds")
@@ -201,12 +203,13 @@ def _bounds_section(ck: Checker, raw: Any, keys: tuple[str, ...] | None
         if key == "default":
             continue
         kp = key_path("bounds", key)
-        if key in _BOUND_KEYS and (keys is None or key not in keys):
+        if key in _BOUND_KEYS and (listed is None or key not in listed):
             ck.add(kp, f"put {key} under bounds.default or under a key "
                        f"(bounds.{keys[0] if keys else 'KEY'}.{key})")
             continue
-        if keys is not None and key not in keys:
-            ck.add(kp, f"{key!r} is not one of keys ({', '.join(keys)})")
+        if listed is not None and key not in listed:
+            shown = ", ".join(keys[:10]) + (f", ... ({len(keys)} keys)" if len(keys) > 10 else "")
+            ck.add(kp, f"{key!r} is not one of keys ({shown})")
             continue
         b = _bounds(ck, braw, kp, default)
         if b is not None:
@@ -269,16 +272,26 @@ _ABSENT = object()
 
 
 def _placeholder_problem(text: str) -> str | None:
-    """Why `text` is not a valid template of PLACEHOLDERS, or None."""
+    """Why `text` is not a valid template of PLACEHOLDERS, or None. A placeholder is only
+    `{name}`: a format spec (`{out:>300000}` would make a 300 kB argument) or a conversion
+    (`{out!r}`) is refused."""
+    shown = text if len(text) <= 80 else text[:77] + "..."
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+        parts = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text)
+                 if f is not None]
     except ValueError as exc:
-        return f"bad placeholder in {text!r}: {exc} (write '{{{{' for a literal brace)"
-    bad = [f for f in fields if f not in PLACEHOLDERS]
-    if bad:
-        return (f"unknown placeholder {{{bad[0]}}} in {text!r} "
-                f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}; "
-                "write '{{' for a literal brace)")
+        return f"bad placeholder in {shown!r}: {exc} (write '{{{{' for a literal brace)"
+    known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+    for field, spec, conv in parts:
+        if field not in PLACEHOLDERS:
+            name = field if len(field) <= 40 else field[:37] + "..."
+            return (f"unknown placeholder {{{name}}} in {shown!r} (known: {known}; "
+                    "write '{{' for a literal brace)")
+        if spec or conv:
+            extra = (f"!{conv}" if conv else "") + (f":{spec}" if spec else "")
+            extra = extra if len(extra) <= 40 else extra[:37] + "..."
+            return (f"placeholder {{{field}{extra}}} in {shown!r}: a placeholder takes no "
+                    f"format spec or conversion (write {{{field}}})")
     return None
 
 
@@ -316,7 +329,7 @@ def parse_spec(data: Any, *, stem: str, display: str | None = None,
     where its content travels with the job's inputs, collective.inputs)."""
     display = display if display is not None else f"specs/{stem}.yaml"
     ck = Checker(display)
-    if (why := name_problem(stem)) is not None:
+    if (why := name_problem(stem) or name_length_problem(stem, STEM_SUFFIX)) is not None:
         ck.add("", f"stem {why}")
     if data is None:
         ck.add("", "empty file (expected 'schema: 1' and 'command:' or 'python:')")
@@ -364,6 +377,9 @@ def parse_spec(data: Any, *, stem: str, display: str | None = None,
     keys: tuple[str, ...] | None = None  # unset: every key common to all boxes' outputs
     if "keys" in doc and doc["keys"] is not None:
         items = ck.string_list(doc["keys"], "keys")
+        for i, key in enumerate(list(items)):
+            if (why := name_length_problem(key, KEY_SUFFIX)) is not None:
+                ck.add(key_path("keys", i), f"key {why}")
         if isinstance(doc["keys"], list) and not doc["keys"]:
             ck.add("keys", "must list at least one key (or leave 'keys' out to compare "
                            "every key common to all boxes)")

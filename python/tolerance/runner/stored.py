@@ -20,13 +20,14 @@ from typing import Any, Iterable, Sequence
 
 from tolerance._errors import ConfigError, ToleranceError
 from tolerance.config._check import name_problem
-from tolerance.runner.box import BoxResult
+from tolerance.runner.box import RUNNER_FILES, BoxResult
 
 BOX_FILE = "box.json"
 REPORT_FILE = "report.json"
 SERIES_FILE, SUMMARY_FILE = "series.npz", "summary.md"
 #: files of a run directory that are never a box's output
 REPORT_FILES = frozenset({REPORT_FILE, SERIES_FILE, SUMMARY_FILE})
+PLOTS_DIR = "plots"
 _MAX_JSON = 16 << 20
 _STAMP = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
 
@@ -242,14 +243,28 @@ def list_runs(roots: Iterable[str | os.PathLike], stem: str | None = None) -> li
     return out
 
 
+_BACK = re.compile(r"^(.+)~(\d+)$")
+
+
 def find_run(name: str, roots: Sequence[str | os.PathLike]) -> Path:
-    """A run directory named by its path, or `STEM/RUN_ID`, or `STEM` (its newest run),
-    looked up under `<root>/runs/` of each root. ToleranceError when there is none."""
+    """A run directory named by its path, or `STEM/RUN_ID`, or `STEM` (its newest run), or
+    `STEM~N` (the run N before its newest: `STEM~0` is `STEM`), looked up under
+    `<root>/runs/` of each root. ToleranceError when there is none."""
     p = Path(name)
     if p.is_dir() and is_run_dir(p):
         return p
     parts = name.strip("/").split("/")
-    if len(parts) in (1, 2) and all(name_problem(x) is None for x in parts):
+    back = _BACK.match(name) if len(parts) == 1 else None
+    if back is not None and name_problem(back.group(1)) is None:
+        runs = list_runs(roots, back.group(1))
+        n = int(back.group(2))
+        if n < len(runs):
+            return runs[-1 - n].path
+        if runs:
+            raise ToleranceError(f"{name}: stem {back.group(1)!r} has {len(runs)} stored "
+                                 f"run{'s' if len(runs) != 1 else ''} (`tolerance runs "
+                                 f"{back.group(1)}` lists them)")
+    elif len(parts) in (1, 2) and all(name_problem(x) is None for x in parts):
         if len(parts) == 2:
             for root in roots:
                 cand = Path(root) / "runs" / parts[0] / parts[1]
@@ -263,7 +278,8 @@ def find_run(name: str, roots: Sequence[str | os.PathLike]) -> Path:
         raise ToleranceError(f"{name}: not a run directory (no {REPORT_FILE} and no "
                              f"<box>/{BOX_FILE} in it)")
     where = ", ".join(str(Path(r) / "runs") for r in roots) or "(no roots)"
-    raise ToleranceError(f"{name}: no such run (give a run directory, STEM/RUN_ID or STEM; "
+    raise ToleranceError(f"{name}: no such run (give a run directory, STEM/RUN_ID, STEM or "
+                         f"STEM~N; "
                          f"looked under {where}; `tolerance runs` lists them)")
 
 
@@ -285,3 +301,57 @@ def remove_run(run: StoredRun) -> None:
     if p.parent.parent.name != "runs" or not is_run_dir(p) or p.is_symlink():
         raise ToleranceError(f"{p}: not a run directory; not removed")
     shutil.rmtree(p)
+
+
+def participant_label(box: str, chip: str, multi_chip: bool) -> str:
+    """The box name, or `box/chip` when the box runs the stem on several chips (the label
+    of a box's output in a run's rows and in `tolerance diff` of stored runs)."""
+    if not multi_chip:
+        return box
+    return f"{box}/{re.sub(r'[^A-Za-z0-9_.-]+', '-', chip)}"
+
+
+def is_box_dir(path: str | os.PathLike) -> bool:
+    """True for a run's `<box>/` directory (it holds the box's box.json)."""
+    return Path(path).is_dir() and (Path(path) / BOX_FILE).is_file()
+
+
+def is_stem_dir(path: str | os.PathLike) -> bool:
+    """True for `runs/<stem>/`: a directory whose subdirectories are runs."""
+    p = Path(path)
+    return p.is_dir() and not is_run_dir(p) and \
+        any(is_run_dir(d) for d in p.iterdir() if d.is_dir())
+
+
+def _is_series_file(path: Path) -> bool:
+    """A `tolerance.series/1` .npz (a run's series.npz, `diff --series`): its `meta` member
+    is the UTF-8 JSON of that schema. Only the first bytes of `meta` are read."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if "meta.npy" not in zf.namelist():
+                return False
+            with zf.open("meta.npy") as fh:
+                head = fh.read(4096)
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return False
+    return b'"tolerance.series/1"' in head
+
+
+def tool_file_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` is a file the tool wrote (a report, a record, a log, a plot, a series)
+    and so never an output to compare; None for anything else."""
+    p = Path(path)
+    name, parent = p.name, p.parent
+    if name in REPORT_FILES and is_run_dir(parent):
+        return f"a report file of run {parent}"
+    if name == BOX_FILE and is_run_dir(parent.parent):
+        return "a box's record (box.json) of a stored run"
+    if name in RUNNER_FILES and (parent.parent / BOX_FILE).is_file():
+        return "a file the runner writes beside a chip's output"
+    if parent.name == PLOTS_DIR and is_run_dir(parent.parent):
+        return f"a plot of run {parent.parent}"
+    if name.endswith(".npz") and p.is_file() and _is_series_file(p):
+        return "a tolerance.series/1 file (what `tolerance run` and `diff --series` write)"
+    return None
