@@ -29,6 +29,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -391,6 +392,37 @@ MailboxReport parse_mailbox(const void* bytes, std::size_t size) {
 // ---------------------------------------------------------------- Mailbox
 
 namespace {
+// Reserve the segment's pages before anything touches them: on a full /dev/shm (a
+// container's 64 MiB default) an ftruncate'd segment is sparse, and the first store into
+// it is a SIGBUS, not an error. posix_fallocate returns its error (it does not set errno);
+// EINTR is retried. A file system that cannot reserve (EOPNOTSUPP/EINVAL) keeps the sparse
+// segment, as before.
+void reserve_pages(int fd, const std::string& name, std::size_t size) {
+#ifdef __linux__
+    int err;
+    do {
+        err = posix_fallocate(fd, 0, static_cast<off_t>(size));
+    } while (err == EINTR);
+    if (err == 0 || err == EOPNOTSUPP || err == EINVAL) return;
+    std::string avail;
+    struct statvfs vfs;
+    if (fstatvfs(fd, &vfs) == 0)
+        avail = ", " + std::to_string(static_cast<unsigned long long>(vfs.f_bavail) *
+                                      static_cast<unsigned long long>(vfs.f_frsize)) +
+                " bytes available";
+    if (err == ENOSPC || err == EFBIG || err == EDQUOT)
+        throw MailboxError("/dev/shm is full: cannot reserve " + std::to_string(size) +
+                           " bytes for mailbox " + name + avail + " (" + errno_text(err) +
+                           "; free /dev/shm or give it more room, e.g. docker --shm-size)");
+    throw MailboxError("cannot reserve " + std::to_string(size) + " bytes of /dev/shm for mailbox " +
+                       name + avail + ": " + errno_text(err));
+#else
+    (void)fd;
+    (void)name;
+    (void)size;
+#endif
+}
+
 MailboxLayout* map_segment(int fd, const std::string& name) {
     void* p = mmap(nullptr, kMailboxSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) throw MailboxError("cannot map mailbox " + name + ": " + errno_text(errno));
@@ -406,6 +438,7 @@ Mailbox Mailbox::create(const std::string& name) {
     try {
         if (ftruncate(fd, static_cast<off_t>(kMailboxSize)) != 0)
             throw MailboxError("cannot size mailbox " + name + ": " + errno_text(errno));
+        reserve_pages(fd, name, kMailboxSize);  // before the first store below
         map = map_segment(fd, name);
     } catch (...) {
         ::close(fd);

@@ -142,7 +142,8 @@ bool unlink_segment(const std::string& name);
 // RAII owner of one mapped mailbox (unmaps on destruction; unlink is explicit).
 class Mailbox {
    public:
-    // Parent: create zero-filled (O_EXCL), stamp magic and version; state is IDLE.
+    // Parent: create zero-filled (O_EXCL), its pages reserved (posix_fallocate: a full
+    // /dev/shm is a MailboxError naming it, never a SIGBUS), stamp magic and version; IDLE.
     static Mailbox create(const std::string& name);
     // Child: open an existing mailbox, check size, magic, version and that it is IDLE.
     static Mailbox open(const std::string& name);

@@ -15,6 +15,22 @@ FAULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_faults")
 FAULT = "TOLERANCE_CHIP_TEST_FAULT"
 
 
+def need_root_namespaces() -> None:
+    """Skip without root or unshare (a tmpfs in a private mount namespace); in CI
+    (TOLERANCE_CI=1, where we are root) fail instead."""
+    import shutil
+
+    why = None
+    if os.geteuid() != 0:
+        why = "needs root (a tmpfs in a private mount namespace)"
+    elif not shutil.which("unshare"):
+        why = "needs unshare (util-linux)"
+    if why:
+        if os.environ.get("TOLERANCE_CI") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+
+
 def faults_env(spec: str, base=None) -> dict:
     """An environment whose chip children run the faults `spec` (see _faults/sitecustomize)."""
     env = dict(os.environ if base is None else base)

@@ -205,3 +205,19 @@ def kernel(name):
         yield
     finally:
         _native._set_kernel(before)
+
+
+def check_every_path(a, b, **kw):
+    """The oracle == every kernel path this CPU has, one and two threads, bit for bit."""
+    from tolerance import _native, divergence
+
+    o = oracle(a, b, **kw)
+    ref = None
+    for name in _native._available_kernels():
+        with kernel(name):
+            for threads in (1, 2):
+                d = divergence(a, b, threads=threads, **kw)
+                check_against_oracle(d, o)
+                if ref is None:
+                    ref = d
+                same_divergence(d, ref)

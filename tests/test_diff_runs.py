@@ -323,3 +323,21 @@ def test_readme_compare_stored_runs_as_printed(tmp_path):
     assert "bounds from the command line: z_b atol 0; omega_b atol 0" in exact
     assert len([ln for ln in every.splitlines() if ln.startswith(older + "/")]) == 18
     assert "bounds from spec stable (" in spec and "every pair of its 3 outputs" in spec
+
+
+def test_runs_that_recorded_other_bounds_are_warned_and_the_first_ones_used(proj, tmp_path):
+    a = proj["A"]
+    other = tmp_path / "runs" / "walk" / proj["B"].name
+    shutil.copytree(proj["B"], other)
+    doc = json.loads((other / "report.json").read_text())
+    doc["bounds"]["y"] = {"atol": 1.0, "rtol": None, "ulp": None}
+    (other / "report.json").write_text(json.dumps(doc))
+    r = diff(proj, a, other)
+    assert f"(warn) run {other.name} used other bounds on y than run {a.name}" in r.output
+    code, doc = diff_json(proj, a, other)
+    assert {r["key"]: r["bound"]["atol"] for r in doc["rows"]} == {"y": ATOL, "n": 0.0}
+    # the command line's steps axis and keys over the recorded ones
+    code, doc = diff_json(proj, a, other, "--steps-axis", "none", "--keys", "y")
+    assert doc["steps_axis"] is None and {r["key"] for r in doc["rows"]} == {"y"}
+    # one step: the whole array (argmax is the element's full index)
+    assert all(r["step"] == 0 and len(r["argmax"]) == 2 for r in doc["rows"])

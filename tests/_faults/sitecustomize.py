@@ -5,6 +5,14 @@ and sets one of:
 
 - TOLERANCE_TEST_KILL_BOX=NAME: the rank whose box is NAME SIGKILLs itself when it enters
   the compare (every rank is past its run by then): a rank dies mid-job.
+- TOLERANCE_TEST_RAISE_BOX=NAME: that rank raises RuntimeError as it enters the compare (its
+  abort guard calls MPI_Abort: the job's other ranks and every chip must end).
+  NAME@run: instead of running its box, that rank waits until a chip of another box has
+  written `started` in its directory (`<run dir>/*/*/started`, at most 60 s), then raises:
+  a rank aborts the job while the other boxes' workloads run.
+- TOLERANCE_TEST_FILL_DISK=PATH: the first rank to leave the compare fills the file system
+  that holds PATH, writing PATH until the disk says ENOSPC (a tiny tmpfs in the test's
+  private mount namespace): the report is written onto a really full disk.
 - TOLERANCE_CHIP_TEST_FAULT=[rank:]fault,...: a chip child (`python -m
   tolerance.bootstrap.child MAILBOX CONFIG`) of that rank (no rank: every chip) does, before
   its bring-up, one of: `die` (SIGKILL itself before publishing), `hang` (never publish),
@@ -20,7 +28,32 @@ import os
 import sys
 
 _BOX = os.environ.get("TOLERANCE_TEST_KILL_BOX")
+_RAISE = os.environ.get("TOLERANCE_TEST_RAISE_BOX")
+_FILL = os.environ.get("TOLERANCE_TEST_FILL_DISK")
 _TARGET = "tolerance.collective.exchange"
+
+
+def _fill(path: str) -> None:
+    """Write `path` until its file system is full (only the first caller: O_EXCL)."""
+    import errno
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    block = b"\0" * 65536
+    try:
+        while True:
+            try:
+                os.write(fd, block)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                if len(block) == 1:
+                    break
+                block = block[:len(block) // 2]
+    finally:
+        os.close(fd)
 
 
 def _patch(module):
@@ -28,31 +61,63 @@ def _patch(module):
 
     def exchange(comm, sources, failures, *args, **kwargs):
         labels = [s.label.split("/")[0] for s in sources] + [f[0].split("/")[0] for f in failures]
-        if _BOX in labels:
+        if _BOX and _BOX in labels:
             os.kill(os.getpid(), 9)
-        return real(comm, sources, failures, *args, **kwargs)
+        if _RAISE and _RAISE in labels:
+            raise RuntimeError(f"injected test fault on box {_RAISE}")
+        out = real(comm, sources, failures, *args, **kwargs)
+        if _FILL:
+            _fill(_FILL)
+        return out
 
     module.exchange = exchange
 
 
+def _patch_job(module):
+    real = module.run_on_box
+    box = _RAISE[:-len("@run")]
+
+    def run_on_box(spec, b, run_dir, *args, **kwargs):
+        if b.name != box:
+            return real(spec, b, run_dir, *args, **kwargs)
+        import glob
+        import time
+
+        end = time.monotonic() + 60
+        while not glob.glob(os.path.join(str(run_dir), "*", "*", "started")):
+            if time.monotonic() > end:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"injected test fault on box {box} while the others run")
+
+    module.run_on_box = run_on_box
+
+
+_PATCHES = {_TARGET: _patch}
+if _RAISE and _RAISE.endswith("@run"):
+    _PATCHES = {"tolerance.collective.job": _patch_job}
+
+
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != _TARGET:
+        if name not in _PATCHES:
             return None
-        sys.meta_path.remove(self)
+        patch = _PATCHES.pop(name)
+        if not _PATCHES:
+            sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
         loader = spec.loader
         exec_module = loader.exec_module
 
         def patched(module):
             exec_module(module)
-            _patch(module)
+            patch(module)
 
         loader.exec_module = patched
         return spec
 
 
-if _BOX:
+if _BOX or _RAISE or _FILL:
     sys.meta_path.insert(0, _Finder())
 
 

@@ -7,7 +7,7 @@ import threading
 from typing import Any, Sequence
 
 from tolerance import _native
-from tolerance.bootstrap import _registry
+from tolerance.bootstrap import _registry, keeper
 from tolerance.bootstrap.spawn import kill_process_group, last_line, spawn_chip
 from tolerance.bootstrap.types import BootstrapError, ChipConfig, ChipContext, segment_tag
 
@@ -81,11 +81,15 @@ class ChipGroup:
                 mb = _native.Mailbox.create(_native.make_segment_name("m", tag))
                 self._mailboxes.append(mb)
                 self._mailbox_names.append(mb.name)
+                keeper.guard_segment(mb.name)  # unlinked by the keeper if we die first
             for i, c in enumerate(configs):
                 self._procs.append(spawn_chip(c, self._mailbox_names[i], i, len(configs)))
+                keeper.guard_group(self._procs[-1].pid)  # its group killed if we die first
         except _native.MailboxError as exc:
             self._teardown()
-            raise BootstrapError(f"cannot create the bootstrap mailboxes: {exc}") from None
+            need = len(configs) * _native.MAILBOX_SIZE
+            raise BootstrapError(f"cannot create the bootstrap mailboxes ({len(configs)} of "
+                                 f"{_native.MAILBOX_SIZE} bytes, {need} in all): {exc}") from None
         except OSError as exc:
             self._teardown()
             c = configs[i]
@@ -200,6 +204,7 @@ class ChipGroup:
                 except BaseException:  # noqa: BLE001 - a second signal must not leak segments
                     pass
                 kill_process_group(p)  # reaped: what is left of its group (background jobs)
+                keeper.release_group(p.pid)
             # Mappings are dropped, not unmapped by hand: one may be in use right now (a wait in
             # another thread); each is unmapped when its last user lets go. Unlinking by name
             # is safe while mapped.
@@ -209,5 +214,6 @@ class ChipGroup:
                     _native.unlink_segment(name)
                 except _native.MailboxError:
                     pass
+                keeper.release_segment(name)
             self._state = "closed"
             _registry.unregister(self)

@@ -134,3 +134,8 @@ def mapped_by_self() -> list[str]:
         return _shm_names_mapped_by("self")
     except OSError:
         return []
+
+
+def is_mpi_segment(name: str) -> bool:
+    """Whether `name` (under /dev/shm) is an MPI runtime's segment (mpich, Open MPI, psm2)."""
+    return "/" not in name and name.startswith(_MPI_SHM_PREFIXES)

@@ -62,6 +62,11 @@ def diff(ctx, paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_js
     from tolerance.compare.rows import as_bound
     from tolerance.io.atomic import write_npz
 
+    file_bounds = None
+    if bounds_path is not None:  # read first (as before): a bad bounds file is said first
+        from tolerance.config.bounds_file import load_bounds_file
+
+        file_bounds = load_bounds_file(bounds_path)
     if len(paths) == 1 and (Path(paths[0]).is_file() or paths[0].endswith((".npz", ".npy"))):
         raise click.UsageError("give at least two inputs (or one stored run)")
     if bounds_path is not None:  # a bad bounds file is named before any input is looked at
@@ -119,9 +124,9 @@ def diff(ctx, paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_js
             if keys is None and rec["keys"] is not None:
                 keys = list(rec["keys"])
     if bounds_path is not None:  # a calibrated bounds file: its bound on every key it bounds
-        from tolerance.config.bounds_file import file_key_bounds, load_bounds_file
+        from tolerance.config.bounds_file import file_key_bounds
 
-        key_bounds.update(file_key_bounds(load_bounds_file(bounds_path)))
+        key_bounds.update(file_key_bounds(file_bounds))
         source = (source + " and " if source else "") + f"bounds file {bounds_path}"
     show = not as_json and not quiet
     shown: list = []   # the rows printed (the legend explains their columns)

@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from tolerance._errors import ToleranceError
 from tolerance.cli import _options
 from tolerance.cli._progress import Progress
 
@@ -53,30 +54,37 @@ def run(ctx: click.Context, stem: str, cluster_path: str | None, specs_dir: str 
     push = sync_mode == "push" and not no_sync
     debug = bool(ctx.obj and ctx.obj.get("debug"))
     progress = Progress(sys.stderr)
+
+    def error(code: int, message: str, detail=()) -> int:
+        click.echo(f"tolerance: error: {message}", err=True)
+        for line in detail:
+            click.echo(line, err=True)
+        if as_json:
+            _options.echo_error_json(code, message,
+                                     **({"detail": list(detail)} if detail else {}))
+        return code
+
+    def finish(outcome) -> int:
+        """Rank 0, inside the job's abort guard: the error line, or the rows and the report
+        files; the job's exit code (every rank exits with it)."""
+        progress.clear()
+        if outcome.error:
+            return error(outcome.exit_code, outcome.error, outcome.detail)
+        try:
+            return _report(outcome, legend=not (quiet or no_legend), as_json=as_json)
+        except ToleranceError as exc:  # a report file the disk refuses: one line, exit 2
+            return error(exc.exit_code, str(exc))
+
     outcome = run_stem(stem, cluster_path=cluster_path, specs_dir=specs_dir, sync=sync, push=push,
                        chunk_mb=chunk_mb, threads=threads, debug=debug,
                        # rank 0 only, decided when called: MPI must not start before the
                        # rank's hello to its launcher (run_stem starts it)
                        progress=None if quiet else
                        (lambda *a, **k: progress.update(*a, **k) if world().Get_rank() == 0 else None),
-                       run_dir=run_dir, env=run_env, bounds_path=bounds_path)
+                       run_dir=run_dir, env=run_env, bounds_path=bounds_path, finish=finish)
     progress.clear()
-    comm = world()
-    code = outcome.exit_code
-    if comm.Get_rank() == 0:
-        if outcome.error:
-            click.echo(f"tolerance: error: {outcome.error}", err=True)
-            for line in outcome.detail:
-                click.echo(line, err=True)
-            if as_json:
-                _options.echo_error_json(outcome.exit_code, outcome.error,
-                                         **({"detail": list(outcome.detail)}
-                                            if outcome.detail else {}))
-        else:
-            code = _report(outcome, legend=not (quiet or no_legend), as_json=as_json)
-    code = comm.bcast(code, root=0)
     outcome.close_line()
-    ctx.exit(code)
+    ctx.exit(outcome.exit_code)
 
 
 def _report(outcome, *, legend: bool = True, as_json: bool = False) -> int:

@@ -17,7 +17,8 @@ from typing import Callable, Mapping
 
 from tolerance._errors import EXIT_ERROR, ToleranceError
 from tolerance.collective.exchange import exchange
-from tolerance.bootstrap.segments import mapped_by_self
+from tolerance.bootstrap import keeper
+from tolerance.bootstrap.segments import is_mpi_segment, mapped_by_self
 from tolerance.bootstrap._registry import install_handlers
 from tolerance.collective.code_fingerprint import apply_push, code_fingerprint, make_push
 from tolerance.collective.inputs import content_hash, parse_inputs, resolve_inputs
@@ -82,7 +83,7 @@ def _end_box(line: RankLine, rank_hint: int):
         except Exception:  # noqa: BLE001 - ending regardless
             pass
         for name in mapped_by_self():     # the MPI runtime's segments this rank maps
-            if name.startswith(("mpich_shm_", "vader_segment", "sm_segment")):
+            if is_mpi_segment(name):
                 try:
                     os.unlink(os.path.join("/dev/shm", name))
                 except OSError:
@@ -108,8 +109,15 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
              chunk_mb: float = 16.0, threads: int | None = None, debug: bool = False,
              progress: Callable[..., None] | None = None, run_dir: str | None = None,
              env: Mapping[str, str] | None = None, bounds_path: str | None = None,
-             push: bool = False) -> RunOutcome:
+             push: bool = False,
+             finish: Callable[[RunOutcome], int] | None = None) -> RunOutcome:
     """One replicated run of `stem`, this process being one rank.
+
+    finish: rank 0's last phase (print the rows, write the report files), given rank 0's
+    outcome; returns the job's exit code, which every rank then gets in `exit_code`. It
+    runs inside the same abort guard as every other phase, so no rank is left waiting on
+    a rank 0 that failed: a ToleranceError (a report file the disk refuses) is one line
+    and exit 2 on every rank; anything else aborts the job.
 
     run_dir: the run directory to use instead of claiming `runs/<stem>/<stamp>` (relative
     paths are taken below each box's root); a box's own directory in it must not exist.
@@ -125,65 +133,88 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
     ctx = RankContext(comm)
     t0 = time.monotonic()
     with abort_on_error(ctx, debug=debug):
-        # 0. inputs: from the launcher, or resolved by rank 0 and broadcast.
+        outcome = _run_stem(comm, ctx, line, stem, cluster_path, specs_dir, sync, chunk_mb,
+                            threads, progress, run_dir, env, bounds_path, push, t0)
+        outcome.line = line
+        if finish is not None:
+            # 6. report: rank 0 alone, every rank waits for its exit code.
+            code = outcome.exit_code
+            if rank == 0:
+                if line is not None:
+                    line.phase("reporting")
+                try:
+                    code = finish(outcome)
+                except ToleranceError as exc:
+                    sys.stderr.write(f"tolerance: error: {exc}\n")
+                    sys.stderr.flush()
+                    code = EXIT_ERROR
+            outcome.exit_code = comm.bcast(code, root=0)
+        for name in filter(is_mpi_segment, mapped_by_self()):
+            keeper.release_segment(name)  # a normal end: MPI_Finalize removes its own
+        return outcome
+
+
+def _run_stem(comm, ctx, line, stem, cluster_path, specs_dir, sync, chunk_mb, threads,
+              progress, run_dir, env, bounds_path, push, t0) -> RunOutcome:
+    rank, nranks = comm.Get_rank(), comm.Get_size()
+    # 0. inputs: from the launcher, or resolved by rank 0 and broadcast.
+    problem = None
+    inputs = line.inputs if line is not None else None
+    if line is not None and bounds_path is not None:
+        problem = ("--bounds: give it to `tolerance launch`, which carries the file to "
+                   "every box (not after --)")
+    if line is None and rank == 0:
+        try:
+            inputs = resolve_inputs(stem, cluster_path, specs_dir, bounds_path)
+        except ToleranceError as exc:
+            problem = str(exc)
+    if line is None:
+        inputs, problem = comm.bcast((inputs, problem), root=0)
+    if problem is None:
+        try:
+            cluster, spec = parse_inputs(inputs)
+        except ToleranceError as exc:
+            problem = str(exc)
+    if problem is None:
+        try:
+            spec = with_run_overrides(spec, env=env)
+        except ToleranceError as exc:
+            problem = str(exc)
+    problem = _agree(comm, problem)
+    if problem:
+        return RunOutcome(EXIT_ERROR, error=problem, stem=stem, line=line)
+    where = str(cluster.path or "cluster.yaml")
+    names = list(cluster.names)
+    overrides = comm.allgather(os.environ.get(BOX_ENV) or None)
+    try:
+        chosen = assign_boxes(names, nranks, overrides, where)
+    except ToleranceError as exc:
+        return RunOutcome(EXIT_ERROR, error=str(exc), stem=stem, line=line)
+    box = cluster.box(chosen[rank])
+    ctx.box = box.name
+    if push:  # --sync push: every box checks the controller's commit out first
         problem = None
-        inputs = line.inputs if line is not None else None
-        if line is not None and bounds_path is not None:
-            problem = ("--bounds: give it to `tolerance launch`, which carries the file to "
-                       "every box (not after --)")
+        shipped = inputs.get("push") if line is not None else None
         if line is None and rank == 0:
             try:
-                inputs = resolve_inputs(stem, cluster_path, specs_dir, bounds_path)
+                shipped = make_push(box.root)   # by hand: rank 0's checkout is the controller's
             except ToleranceError as exc:
                 problem = str(exc)
         if line is None:
-            inputs, problem = comm.bcast((inputs, problem), root=0)
+            shipped, problem = comm.bcast((shipped, problem), root=0)
+        if problem is None and not shipped:
+            problem = "--sync push: the launcher sent no commit (launch with --sync push)"
         if problem is None:
-            try:
-                cluster, spec = parse_inputs(inputs)
-            except ToleranceError as exc:
-                problem = str(exc)
-        if problem is None:
-            try:
-                spec = with_run_overrides(spec, env=env)
-            except ToleranceError as exc:
-                problem = str(exc)
+            if line is not None:
+                line.phase("checking out the pushed commit")
+            problem = apply_push(box.root, shipped, box.name)
         problem = _agree(comm, problem)
         if problem:
             return RunOutcome(EXIT_ERROR, error=problem, stem=stem, line=line)
-        where = str(cluster.path or "cluster.yaml")
-        names = list(cluster.names)
-        overrides = comm.allgather(os.environ.get(BOX_ENV) or None)
-        try:
-            chosen = assign_boxes(names, nranks, overrides, where)
-        except ToleranceError as exc:
-            return RunOutcome(EXIT_ERROR, error=str(exc), stem=stem, line=line)
-        box = cluster.box(chosen[rank])
-        ctx.box = box.name
-        if push:  # --sync push: every box checks the controller's commit out first
-            problem = None
-            shipped = inputs.get("push") if line is not None else None
-            if line is None and rank == 0:
-                try:
-                    shipped = make_push(box.root)   # by hand: rank 0's checkout is the controller's
-                except ToleranceError as exc:
-                    problem = str(exc)
-            if line is None:
-                shipped, problem = comm.bcast((shipped, problem), root=0)
-            if problem is None and not shipped:
-                problem = "--sync push: the launcher sent no commit (launch with --sync push)"
-            if problem is None:
-                if line is not None:
-                    line.phase("checking out the pushed commit")
-                problem = apply_push(box.root, shipped, box.name)
-            problem = _agree(comm, problem)
-            if problem:
-                return RunOutcome(EXIT_ERROR, error=problem, stem=stem, line=line)
-        outcome = _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads,
-                              progress, t0, line, inputs, run_dir)
-        outcome.line = line
-        outcome.push = push
-        return outcome
+    outcome = _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads,
+                          progress, t0, line, inputs, run_dir)
+    outcome.push = push
+    return outcome
 
 
 def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress, t0, line,
@@ -198,8 +229,11 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
     info = make_rank_info(rank, box.name, code_fingerprint(box.root, spec.code),
                            content_hash(inputs))
     infos = comm.allgather(info)
+    mapped = mapped_by_self()  # MPI is up: its segments are mapped by now
+    for name in filter(is_mpi_segment, mapped):
+        keeper.guard_segment(name, shared=True)  # unlinked if this rank dies (no launcher)
     if line is not None:
-        line.shm(mapped_by_self())  # the launcher sweeps only this job's segments
+        line.shm(mapped)  # the launcher sweeps only this job's segments
     problem = None
     try:
         check_hosts(infos, {b.name: b.host for b in cluster.boxes}, where)
@@ -215,16 +249,28 @@ def _run_as_box(comm, ctx, cluster, spec, box, sync, chunk_mb, threads, progress
     t_handshake = time.monotonic()
 
     # 3. one run id for every box; each box claims its own directory under its root.
+    problem = None
     if given_run_dir is not None:
         run_dir = Path(box.root) / given_run_dir  # an absolute path stays as it is
         run_id = run_dir.name
     else:
         run_id = None
         if rank == 0:
-            run_id = claim_run_dir(box.root, stem).name
-        run_id = comm.bcast(run_id, root=0)
-        run_dir = Path(box.root) / "runs" / stem / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)  # rank 0 made it; another root may not have it
+            try:
+                run_id = claim_run_dir(box.root, stem).name
+            except ToleranceError as exc:  # told to every rank: none waits for rank 0
+                problem = str(exc)
+        run_id, problem = comm.bcast((run_id, problem), root=0)
+        run_dir = Path(box.root) / "runs" / stem / (run_id or "")
+    if problem is None:
+        try:  # rank 0 made it; another root may not have it
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problem = f"box {box.name}: {run_dir}: cannot create ({exc.strerror})"
+    problem = _agree(comm, problem)
+    if problem:
+        return RunOutcome(EXIT_ERROR, error=problem, stem=stem,
+                          infos=[i.to_dict() for i in infos])
     if line is not None:
         if rank == 0:
             line.note(run_id=run_id, run_dir=str(run_dir))

@@ -63,7 +63,7 @@ _NOISE = re.compile(
     r"^[=\s]*(=+$|BAD TERMINATION|PID \d+ RUNNING AT|EXIT CODE:|CLEANING UP REMAINING|"
     r"YOUR APPLICATION TERMINATED|YOU CAN IGNORE THE BELOW|This typically refers|Please see the FAQ|\[mpiexec@|"
     r"\[proxy:|\[prterun|prterun |mpiexec noticed|mpirun noticed|Primary job|"
-    r"Warning: Permanently added|-{20,}$)")
+    r"Warning: Permanently added|Abort\(\d+\) on node \d+ \(rank \d+ in comm|-{20,}$)")
 _SSH = (re.compile(r"ssh: connect to host (\S+) port \d+: (.+)"),
         re.compile(r"ssh: Could not resolve hostname (\S+?): (.+)"))
 _SSH_ANY = re.compile(r"(Permission denied \(|Host key verification failed|Connection closed by|"

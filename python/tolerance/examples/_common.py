@@ -61,9 +61,16 @@ def write_npz(out_dir: str | os.PathLike, name: str, **arrays) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     final = out / f"{name}.npz"
     tmp = out / f".{name}.npz.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, final)
+    except BaseException:  # a full disk: no temporary file left behind
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     return final
 
 

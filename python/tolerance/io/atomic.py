@@ -39,7 +39,8 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb", *,
     """Open a temporary file beside `path`; on a clean exit, move it to `path`.
 
     On an exception the temporary file is removed and `path` is untouched. Raises
-    ToleranceError if `path` exists and overwrite is False.
+    ToleranceError if `path` exists and overwrite is False, and ToleranceError naming
+    `path` and the errno text when the file system refuses the write (a full disk).
     """
     if mode not in ("wb", "w"):
         raise ValueError("mode must be 'wb' or 'w'")
@@ -57,14 +58,19 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb", *,
         except FileExistsError:
             continue
         except OSError as exc:
-            raise ToleranceError(f"{dest}: cannot write ({exc.strerror or exc})") from None
+            raise _cannot_write(dest, exc) from None
     if fd < 0 or tmp is None:
         raise ToleranceError(f"{dest}: cannot create a temporary file beside it")
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # a full disk, a quota, an I/O error: name the file
+            if exc.filename not in (None, str(tmp)):
+                raise  # the caller's own trouble with another file: its own message
+            raise _cannot_write(dest, exc) from None
         if overwrite:
             os.replace(tmp, dest)
         else:
@@ -74,7 +80,7 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb", *,
                 raise ToleranceError(f"{dest}: already exists (refusing to overwrite)") from None
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-                    raise
+                    raise _cannot_write(dest, exc) from None
                 # no hard links on this file system: best effort no-clobber
                 if dest.exists():
                     raise ToleranceError(
@@ -83,10 +89,19 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb", *,
             else:
                 os.unlink(tmp)
         _fsync_dir(directory)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise _cannot_write(dest, exc) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _cannot_write(dest: Path, exc: OSError) -> ToleranceError:
+    """`<file>: cannot write (<errno text>)`: the one line a failed write becomes."""
+    return ToleranceError(f"{dest}: cannot write ({exc.strerror or exc})")
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> None:

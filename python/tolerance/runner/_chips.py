@@ -5,10 +5,10 @@ started with exec, never a bare `os.fork`).
 from __future__ import annotations
 
 import json
-import os
 from typing import Mapping, Sequence
 
 from tolerance.bootstrap import BootstrapError, ChipConfig, ChipGroup
+from tolerance.io.atomic import write_text
 
 __all__ = ["BootstrapError", "ChipConfig", "ChipGroup", "start_chips", "write_context"]
 
@@ -25,9 +25,7 @@ def start_chips(configs: Sequence[ChipConfig]) -> ChipGroup:
 
 
 def write_context(path: str, context: Mapping) -> None:
-    """The chip's context file (`{chip}` in a command): JSON, written then renamed."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(dict(context), fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    """The chip's context file (`{chip}` in a command): JSON, written to a temporary name
+    then renamed (io.atomic: a refused write names the file, and leaves no temporary)."""
+    write_text(path, json.dumps(dict(context), indent=2, sort_keys=True) + "\n",
+               overwrite=True)

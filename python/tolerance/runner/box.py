@@ -17,6 +17,7 @@ from tolerance._errors import ToleranceError
 from tolerance.bootstrap.segments import process_alive
 from tolerance.config import Box, Chip, Spec
 from tolerance.config.chips import knob_env
+from tolerance.io.atomic import write_text
 from tolerance.runner import _chips
 from tolerance.runner.env_fingerprint import environment_fingerprint
 
@@ -139,11 +140,10 @@ def _signal_name(num: int) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, allow_nan=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    """Temp + rename (io.atomic): a refused write (a full disk) raises ToleranceError naming
+    the file, and leaves no temporary behind."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n",
+               overwrite=True)
 
 
 #: the variable that tells a workload its box's root (the project checkout on that box)
@@ -180,6 +180,7 @@ def _watch(group, results: list[ChipResult], settle, *, deadline: float, timeout
             if code is None:
                 continue
             pending.discard(i)
+            group.kill(i)  # its leader is reaped: what is left of its group goes now
             if code == 0:
                 settle(i, "finished", None, 0)
             elif code > 0:
@@ -226,7 +227,10 @@ def run_on_box(spec: Spec, box: Box, run_dir: str | os.PathLike, *, poll: float 
     configs = []
     for chip in box.chip_specs():
         cdir = box_dir / chip.slug
-        cdir.mkdir()
+        try:
+            cdir.mkdir()
+        except OSError as exc:
+            raise ToleranceError(f"{cdir}: cannot create: {exc.strerror}") from None
         env = chip_env(spec, box, chip, out=str(cdir), context=str(cdir / CONTEXT_FILE),
                        python=exe)
         context = {"box": box.name, "host": box.host, "chip": str(chip), "stem": spec.stem,
@@ -296,8 +300,5 @@ def run_on_box(spec: Spec, box: Box, run_dir: str | os.PathLike, *, poll: float 
                        chips=results, env_fingerprint=fingerprint, stem=spec.stem,
                        spec_hash=spec.identity_hash(), run_dir=str(box_dir),
                        host=socket.gethostname(), started=started, ended=time.time())
-    try:
-        _write_json(box_dir / "box.json", result.to_dict())
-    except (OSError, ValueError):
-        pass
+    _write_json(box_dir / "box.json", result.to_dict())  # a refused write is an error
     return result
