@@ -69,10 +69,6 @@ def diff(ctx, paths, keys, atol, rtol, ulp, steps_axis, chunk_mb, threads, as_js
         file_bounds = load_bounds_file(bounds_path)
     if len(paths) == 1 and (Path(paths[0]).is_file() or paths[0].endswith((".npz", ".npy"))):
         raise click.UsageError("give at least two inputs (or one stored run)")
-    if bounds_path is not None:  # a bad bounds file is named before any input is looked at
-        from tolerance.config.bounds_file import load_bounds_file
-
-        load_bounds_file(bounds_path)
     runs, (files, file_labels) = _classify(paths, lambda: run_roots(roots, cluster_path))
     if runs and files:
         raise ToleranceError(f"{files[0]} is not a stored run and {runs[0]} is: give runs "
