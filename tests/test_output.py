@@ -86,6 +86,10 @@ def assert_aligned(lines: list[str]) -> None:
     starts = [column_starts(ln) for ln in lines]
     for col in starts[0]:
         assert len({s[col] for s in starts}) == 1, (col, "\n" + "\n".join(lines))
+    # what follows the verdict (mismatch counts, growth) starts at one place too
+    tails = {m.end() for m in (re.search(r"  (pass|FAIL \([^)]*\)) *  (?=\S)", ln)
+                               for ln in lines) if m}
+    assert len(tails) <= 1, "\n".join(lines)
 
 
 def test_columns_stay_aligned_for_any_figure(wide):
@@ -387,3 +391,55 @@ def test_summary_markdown_names_nan_and_inf_mismatches():
     md = summary_markdown(doc)
     assert "| p | q | x | NaN≠ (2) |" in md and "| p | q | y | inf≠ (3) |" in md
     assert "| p | q | z | 0.5 |" in md
+
+
+def test_run_json_by_hand_prints_one_document_from_rank_0(tmp_path):
+    import sys
+
+    from _mpi import run_mpi
+
+    cluster = REPO / "cluster.yaml"  # 3 boxes, 2 ranks: refused, on every rank
+    res = run_mpi([sys.executable, "-m", "tolerance", "run", "stable", "--cluster", cluster,
+                   "--json"], n=2, timeout=120, cwd=tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["error"]["code"] == 2 and "run with -n 3" in doc["error"]["message"]
+    assert doc["error"]["file"] == str(cluster)
+    res = run_mpi([sys.executable, "-m", "tolerance", "run", "nosuch", "--cluster", cluster,
+                   "--json"], n=2, timeout=120, cwd=tmp_path)
+    assert res.returncode == 2 and json.loads(res.stdout)["error"]["file"].endswith("nosuch.yaml")
+
+
+def test_what_follows_the_verdict_aligns_for_pass_and_fail_rows():
+    from tolerance.compare.rows import FAIL, PASS, Row
+    from tolerance.config.spec import Bounds
+
+    common = dict(a="p", b="q", max_rel=0.0, max_ulp=0, count_over=0, size=4, inf_mismatch=0,
+                  onset=None, margin=0.0, argmax=[0], step=0)
+    rows = [Row(key="x", status=PASS, bound=Bounds(atol=1e-3), max_abs=0.0, nan_mismatch=0,
+                nan_both=1, **common),
+            Row(key="y", status=FAIL, bound=Bounds(atol=1e-3, rtol=1e-9), max_abs=0.0,
+                nan_mismatch=1, nan_both=0, **common)]
+    for style in (True, False):
+        lines = row_lines(rows, run_style=style)
+        assert lines[0].index("nan-both 1") == lines[1].index("NaN-mismatch 1"), lines
+        assert_aligned(lines)
+
+
+def test_a_reader_that_goes_away_ends_it_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    np.savez(tmp_path / "a.npz", **{f"k{i}": np.zeros(3) for i in range(1000)})
+    np.savez(tmp_path / "b.npz", **{f"k{i}": np.ones(3) for i in range(1000)})
+    proc = subprocess.Popen([sys.executable, "-m", "tolerance", "diff", tmp_path / "a.npz",
+                             tmp_path / "b.npz"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("a.npz  b.npz  k0 ")
+        proc.stdout.close()  # like `| head -1`: the rest of the rows have no reader
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 141 and err == "", err
+    finally:
+        proc.kill()
+        proc.wait()

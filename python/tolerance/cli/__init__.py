@@ -68,6 +68,14 @@ class _Group(click.Group):
             if as_json:
                 echo_error_json(exc.exit_code, exc.format_message())
             raise
+        except BrokenPipeError:
+            # the reader went away (`tolerance diff ... | head`): stop quietly, as shell
+            # tools do, with the status of a SIGPIPE death; nothing more goes to stdout
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            ctx.exit(128 + 13)
         except KeyboardInterrupt:
             click.echo("tolerance: interrupted", err=True)
             if as_json:

@@ -311,7 +311,8 @@ def _diff_files(paths, labels, *, keys, bound, key_bounds, steps_axis, threads, 
                 raise FormatError(f"{arg}: its newest .npz {d.path} is {why}: never an input "
                                   "(give the output file itself)")
         names = keys if keys is not None else {k for d in inputs for k in d.archive.keys()}
-        cols = columns_for_inputs(inputs, names, steps_axis)  # rows print as keys finish
+        cols = columns_for_inputs(inputs, names, steps_axis,  # rows print as keys finish
+                                  [bound, *(key_bounds or {}).values()])
         result = diff_inputs(inputs, keys=keys, bound=bound, steps_axis=steps_axis,
                              threads=threads, budget=budget,
                              on_rows=_printer(cols, keys, steps_axis, show, shown),
@@ -343,7 +344,8 @@ def _diff_runs(runs, *, all_pairs, keys, bound, key_bounds, steps_axis, threads,
     labels = [o.label for g in groups for o in g]
     # rows pair any two outputs: every label may stand on either side
     cols = columns_for_shapes(labels + labels, shapes, steps_axis,
-                              floats=any(kind == "f" for ms in metas.values() for _, kind in ms))
+                              floats=any(kind == "f" for ms in metas.values() for _, kind in ms),
+                              bounds=[as_bound(b) for b in (bound, *(key_bounds or {}).values())])
     if not quiet:
         say = (lambda line: click.echo(line, err=True)) if as_json else click.echo
         if not as_json:

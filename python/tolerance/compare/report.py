@@ -110,6 +110,7 @@ class Columns:
     ulp: int = 0
     over: int = 0
     onset: int = 1
+    verdict: int = 0
 
     def fit(self, rows: Iterable[Row], *, steps: bool = True) -> "Columns":
         """These widths, grown to hold every cell of `rows`."""
@@ -121,7 +122,8 @@ class Columns:
             if r.status != UNMEASURED:
                 c = replace(c, where=max(c.where, len(_where(r, steps))),
                             ulp=max(c.ulp, len(ulp_text(r.max_ulp))),
-                            over=max(c.over, len(_over(r))), onset=max(c.onset, len(_onset(r))))
+                            over=max(c.over, len(_over(r))), onset=max(c.onset, len(_onset(r))),
+                            verdict=max(c.verdict, len(verdict_text(r))))
         return c
 
 
@@ -131,12 +133,18 @@ def columns_for(rows: Sequence[Row], *, steps: bool = True, run_style: bool = Fa
     return Columns(head=0 if run_style else None).fit(rows, steps=steps)
 
 
+def verdict_text(row: Row) -> str:
+    """`pass`, or `FAIL (the bound)`."""
+    return "pass" if row.status == PASS else f"FAIL ({describe_bounds(row.bound)})"
+
+
 def columns_for_shapes(labels: Sequence[str], shapes: dict[str, Sequence[tuple[int, ...]]],
-                       steps_axis: int | None, *, floats: bool = True) -> Columns:
+                       steps_axis: int | None, *, floats: bool = True,
+                       bounds: Iterable[Any] = ()) -> Columns:
     """Widths that hold any row of inputs `labels` (rows pair an earlier input with a later
     one) over keys whose arrays have `shapes` (key -> the shapes it has in the inputs):
     the largest step, index and element count each shape allows; a ULP column only when
-    some key is a float (`floats`)."""
+    some key is a float (`floats`); the verdict as wide as the widest of `bounds`."""
     where = over = onset = 0
     for shp in (s for ss in shapes.values() for s in ss):
         size = int(np.prod(shp)) if len(shp) else 1
@@ -149,18 +157,22 @@ def columns_for_shapes(labels: Sequence[str], shapes: dict[str, Sequence[tuple[i
     return Columns(a=max((len(x) for x in labels[:-1]), default=0),
                    b=max((len(x) for x in labels[1:]), default=0),
                    key=max((len(k) for k in shapes), default=0),
-                   where=where, ulp=_ULP_W if floats else 0, over=over, onset=max(onset, 1))
+                   where=where, ulp=_ULP_W if floats else 0, over=over, onset=max(onset, 1),
+                   verdict=max([len("pass")] + [len(f"FAIL ({describe_bounds(b)})")
+                                                for b in bounds]))
 
 
 def columns_for_inputs(inputs: Sequence[Any], keys: Iterable[str],
-                       steps_axis: int | None) -> Columns:
+                       steps_axis: int | None, bounds: Iterable[Any] = ()) -> Columns:
     """columns_for_shapes for opened inputs (each with `.label` and `.archive`), over
-    `keys`: widths fixed before any row is measured, so rows can print as they come."""
+    `keys`, held to `bounds`: widths fixed before any row is measured, so rows can print
+    as they come."""
     members = {k: [d.archive[k] for d in inputs if k in d.archive] for k in keys}
     return columns_for_shapes([d.label for d in inputs],
                               {k: [m.shape for m in ms] for k, ms in members.items()},
                               steps_axis, floats=any(m.dtype.kind == "f"
-                                                     for ms in members.values() for m in ms))
+                                                     for ms in members.values() for m in ms),
+                              bounds=bounds)
 
 
 def format_row(row: Row, *, columns: Columns | None = None,
@@ -191,7 +203,7 @@ def format_row(row: Row, *, columns: Columns | None = None,
     if steps:
         parts.append(f"onset {_onset(row):<{c.onset}}")
     parts.append(f"margin {'-' if row.margin is None else _g(row.margin):<{_FLOAT_W}}")
-    verdict = "pass" if row.status == PASS else f"FAIL ({describe_bounds(row.bound)})"
+    verdict = verdict_text(row)
     extra = [f"{name} {getattr(row, attr)}" for name, attr in (
         ("NaN-mismatch", "nan_mismatch"), ("inf-mismatch", "inf_mismatch"),
         ("nan-both", "nan_both")) if getattr(row, attr)]
@@ -202,6 +214,8 @@ def format_row(row: Row, *, columns: Columns | None = None,
         extra.append(f"(elsewhere max|a-b| {_g(row.max_abs)} {rest})")
     if steps and row.growth is not None:
         extra.append(growth_text(row.growth))
+    if extra:  # what follows the verdict starts at one place too
+        verdict = f"{verdict:<{c.verdict}}"
     return head + "  ".join([*parts, verdict, *extra])
 
 
