@@ -310,6 +310,19 @@ def test_a_rank_that_raises_in_the_compare_ends_every_rank(tmp_path, test_tag, l
     assert gone_within(10, test_tag, "none", since) < 10
 
 
+def test_launch_says_a_rank_error_its_output_never_carried(tmp_path, test_tag):
+    """The runtime may kill an aborting rank before it forwards the rank's stderr: the
+    rank's line also travels over the watch line, and the launcher says it once."""
+    setup(tmp_path, "quick", QUICK)
+    since = time.time() - 1
+    res = run_session(job_argv(tmp_path, "quick", launch=True), timeout=90, cwd=tmp_path,
+                      env=with_faults(TOLERANCE_TEST_RAISE_BOX="c", TOLERANCE_TEST_MUTE_RAISE="1"))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert error_lines(res.stderr) == [
+        "tolerance: error: rank 2 (box c): RuntimeError: injected test fault on box c"], res.stderr
+    assert gone_within(10, test_tag, "none", since) < 10
+
+
 def test_an_example_workload_on_a_full_disk_leaves_no_temporary(tmp_path):
     need_root_namespaces()
     disk = tmp_path / "disk"

@@ -10,6 +10,9 @@ and sets one of:
   NAME@run: instead of running its box, that rank waits until a chip of another box has
   written `started` in its directory (`<run dir>/*/*/started`, at most 60 s), then raises:
   a rank aborts the job while the other boxes' workloads run.
+- TOLERANCE_TEST_MUTE_RAISE=1: with TOLERANCE_TEST_RAISE_BOX, that rank's stderr goes to
+  /dev/null just before it raises: its error line never reaches mpiexec (as when the
+  runtime kills a rank before forwarding its output).
 - TOLERANCE_TEST_FILL_DISK=PATH: the first rank to leave the compare fills the file system
   that holds PATH, writing PATH until the disk says ENOSPC (a tiny tmpfs in the test's
   private mount namespace): the report is written onto a really full disk.
@@ -30,6 +33,14 @@ import sys
 _BOX = os.environ.get("TOLERANCE_TEST_KILL_BOX")
 _RAISE = os.environ.get("TOLERANCE_TEST_RAISE_BOX")
 _FILL = os.environ.get("TOLERANCE_TEST_FILL_DISK")
+_MUTE = os.environ.get("TOLERANCE_TEST_MUTE_RAISE") == "1"
+
+
+def _mute() -> None:
+    if _MUTE:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 2)
+        os.close(fd)
 _TARGET = "tolerance.collective.exchange"
 
 
@@ -64,6 +75,7 @@ def _patch(module):
         if _BOX and _BOX in labels:
             os.kill(os.getpid(), 9)
         if _RAISE and _RAISE in labels:
+            _mute()
             raise RuntimeError(f"injected test fault on box {_RAISE}")
         out = real(comm, sources, failures, *args, **kwargs)
         if _FILL:
@@ -88,6 +100,7 @@ def _patch_job(module):
             if time.monotonic() > end:
                 break
             time.sleep(0.05)
+        _mute()
         raise RuntimeError(f"injected test fault on box {box} while the others run")
 
     module.run_on_box = run_on_box

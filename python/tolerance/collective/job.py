@@ -131,6 +131,7 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
     comm = world()
     rank, nranks = comm.Get_rank(), comm.Get_size()
     ctx = RankContext(comm)
+    ctx.line = line
     t0 = time.monotonic()
     with abort_on_error(ctx, debug=debug):
         outcome = _run_stem(comm, ctx, line, stem, cluster_path, specs_dir, sync, chunk_mb,

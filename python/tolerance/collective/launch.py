@@ -184,6 +184,8 @@ class _Output:
                     continue
                 if in_block or _NOISE.match(text):
                     continue
+            if text.startswith("tolerance: error: "):
+                self._job.said.add(text)
             try:
                 self._dst.write(line)
                 self._dst.flush()
@@ -198,6 +200,7 @@ class _Job:
         self._lock = threading.Lock()
         self.problems: list[tuple[str, str]] = []     # (box, cause) from the prelude
         self.ssh: list[tuple[str | None, str]] = []   # (host or None, what ssh said)
+        self.said: set[str] = set()                   # error lines the ranks' output held
 
     def start_problem(self, text: str) -> None:
         m = re.match(r"box=(\S+) (.*)", text)
@@ -457,6 +460,17 @@ def run_plan(plan: LaunchPlan, watch: Watch, *, stem: str,
     if rc in (0, 1, 3):
         return rc
     if rc == 2:
+        # a rank that aborted the job sent its line over the watch line as well: say it
+        # here when the runtime killed the rank before forwarding its stderr
+        watch.first_death()   # (waits briefly until every rank's line has ended)
+        notes = [p.notes.get("error") for p in sorted(watch.snapshot().values(),
+                                                       key=lambda p: p.rank)]
+        if not job.said:
+            for said in dict.fromkeys(n for n in notes if isinstance(n, str)):
+                sys.stderr.write(said[:4096] + "\n")
+                if errors is not None:
+                    errors.append(said.removeprefix("tolerance: error: "))
+            sys.stderr.flush()
         return rc
     dead = watch.first_death()
     how = f"signal {-rc}" if rc < 0 else f"status {rc}"

@@ -27,6 +27,7 @@ class RankContext:
     def __init__(self, comm) -> None:
         self.comm = comm
         self.box: str | None = None
+        self.line = None  # the rank's watch line to its launcher, when it has one
 
     def who(self) -> str:
         r = self.comm.Get_rank()
@@ -45,8 +46,13 @@ def abort_on_error(ctx: RankContext, *, debug: bool = False) -> Iterator[RankCon
             import traceback
             traceback.print_exc()
         msg = str(exc) if isinstance(exc, ToleranceError) else f"{type(exc).__name__}: {exc}"
-        sys.stderr.write(f"tolerance: error: {ctx.who()}: {msg}\n")
+        said = f"tolerance: error: {ctx.who()}: {msg}"
+        sys.stderr.write(said + "\n")
         sys.stderr.flush()
+        if ctx.line is not None:
+            # the runtime may kill this rank before it forwards our stderr: the launcher
+            # gets the line over the watch line too, and prints it if mpiexec did not
+            ctx.line.note(error=said)
         from tolerance.bootstrap._registry import teardown_all  # noqa: PLC0415
 
         teardown_all()  # Abort and os._exit skip atexit: no chip may outlive this rank
