@@ -101,32 +101,6 @@ def bench_paths(mib, repeat):
     return out
 
 
-def bench_dtypes(mib, repeat):
-    """float16 and int64 (full stats, 1 thread) against NumPy's max(abs(a-b)) on the same data
-    (float16 is cast to float64 by NumPy first, as the kernel's contract does), and a 1-D
-    float64 array with the default steps axis (every element a step)."""
-    rng = np.random.default_rng(20261125)
-    rows = {}
-    n = mib * 2**20 // 2
-    a = rng.standard_normal(n, dtype=np.float32).astype(np.float16).reshape(-1, 4096)
-    b = (a.astype(np.float32) * np.float32(1.001)).astype(np.float16)
-    nb = a.nbytes + b.nbytes
-    rows["float16 full stats"] = nb / best_time(lambda: divergence(a, b, atol=1e-3, rtol=1e-3, ulp=4, threads=1), repeat) / 1e9
-    rows["float16 numpy"] = nb / best_time(lambda: np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))), repeat) / 1e9
-    n = mib * 2**20 // 8
-    a = rng.integers(-2**40, 2**40, n, dtype=np.int64).reshape(-1, 4096)
-    b = a + rng.integers(-3, 4, a.shape, dtype=np.int64)
-    nb = a.nbytes + b.nbytes
-    rows["int64 full stats"] = nb / best_time(lambda: divergence(a, b, atol=1, rtol=1e-9, threads=1), repeat) / 1e9
-    rows["int64 numpy"] = nb / best_time(lambda: np.max(np.abs(a - b)), repeat) / 1e9
-    x = rng.standard_normal(mib * 2**20 // 8)
-    y = x + 1e-9
-    nb = x.nbytes + y.nbytes
-    rows["1-D float64, default steps axis"] = nb / best_time(lambda: divergence(x, y, atol=1e-8, threads=1), repeat) / 1e9
-    rows["1-D numpy"] = nb / best_time(lambda: np.max(np.abs(x - y)), repeat) / 1e9
-    return rows
-
-
 def bench_dtypes_shapes(mib, repeat):
     """Issue 12 item 5 (float16 / int64 / uint64 vector paths, one element a step), each
     against NumPy's np.max(np.abs(a - b)) on the same data in the same run: float16 both as
@@ -194,7 +168,6 @@ def main(argv=None):
     for dtype in ("float32", "float64"):
         out["dtypes"][dtype] = bench_dtype(dtype, args.mib, args.repeat, nthreads)
     out["paths"] = bench_paths(args.mib, args.repeat)
-    out["other"] = bench_dtypes(args.mib, args.repeat)
     out["dtypes_shapes"] = bench_dtypes_shapes(args.mib, args.repeat)
     out["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
     if args.json:
@@ -223,12 +196,6 @@ def main(argv=None):
     for isa, v in out["paths"].items():
         print(f"{isa:<{w}}{v['float32']:>10.2f}{v['float64']:>10.2f}"
               f"{v['float32'] / dflt['float32']:>10.2f}{v['float64'] / dflt['float64']:>10.2f}")
-    print()
-    o = out["other"]
-    for name, v in o.items():
-        print(f"{name + ' (GB/s)':<{w + 16}}{v:>10.2f}")
-    print(f"{'float16 / numpy':<{w + 16}}{o['float16 full stats'] / o['float16 numpy']:>10.2f}")
-    print(f"{'int64 / numpy':<{w + 16}}{o['int64 full stats'] / o['int64 numpy']:>10.2f}")
     print()
     print_dtypes_shapes(out["dtypes_shapes"], args)
     return 0
