@@ -707,6 +707,33 @@ struct PreMax {
     }
 };
 
+// Every rule of one register of pairs (the full path's lanes, and the series kernels'):
+// |a-b| (0 where a == b), max(|a|,|b|), the NaN and inf-mismatch masks, the bound and the
+// bound test (an inf mismatch is never inside; the caller adds the equal and both-NaN lanes
+// after its ULP test).
+struct FullLanes {
+    vd ad, mx, bnd;
+    vi eq, anyn, both, infm, inside;
+};
+template <class T>
+inline FullLanes full_lanes(typename VecOf<T>::V ta, typename VecOf<T>::V tb, vd vatol, vd vrtol) {
+    const vd vinf = splat<vd>(std::numeric_limits<double>::infinity()), vzero = splat<vd>(0.0);
+    const vu absmask = splat<vu>(uint64_t{0x7fffffffffffffff});
+    const vd da = VecOf<T>::to_double(ta), db = VecOf<T>::to_double(tb);
+    FullLanes e;
+    e.eq = da == db;
+    e.ad = e.eq ? vzero : (vd)((vu)(da - db) & absmask);
+    const vd xa = (vd)((vu)da & absmask), xb = (vd)((vu)db & absmask);
+    e.mx = xa > xb ? xa : xb;
+    const vi nana = da != da, nanb = db != db;
+    e.anyn = nana | nanb;
+    e.both = nana & nanb;
+    e.infm = ((xa == vinf) | (xb == vinf)) & ~e.eq & ~e.anyn;
+    e.bnd = vatol + vrtol * e.mx;
+    e.inside = (e.ad <= e.bnd) & ~e.infm;
+    return e;
+}
+
 // Per run: the lanes keep running maxima across blocks (seeded with rs). A block is folded
 // on the quickest path that applies: the quick block (float64) or the float32 pre-filter,
 // then the element-wise path that assumes finite values (no NaN/inf rules, a division
@@ -847,17 +874,10 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
                 V ta, tb;
                 std::memcpy(&ta, a + j, sizeof ta);
                 std::memcpy(&tb, b + j, sizeof tb);
-                const vd da = VecOf<T>::to_double(ta), db = VecOf<T>::to_double(tb);
-                const vi eq = da == db;
-                const vd diff = da - db;
-                const vd ad = eq ? vzero : (vd)((vu)diff & absmask);
-                const vd xa = (vd)((vu)da & absmask), xb = (vd)((vu)db & absmask);
-                const vd mx = xa > xb ? xa : xb;
-                const vi nana = da != da, nanb = db != db;
-                const vi anyn = nana | nanb, both = nana & nanb;
-                const vi infm = ((xa == vinf) | (xb == vinf)) & ~eq & ~anyn;
-                const vd bnd = vatol + vrtol * mx;
-                vi inside = (ad <= bnd) & ~infm;
+                const FullLanes e = full_lanes<T>(ta, tb, vatol, vrtol);
+                const vd ad = e.ad, mx = e.mx, bnd = e.bnd;
+                const vi eq = e.eq, anyn = e.anyn, both = e.both, infm = e.infm;
+                vi inside = e.inside;
                 if (elem_margin) {
                     vd q = ad / bnd;
                     q = q == q ? q : vzero;
