@@ -7,15 +7,19 @@ Used by `tolerance diff` through the local transport (every input on this proces
    that cannot be compared becomes an unmeasured row with a reason code;
 2. pairs that can be measured are grouped by shape; each group is cut into blocks by the
    one block planner (`io.npz.plan_blocks`, with the group's real element size);
-3. per block, every participant's block is hashed (xxh3-128) and the digests are shared:
-   a pair whose blocks have equal digests folds the owner's block as an equal block
-   (`Accumulator.update_equal`: exactly what comparing the two gives, from a pass that
-   only counts NaNs, made while the block is hashed when the pair was equal in the last
-   block, so that the data is read from memory once) and moves no data; otherwise the other side's block is
+3. per block, every participant's block is hashed (xxh3-128) and the digests are shared
+   (`Transport.share_digests`, which returns at once: block b+1 is read and hashed while
+   block b's digests travel, and only then is block b folded): a pair whose blocks have
+   equal digests folds the owner's block as an equal block (`Accumulator.update_equal`:
+   exactly what comparing the two gives, from a pass that only counts NaNs, made while the
+   block is hashed when the owner's pairs were equal in the last folded block, so that the
+   data is read from memory once) and moves no data; otherwise the other side's block is
    moved to the pair's owner once (`Transport.move`);
 4. every pair has one `Accumulator` (the one canonical kernel); its result is the row.
 
-Peak memory is O(block x participants on this process) whatever the array size.
+Peak memory is O(block x participants on this process) whatever the array size: at most
+three blocks of each are alive (the one being folded, the one just hashed, the one being
+read ahead).
 """
 from __future__ import annotations
 
