@@ -6,7 +6,9 @@ import json
 import sys
 from itertools import combinations
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 import tolerance
@@ -80,3 +82,97 @@ def test_partly_equal_boxes_move_only_the_differing_blocks(tmp_path):
     assert doc["bytes_sent"] >= zb_bytes
     full_zb = 3 * z.nbytes
     assert doc["bytes_sent"] < full_zb
+
+
+# --------------------------------------------------------------------------- digests point to point
+
+def _moved_bytes(doc, mode, chunk, axis=0, failed=()):
+    """The data bytes the exchange must move, from the definition: per block, for every
+    comparable pair whose blocks differ, the non-owner's block goes to the owner's rank,
+    once per (block, participant, rank); equal blocks move nothing."""
+    from tolerance.compare.engine import pair_owner
+    from tolerance.io import plan_blocks
+
+    labels = [lab for lab, _ in doc["participants"]]
+    rank = [r for _, r in doc["participants"]]
+    n = len(labels)
+    arrays = {i: arrays_of(int(lab[1:]), mode) for i, lab in enumerate(labels)
+              if lab not in failed}
+    total = 0
+    for key in ("z_b", "omega_b", "n"):
+        have = {i: a[key] for i, a in arrays.items() if key in a}
+        for shape in sorted({a.shape for a in have.values()}):
+            members = [i for i, a in have.items() if a.shape == shape]
+            itemsize = max(have[i].dtype.itemsize for i in members)
+            _per, ranges = plan_blocks(shape, axis, itemsize, chunk)
+            for lo, hi in ranges:
+                wanted = set()
+                for i, j in combinations(sorted(members), 2):
+                    if have[i][lo:hi].tobytes() == have[j][lo:hi].tobytes():
+                        continue  # equal digests
+                    o = pair_owner(i, j, n)
+                    other = j if o == i else i
+                    if rank[other] != rank[o]:
+                        wanted.add((other, rank[o]))
+                total += sum(have[k][lo:hi].nbytes for k, _ in wanted)
+    return total
+
+
+def _local_engine(nparts, mode, chunk, axis=0):
+    """The same participants through the local transport (the engine `tolerance diff` runs)."""
+    from _mpi_exchange_worker import MemSource
+    from tolerance.compare.engine import LocalTransport, compare_key
+    from tolerance.compare.kernel import Accumulator
+
+    labels = [f"p{p}" for p in range(nparts)]
+    local = {p: MemSource(labels[p], arrays_of(p, mode)) for p in range(nparts)}
+    rows = {}
+    for key in ("z_b", "omega_b", "n"):
+        bound = SimpleNamespace(**{"ulp": None, **BOUNDS[key]})
+        for o in compare_key(LocalTransport(), local, labels, key, bound, axis, budget=chunk):
+            rows[(labels[o.a], labels[o.b], key)] = None if o.acc is None else \
+                Accumulator.from_bytes(o.acc.to_bytes()).result(o.shape).to_dict()
+    return rows
+
+
+@pytest.mark.parametrize("nranks", [2, 3, 4])
+def test_mixed_equal_and_differing_blocks_across_ranks(tmp_path, nranks):
+    """Pairs equal in some blocks and not in others (a pattern per participant, NaNs inside
+    equal blocks): the figures are the whole-array kernel's and the local engine's, for any
+    rank count, and exactly the differing blocks move, once per pair."""
+    chunk = 48  # 2 steps of z_b, 6 values of omega_b, 1 step of n per block
+    want = _expected(5, "mixed", 0)
+    assert _local_engine(5, "mixed", chunk) == want
+    doc = _exchange(tmp_path, nranks, 5, chunk, "mixed")
+    assert _by_pair(doc) == want
+    assert doc["bytes_sent"] == _moved_bytes(doc, "mixed", chunk)
+    assert 0 < doc["bytes_sent"]
+    assert doc["blocks_equal"] > 0
+
+
+def test_a_rank_without_members_in_a_shape_group(tmp_path):
+    """Five participants on three ranks: one shape group of z_b lives on rank 1 alone, and
+    rank 1 holds no member of the other; every rank still agrees on what travels."""
+    doc = _exchange(tmp_path, 3, 5, 64, "groups")
+    want = _expected(5, "groups", 0)
+    assert _by_pair(doc) == want
+    assert doc["bytes_sent"] == _moved_bytes(doc, "groups", 64)
+    assert sum(1 for k, d in want.items() if k[2] == "z_b" and d is None) == 6  # mismatches
+
+
+def test_a_rank_whose_participants_all_failed(tmp_path):
+    """The last rank has no output at all: it takes part in no shape group, the others
+    compare without it, and its pairs are unmeasured rows naming why."""
+    doc = _exchange(tmp_path, 3, 5, 48, "failed")
+    failed = {"p2"}  # participants on rank 2 of 3 (p % 3 == 2)
+    want = _expected(5, "mixed", 0)
+    got = _by_pair(doc)
+    assert set(got) == set(want)
+    for k, d in want.items():
+        if failed & set(k[:2]):
+            assert got[k] is None, k
+        else:
+            assert got[k] == d, k
+    reasons = {r["reason"] for r in doc["rows"] if failed & {r["a"], r["b"]}}
+    assert reasons and all("the chip failed" in r for r in reasons)
+    assert doc["bytes_sent"] == _moved_bytes(doc, "mixed", 48, failed=failed)

@@ -3,12 +3,20 @@ run across ranks (docs/run.md, step 4).
 
 Every rank holds the outputs of its own box (its *participants*: one per chip that
 produced an output). The engine does the rest: shapes and dtypes agreed first, then block
-by block digests all-gathered, only differing blocks sent, each pair folded on the rank of
-its owner (`compare.engine.pair_owner`); at the end the serialized accumulators are
-gathered to rank 0.
+by block digests shared, only differing blocks sent, each pair folded on the rank of its
+owner (`compare.engine.pair_owner`); at the end the serialized accumulators are gathered
+to rank 0.
 
-Collective calls are made in the same order on every rank (keys, then blocks), whatever
-each rank holds, so no rank can wait on a collective its peers skipped.
+What travels, in the same order on every rank, whatever each rank holds, so that no rank
+waits on a message or collective its peers skipped:
+- per key, one all-gather of every participant's (shape, dtype) (every rank);
+- per block of a shape group, among the ranks holding a member of the group only (the
+  others have nothing to send or fold): each such rank sends its members' 16-byte digests
+  to each other such rank (point to point, on the transport's own communicator), then
+  each differing block goes to its pair's owner once (`move`);
+- at the end, the outcomes gathered to rank 0 (every rank).
+Every wait for a peer gives the core up (`collective.mpi.wait_yielding`): on a box that
+runs more ranks than cores, a spinning rank would take the time of the peer it waits for.
 """
 from __future__ import annotations
 
@@ -17,8 +25,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from tolerance.collective.mpi import arrive, wait_yielding
 from tolerance.compare.engine import BlockSource, EngineStats, PairOutcome, compare_key
 from tolerance.compare.rows import NO_OUTPUT, Problem
+from tolerance.io.digest import DIGEST_BYTES
 
 
 @dataclass
@@ -32,28 +42,37 @@ class Participant:
 
 
 class MpiTransport:
-    """Participants live on ranks; facts and digests are all-gathered, blocks sent
-    point to point (raw bytes: every dtype, either byte order, travels alike)."""
+    """Participants live on ranks; facts are all-gathered, digests and blocks sent point to
+    point (raw bytes: every dtype, either byte order, travels alike)."""
 
     def __init__(self, comm, participants: Sequence[Participant]) -> None:
         self.comm = comm
         self.here = comm.Get_rank()
         self._rank_of = [p.rank for p in participants]
+        # digests travel on their own communicator: their tag can never match a block's
+        self._digest_comm = comm.Dup()
+
+    def close(self) -> None:
+        """Free the digests' communicator (every rank, after the last key)."""
+        self._digest_comm.Free()
 
     def where(self, participant: int) -> int:
         return self._rank_of[participant]
 
-    def _allgather_merged(self, local: dict) -> dict:
+    def gather_metas(self, local: dict[int, Any]) -> dict[int, Any]:
         out: dict = {}
+        arrive(self.comm)
         for part in self.comm.allgather(local):
             out.update(part)
         return out
 
-    def gather_metas(self, local: dict[int, Any]) -> dict[int, Any]:
-        return self._allgather_merged(local)
-
-    def gather_digests(self, local: dict[int, bytes]) -> dict[int, bytes]:
-        return self._allgather_merged(local)
+    def share_digests(self, local: dict[int, bytes], members: Sequence[int]) -> "_DigestShare":
+        """Every place holding members sends its members' digests (DIGEST_BYTES each, in
+        member order) to every other such place and receives theirs: eager messages of a few
+        bytes, complete as soon as the sender has hashed its block (no place forwards
+        another's), so a place only ever waits for a peer that is behind it."""
+        return _DigestShare(self._digest_comm, self.here, local,
+                            [(k, self._rank_of[k]) for k in members])
 
     def move(self, blocks: dict[int, np.ndarray], wanted: Sequence[tuple[int, int]],
              block_shape: tuple[int, ...], dtypes: Mapping[int, str]) -> dict[int, np.ndarray]:
@@ -76,6 +95,46 @@ class MpiTransport:
         return received
 
 
+class _DigestShare:
+    """One block's digests on their way between the places that hold the group's members."""
+
+    def __init__(self, comm, here: int, local: dict[int, bytes],
+                 members: Sequence[tuple[int, int]]) -> None:
+        by_rank: dict[int, list[int]] = {}
+        for k, r in members:
+            by_rank.setdefault(r, []).append(k)
+        mine = by_rank.get(here, [])
+        if not mine or sorted(local) != sorted(mine) or any(len(local[k]) != DIGEST_BYTES for k in mine):
+            raise RuntimeError("digests to share do not match the members held here")
+        self._payload = b"".join(local[k] for k in mine)
+        self._digests = dict(local)
+        self._incoming: list[tuple[list[int], bytearray]] = []
+        self._requests = []
+        for r, ks in by_rank.items():
+            if r == here:
+                continue
+            buf = bytearray(DIGEST_BYTES * len(ks))
+            self._incoming.append((ks, buf))
+            self._requests.append(comm.Irecv(buf, source=r, tag=_DIGEST_TAG))
+        for r in by_rank:
+            if r != here:
+                self._requests.append(comm.Isend(self._payload, dest=r, tag=_DIGEST_TAG))
+
+    def wait(self) -> dict[int, bytes]:
+        if self._requests:
+            wait_yielding(self._requests)
+            self._requests = []
+            for ks, buf in self._incoming:
+                for q, k in enumerate(ks):
+                    self._digests[k] = bytes(buf[q * DIGEST_BYTES:(q + 1) * DIGEST_BYTES])
+            self._incoming = []
+        return self._digests
+
+
+#: the digests' tag on the transport's own communicator
+_DIGEST_TAG = 1
+
+
 def exchange(comm, sources: Sequence[BlockSource], failures: Sequence[tuple[str, str]],
              keys: Sequence[str], bounds_for: Callable[[str], Any], steps_axis: int | None,
              budget_bytes: int, *, threads: int | None = None,
@@ -90,6 +149,7 @@ def exchange(comm, sources: Sequence[BlockSource], failures: Sequence[tuple[str,
     """
     rank = comm.Get_rank()
     local_entries = [(s.label, None) for s in sources] + [(lbl, why) for lbl, why in failures]
+    arrive(comm)
     gathered = comm.allgather(local_entries)
     participants: list[Participant] = []
     local: dict[int, BlockSource] = {}
@@ -109,9 +169,11 @@ def exchange(comm, sources: Sequence[BlockSource], failures: Sequence[tuple[str,
         outcomes += compare_key(transport, local, labels, key, bounds_for(key), steps_axis,
                                 failed=failed, threads=threads, budget=budget_bytes,
                                 stats=stats, progress=progress)
+    transport.close()
     for o in outcomes:
         if o.acc is not None:
             o.acc = o.acc.to_bytes()
+    arrive(comm)
     all_outcomes = comm.gather(outcomes, root=0)
     counts = comm.gather((stats.bytes_sent, stats.blocks, stats.blocks_equal), root=0)
     if rank != 0:

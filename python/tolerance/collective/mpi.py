@@ -3,13 +3,15 @@
 `world()` imports mpi4py on first use (so `tolerance diff` never starts MPI).
 `abort_on_error` is the `python -m mpi4py` rule: an exception on any rank prints one line
 naming the rank and its box, then aborts the whole job, so no peer waits forever.
+`wait_yielding` and `arrive` wait for peers without taking the core a peer needs.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-from typing import Iterator
+import time
+from typing import Iterator, Sequence
 
 from tolerance._errors import EXIT_ERROR, ToleranceError
 
@@ -19,6 +21,38 @@ def world():
     from mpi4py import MPI  # noqa: PLC0415 - lazy on purpose
 
     return MPI.COMM_WORLD
+
+
+#: polls of a request before the first nap, then naps from _FIRST_NAP doubling to _MAX_NAP s
+_SPINS = 64
+_FIRST_NAP = 20e-6
+_MAX_NAP = 500e-6
+
+
+def wait_yielding(requests: Sequence) -> None:
+    """Wait for every request, giving the core up while they are not done.
+
+    MPI's own waits spin: on a box that runs more ranks than it has cores, a rank spinning
+    for a peer takes the core that peer needs to get there. This polls a little, then naps
+    (20 us doubling to 0.5 ms) between polls. A peer that dies ends the job as before: the
+    runtime kills this rank, or the launcher does (docs/faults.md).
+    """
+    if not requests:
+        return
+    testall = type(requests[0]).Testall
+    for _ in range(_SPINS):
+        if testall(requests):
+            return
+    nap = _FIRST_NAP
+    while not testall(requests):
+        time.sleep(nap)
+        nap = min(2 * nap, _MAX_NAP)
+
+
+def arrive(comm) -> None:
+    """Wait (yielding the core) until every rank of `comm` has come here: the blocking
+    collective that follows finds its peers already there instead of spinning for them."""
+    wait_yielding([comm.Ibarrier()])
 
 
 class RankContext:

@@ -7,15 +7,19 @@ Used by `tolerance diff` through the local transport (every input on this proces
    that cannot be compared becomes an unmeasured row with a reason code;
 2. pairs that can be measured are grouped by shape; each group is cut into blocks by the
    one block planner (`io.npz.plan_blocks`, with the group's real element size);
-3. per block, every participant's block is hashed (xxh3-128) and the digests are shared:
-   a pair whose blocks have equal digests folds the owner's block as an equal block
-   (`Accumulator.update_equal`: exactly what comparing the two gives, from a pass that
-   only counts NaNs, made while the block is hashed when the pair was equal in the last
-   block, so that the data is read from memory once) and moves no data; otherwise the other side's block is
+3. per block, every participant's block is hashed (xxh3-128) and the digests are shared
+   (`Transport.share_digests`, which returns at once: block b+1 is read and hashed while
+   block b's digests travel, and only then is block b folded): a pair whose blocks have
+   equal digests folds the owner's block as an equal block (`Accumulator.update_equal`:
+   exactly what comparing the two gives, from a pass that only counts NaNs, made while the
+   block is hashed when the owner's pairs were equal in the last folded block, so that the
+   data is read from memory once) and moves no data; otherwise the other side's block is
    moved to the pair's owner once (`Transport.move`);
 4. every pair has one `Accumulator` (the one canonical kernel); its result is the row.
 
-Peak memory is O(block x participants on this process) whatever the array size.
+Peak memory is O(block x participants on this process) whatever the array size: at most
+three blocks of each are alive (the one being folded, the one just hashed, the one being
+read ahead).
 """
 from __future__ import annotations
 
@@ -147,6 +151,13 @@ class BlockSource(Protocol):
         of `per_block` elements when it is None), in order, each once."""
 
 
+class DigestShare(Protocol):
+    """The digests of one block on their way (`Transport.share_digests`)."""
+
+    def wait(self) -> dict[int, bytes]:
+        """Every member's digest of the block (waits for the other places' own)."""
+
+
 class Transport(Protocol):
     """Where participants live and how facts, digests and blocks travel between them."""
 
@@ -158,8 +169,11 @@ class Transport(Protocol):
     def gather_metas(self, local: dict[int, Any]) -> dict[int, Any]:
         """Every participant's meta from each place's own."""
 
-    def gather_digests(self, local: dict[int, bytes]) -> dict[int, bytes]:
-        """Every participant's digest of the current block from each place's own."""
+    def share_digests(self, local: dict[int, bytes], members: Sequence[int]) -> "DigestShare":
+        """Start sharing the digests of the current block: `local` holds those of the
+        members (of one shape group, all of `members`) held here. Returns at once; the
+        handle's `wait()` gives every member's digest. Only places that hold a member call
+        it, for every block of the group, in the same order."""
 
     def move(self, blocks: dict[int, np.ndarray], wanted: Sequence[tuple[int, int]],
              block_shape: tuple[int, ...], dtypes: Mapping[int, str]) -> dict[int, np.ndarray]:
@@ -203,6 +217,16 @@ def pair_owner(i: int, j: int, n: int) -> int:
     return i if i % 2 == 0 else j  # n even and j opposite i: alternate to stay balanced
 
 
+@dataclass
+class _Shared:
+    """Digests already all here."""
+
+    digests: dict[int, bytes]
+
+    def wait(self) -> dict[int, bytes]:
+        return self.digests
+
+
 class LocalTransport:
     """Every participant on this process: nothing travels."""
 
@@ -214,8 +238,8 @@ class LocalTransport:
     def gather_metas(self, local: dict[int, Any]) -> dict[int, Any]:
         return dict(local)
 
-    def gather_digests(self, local: dict[int, bytes]) -> dict[int, bytes]:
-        return dict(local)
+    def share_digests(self, local: dict[int, bytes], members: Sequence[int]) -> "_Shared":
+        return _Shared(dict(local))
 
     def move(self, blocks, wanted, block_shape, dtypes) -> dict[int, np.ndarray]:
         if wanted:
@@ -269,8 +293,6 @@ def compare_key(transport: Transport, local: Mapping[int, BlockSource], labels: 
     `failed` gives the participants (anywhere) that have no output at all. Every place
     calls this with the same key order: the transport's collective steps line up.
     """
-    from tolerance.compare.kernel import Accumulator, EqualScan
-
     stats = stats if stats is not None else EngineStats()
     bound = as_bound(bound)
     n = len(labels)
@@ -287,73 +309,123 @@ def compare_key(transport: Transport, local: Mapping[int, BlockSource], labels: 
         groups.setdefault(tuple(metas[i][0]), []).append((i, j))
 
     for shape, pairs in sorted(groups.items()):
-        members = sorted({k for p in pairs for k in p})
-        ax = normalize_axis(steps_axis, len(shape))
-        itemsize = max(np.dtype(metas[k][1]).itemsize for k in members)
-        per, ranges = plan_blocks(shape, ax, itemsize, budget)
-        owned = [(i, j) for i, j in pairs if transport.where(pair_owner(i, j, n)) == transport.here]
-        accs = {p: Accumulator(atol=bound.atol, rtol=bound.rtol, ulp=bound.ulp, steps_axis=ax,
-                               threads=threads) for p in owned}
-        dead: dict[tuple[int, int], Problem] = {}
-        mine = [k for k in members if k in local]
-        dtypes = {k: metas[k][1] for k in members}
-        # owners (here) of pairs expected equal: at first every owner of a pair here
-        expect_equal = {pair_owner(i, j, n) for i, j in owned}
-        chunks_it = _drive([local[k].blocks(key, ax, per) for k in mine], prefetch=prefetch) \
-            if mine else None
-        for b, (lo, hi) in enumerate(ranges):
-            if progress is not None and transport.here == 0:
-                progress(key, b, len(ranges))
-            blocks = dict(zip(mine, next(chunks_it))) if chunks_it is not None else {}
-            if chunks_it is not None and len(blocks) != len(mine):
-                raise RuntimeError(f"{key}: the readers yielded fewer blocks than the plan "
-                                   f"({len(ranges)})")
-            # an owner whose pairs were equal in the last block (or this is the first) scans
-            # its block for the equal fold while hashing it: the data is read from memory once
-            scans = {k: EqualScan(x, ax, threads=threads) for k, x in blocks.items()
-                     if k in expect_equal}
-            digests = transport.gather_digests({
-                k: block_digest(x, scans[k].add if k in scans and scans[k].by_pieces else None)
-                for k, x in blocks.items()})
-            expect_equal = set()
-            stats.blocks += len(blocks)
-            wanted: set[tuple[int, int]] = set()
-            for i, j in pairs:
-                if digests[i] == digests[j]:
-                    continue
-                o = pair_owner(i, j, n)
-                other = j if o == i else i
-                dest = transport.where(o)
-                if transport.where(other) != dest:
-                    wanted.add((other, dest))
-            received = transport.move(blocks, sorted(wanted), _block_shape(shape, ax, lo, hi),
-                                      dtypes)
-            stats.bytes_sent += sum(blocks[k].nbytes for k, d in wanted if k in blocks)
-            for p, acc in accs.items():
-                if p in dead:
-                    continue
-                i, j = p
-                try:
-                    if digests[i] == digests[j]:
-                        o = pair_owner(i, j, n)
-                        acc.update_equal(blocks[o], scans.get(o))
-                        expect_equal.add(o)
-                        stats.blocks_equal += 1
-                    else:
-                        acc.update(blocks[i] if i in blocks else received[i],
-                                   blocks[j] if j in blocks else received[j])
-                except (TypeError, ValueError) as exc:  # the kernel refuses this pair
-                    dead[p] = Problem(KERNEL_REFUSED, str(exc).splitlines()[0] if str(exc)
-                                      else type(exc).__name__)
-            del blocks, received
-        if chunks_it is not None and next(chunks_it, None) is not None:
-            raise RuntimeError(f"{key}: the readers yielded more blocks than the plan "
-                               f"({len(ranges)})")
+        out += _compare_group(transport, local, key, shape, pairs, n, metas, bound, steps_axis,
+                              threads=threads, budget=budget, stats=stats, progress=progress,
+                              prefetch=prefetch)
+    return out
+
+
+@dataclass
+class _Pending:
+    """One block of a shape group between its hash and its fold: this place's blocks, the
+    equal scans made while hashing, and the digest share in flight."""
+
+    lo: int
+    hi: int
+    blocks: dict[int, np.ndarray]
+    scans: dict[int, Any]
+    share: DigestShare
+
+
+def _compare_group(transport: Transport, local: Mapping[int, BlockSource], key: str,
+                   shape: tuple[int, ...], pairs: list[tuple[int, int]], n: int,
+                   metas: Mapping[int, Any], bound: Any, steps_axis: int | None, *,
+                   threads: int | None, budget: int, stats: EngineStats,
+                   progress: Callable[[str, int, int], None] | None,
+                   prefetch: bool) -> list[PairOutcome]:
+    """The outcomes of the pairs of one shape group that this place owns.
+
+    Pipelined one block deep: block b is read and hashed, its digests start travelling
+    (`Transport.share_digests`), and only then are block b-1's digests waited for and
+    b-1 moved and folded; so a place never waits for digests it could be hashing past.
+    A place holding no member of the group has nothing to do and no message to expect.
+    """
+    from tolerance.compare.kernel import Accumulator, EqualScan
+
+    members = sorted({k for p in pairs for k in p})
+    mine = [k for k in members if k in local]
+    if not mine:
+        return []
+    ax = normalize_axis(steps_axis, len(shape))
+    itemsize = max(np.dtype(metas[k][1]).itemsize for k in members)
+    per, ranges = plan_blocks(shape, ax, itemsize, budget)
+    owned = [(i, j) for i, j in pairs if transport.where(pair_owner(i, j, n)) == transport.here]
+    accs = {p: Accumulator(atol=bound.atol, rtol=bound.rtol, ulp=bound.ulp, steps_axis=ax,
+                           threads=threads) for p in owned}
+    dead: dict[tuple[int, int], Problem] = {}
+    dtypes = {k: metas[k][1] for k in members}
+
+    def fold(blk: _Pending) -> set[int]:
+        """Wait for the block's digests, move what differs, fold every owned pair; the
+        owners here whose pairs were equal in it."""
+        digests = blk.share.wait()
+        wanted: set[tuple[int, int]] = set()
+        for i, j in pairs:
+            if digests[i] == digests[j]:
+                continue
+            o = pair_owner(i, j, n)
+            other = j if o == i else i
+            dest = transport.where(o)
+            if transport.where(other) != dest:
+                wanted.add((other, dest))
+        blocks = blk.blocks
+        received = transport.move(blocks, sorted(wanted), _block_shape(shape, ax, blk.lo, blk.hi),
+                                  dtypes)
+        stats.bytes_sent += sum(blocks[k].nbytes for k, d in wanted if k in blocks)
+        equal: set[int] = set()
         for p, acc in accs.items():
             if p in dead:
-                out.append(PairOutcome(*p, key, problem=dead[p]))
-            else:
-                out.append(PairOutcome(*p, key, shape=tuple(shape), acc=acc))
+                continue
+            i, j = p
+            try:
+                if digests[i] == digests[j]:
+                    o = pair_owner(i, j, n)
+                    acc.update_equal(blocks[o], blk.scans.get(o))
+                    equal.add(o)
+                    stats.blocks_equal += 1
+                else:
+                    acc.update(blocks[i] if i in blocks else received[i],
+                               blocks[j] if j in blocks else received[j])
+            except (TypeError, ValueError) as exc:  # the kernel refuses this pair
+                dead[p] = Problem(KERNEL_REFUSED, str(exc).splitlines()[0] if str(exc)
+                                  else type(exc).__name__)
+        return equal
+
+    # owners (here) expected equal, whose blocks are scanned for the equal fold while they
+    # are hashed (the data is read from memory once): at first every owner of a pair here;
+    # then those whose pairs were equal in the last folded block
+    expect_equal = {pair_owner(i, j, n) for i, j in owned}
+    chunks_it = _drive([local[k].blocks(key, ax, per) for k in mine], prefetch=prefetch)
+    pending: _Pending | None = None
+    for b, (lo, hi) in enumerate(ranges):
+        if progress is not None and transport.here == 0:
+            progress(key, b, len(ranges))
+        blocks = dict(zip(mine, next(chunks_it)))
+        if len(blocks) != len(mine):
+            raise RuntimeError(f"{key}: the readers yielded fewer blocks than the plan "
+                               f"({len(ranges)})")
+        scans = {k: EqualScan(x, ax, threads=threads) for k, x in blocks.items()
+                 if k in expect_equal}
+        digests = {k: block_digest(x, scans[k].add if k in scans and scans[k].by_pieces
+                                   else None) for k, x in blocks.items()}
+        stats.blocks += len(blocks)
+        share = transport.share_digests(digests, members)
+        if pending is not None:
+            expect_equal = fold(pending)
+        pending = _Pending(lo, hi, blocks, scans, share)
+        del blocks, scans
+    if pending is not None:
+        fold(pending)
+        pending = None
+    if next(chunks_it, None) is not None:
+        raise RuntimeError(f"{key}: the readers yielded more blocks than the plan "
+                           f"({len(ranges)})")
+    out = []
+    for p, acc in accs.items():
+        if p in dead:
+            out.append(PairOutcome(*p, key, problem=dead[p]))
+        else:
+            out.append(PairOutcome(*p, key, shape=tuple(shape), acc=acc))
     return out
 
 
@@ -551,6 +623,6 @@ def open_inputs(paths: Sequence[str | os.PathLike[str]],
     return out
 
 
-__all__ = ["BlockSource", "DiffInput", "DiffResult", "EngineStats", "LocalTransport",
+__all__ = ["BlockSource", "DiffInput", "DigestShare", "DiffResult", "EngineStats", "LocalTransport",
            "MemberSource", "MissingKey", "PairOutcome", "PartialKey", "SCHEMA", "Transport", "compare_key", "compare_members",
            "diff_inputs", "open_inputs", "outcome_rows", "pair_owner", "unique_labels"]
