@@ -166,8 +166,8 @@ template <> struct VecOf<double> {
 // GCC 12 does not warn about). The names say what they compute, identically on every ISA:
 //  any_true(m)    some lane of a comparison mask is set
 //  vmax/vmin(x,y) x > y ? x : y / x < y ? x : y: one instruction where the ISA has it (used on
-//                 values that are neither NaN nor -0, where every ISA's max/min agree)
-//  max_num(x,acc) x > acc ? x : acc, acc where x is NaN (acc never NaN)
+//                 values that are neither NaN nor -0, where every ISA's max/min agree; the
+//                 float32 vmax also gives y where only x is NaN, on every ISA)
 //  recip_approx(x) 1/x within RECIP_ERR relative (an estimate instruction where the ISA has one)
 //  mul_add(a,b,c) a*b + c in float32 lanes, fused where the ISA has FMA, else two roundings
 //                 (only the pre-filter's certain/uncertain margins use it; its proof covers both)
@@ -237,7 +237,7 @@ inline wf vmax(wf x, wf y) {
 #elif defined(__SSE2__) && TOLERANCE_LANES == 2
     return (wf)_mm_max_ps((__m128)x, (__m128)y);
 #elif defined(__aarch64__) && TOLERANCE_LANES == 2
-    return (wf)vmaxq_f32((float32x4_t)x, (float32x4_t)y);
+    return (wf)vmaxnmq_f32((float32x4_t)x, (float32x4_t)y);  // maxNum: y where x is NaN
 #else
     return x > y ? x : y;
 #endif
@@ -253,21 +253,6 @@ inline wf vmin(wf x, wf y) {
     return (wf)vminq_f32((float32x4_t)x, (float32x4_t)y);
 #else
     return x < y ? x : y;
-#endif
-}
-// max_num(x, acc): x > acc ? x : acc, and acc where x is NaN (acc is never NaN): the x86
-// max returns its second operand when either is NaN, NEON's maxNum returns the number
-inline wf max_num(wf x, wf acc) {
-#if defined(__AVX512F__) && TOLERANCE_LANES == 8
-    return (wf)_mm512_mask_max_ps((__m512)x, (__mmask16)0xffff, (__m512)x, (__m512)acc);
-#elif defined(__AVX__) && TOLERANCE_LANES == 4
-    return (wf)_mm256_max_ps((__m256)x, (__m256)acc);
-#elif defined(__SSE2__) && TOLERANCE_LANES == 2
-    return (wf)_mm_max_ps((__m128)x, (__m128)acc);
-#elif defined(__aarch64__) && TOLERANCE_LANES == 2
-    return (wf)vmaxnmq_f32((float32x4_t)x, (float32x4_t)acc);
-#else
-    return x > acc ? x : acc;
 #endif
 }
 // recip_approx(x) ~ 1/x with relative error at most RECIP_ERR (0 -> +inf; the pre-filter
@@ -675,7 +660,7 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
             }
             nin = count_in(nin, in_hi);
             nlo = count_in(nlo, in_lo);
-            if constexpr (margin) qg = max_num(d[v] * recip_approx(lo), qg);
+            if constexpr (margin) qg = vmax(d[v] * recip_approx(lo), qg);
         }
         const wf gmax = vmax(vmax(d[0], d[1]), vmax(d[2], d[3]));
         const wf gmin = vmin(vmin(m[0], m[1]), vmin(m[2], m[3]));
