@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from tolerance.collective.mpi import arrive, wait_yielding
+from tolerance.collective.mpi import arrive, spare_cores, wait_yielding
 from tolerance.compare.engine import BlockSource, EngineStats, PairOutcome, compare_key
 from tolerance.compare.rows import NO_OUTPUT, Problem
 from tolerance.io.digest import DIGEST_BYTES
@@ -163,12 +163,14 @@ def exchange(comm, sources: Sequence[BlockSource], failures: Sequence[tuple[str,
     failed = {p.index: Problem(NO_OUTPUT, f"{p.label}: {p.failed}")
               for p in participants if p.failed is not None}
     transport = MpiTransport(comm, participants)
+    # read ahead in a thread only where the box has a core to spare for it
+    prefetch = spare_cores(comm)
     stats = EngineStats()
     outcomes: list[PairOutcome] = []
     for key in keys:
         outcomes += compare_key(transport, local, labels, key, bounds_for(key), steps_axis,
                                 failed=failed, threads=threads, budget=budget_bytes,
-                                stats=stats, progress=progress)
+                                stats=stats, progress=progress, prefetch=prefetch)
     transport.close()
     for o in outcomes:
         if o.acc is not None:
