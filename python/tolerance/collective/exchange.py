@@ -20,6 +20,7 @@ runs more ranks than cores, a spinning rank would take the time of the peer it w
 """
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -151,10 +152,11 @@ def exchange(comm, sources: Sequence[BlockSource], failures: Sequence[tuple[str,
     rank = comm.Get_rank()
     local_entries = [(s.label, None) for s in sources] + [(lbl, why) for lbl, why in failures]
     arrive(comm)
-    gathered = comm.allgather(local_entries)
+    gathered = comm.allgather((socket.gethostname(), local_entries))
+    hosts = [h for h, _ in gathered]
     participants: list[Participant] = []
     local: dict[int, BlockSource] = {}
-    for r, entries in enumerate(gathered):
+    for r, (_, entries) in enumerate(gathered):
         for k, (label, why) in enumerate(entries):
             p = Participant(index=len(participants), rank=r, label=label, failed=why)
             if r == rank and k < len(sources):
@@ -165,7 +167,7 @@ def exchange(comm, sources: Sequence[BlockSource], failures: Sequence[tuple[str,
               for p in participants if p.failed is not None}
     transport = MpiTransport(comm, participants)
     # read ahead in a thread only where the box has a core to spare for it
-    prefetch = spare_cores(comm)
+    prefetch = spare_cores(hosts.count(hosts[rank]))
     stats = EngineStats()
     outcomes: list[PairOutcome] = []
     for key in keys:

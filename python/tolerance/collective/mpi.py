@@ -55,18 +55,11 @@ def arrive(comm) -> None:
     wait_yielding([comm.Ibarrier()])
 
 
-def spare_cores(comm) -> bool:
-    """Whether this rank may use more than one core: its box (the ranks of `comm` on this
-    host, a collective call) runs fewer ranks than the cores this process may run on. A
-    reader thread only pays off with a core to spare; otherwise it takes turns with the
-    ranks on the same cores and costs its hand-offs."""
-    from mpi4py import MPI  # noqa: PLC0415 - MPI is up: `comm` exists
-
-    host = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    try:
-        ranks_here = host.Get_size()
-    finally:
-        host.Free()
+def spare_cores(ranks_here: int) -> bool:
+    """Whether a rank may use more than one core: its box runs fewer ranks (`ranks_here`,
+    this one included) than the cores this process may run on. A reader thread only pays
+    off with a core to spare; otherwise it takes turns with the ranks on the same cores and
+    costs its hand-offs."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # macOS: no affinity call
