@@ -74,7 +74,6 @@ void series_float_vec(const void* av, const void* bv, size_t n, const Params& p,
     const double inf = std::numeric_limits<double>::infinity();
     const vd vinf = splat<vd>(inf), vzero = splat<vd>(0.0), vneg = splat<vd>(-1.0);
     const vd vatol = splat<vd>(p.atol), vrtol = splat<vd>(p.rtol);
-    const vu absmask = splat<vu>(uint64_t{0x7fffffffffffffff});
     const bool check_ulp = WantUlp && p.ulp != std::numeric_limits<uint64_t>::max();
     const vu vulp = splat<vu>(p.ulp);
     const bool elem_margin = p.rtol > 0.0;
@@ -94,17 +93,10 @@ void series_float_vec(const void* av, const void* bv, size_t n, const Params& p,
             V ta, tb;
             std::memcpy(&ta, a + j, sizeof ta);
             std::memcpy(&tb, b + j, sizeof tb);
-            const vd da = VecOf<T>::to_double(ta), db = VecOf<T>::to_double(tb);
-            const vi eq = da == db;
-            const vd diff = da - db;
-            const vd ad = eq ? vzero : (vd)((vu)diff & absmask);
-            const vd xa = (vd)((vu)da & absmask), xb = (vd)((vu)db & absmask);
-            const vd mx = xa > xb ? xa : xb;
-            const vi nana = da != da, nanb = db != db;
-            const vi anyn = nana | nanb, both = nana & nanb, nm = anyn & ~both;
-            const vi infm = ((xa == vinf) | (xb == vinf)) & ~eq & ~anyn;
-            const vd bnd = vatol + vrtol * mx;
-            vi inside = (ad <= bnd) & ~infm;
+            const FullLanes e = full_lanes<T>(ta, tb, vatol, vrtol);
+            const vd ad = e.ad, mx = e.mx, bnd = e.bnd;
+            const vi eq = e.eq, anyn = e.anyn, both = e.both, infm = e.infm, nm = anyn & ~both;
+            vi inside = e.inside;
             vu ud = splat<vu>(uint64_t{0});
             if constexpr (WantUlp) {
                 ud = __builtin_convertvector(ulp_lanes<T>(ta, tb), vu) & ~(vu)anyn;

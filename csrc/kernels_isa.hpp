@@ -114,11 +114,25 @@ inline V splat(S s) {
     for (int k = 0; k < lanes_of<V>(); ++k) v[k] = s;
     return v;
 }
+// Horizontal maximum and sum by halving (log2(lanes) vector steps, not one step a lane).
+// hmax ignores NaN lanes, as the scalar rule `v[k] > m ? v[k] : m` does: a half keeps b
+// unless a > b or b is NaN.
+template <class V>
+struct HalfOf {
+    using E = std::remove_reference_t<decltype(V{}[0])>;
+    typedef E type __attribute__((vector_size(sizeof(V) / 2)));
+};
 template <class V, class S>
 inline S hmax(V v, S init) {
-    S m = init;
-    for (int k = 0; k < lanes_of<V>(); ++k) m = v[k] > m ? v[k] : m;
-    return m;
+    if constexpr (lanes_of<V>() == 1) {
+        return v[0] > init ? static_cast<S>(v[0]) : init;
+    } else {
+        using H = typename HalfOf<V>::type;
+        H a, b;
+        std::memcpy(&a, &v, sizeof a);
+        std::memcpy(&b, reinterpret_cast<const char*>(&v) + sizeof a, sizeof b);
+        return hmax((a > b) | (b != b) ? a : b, init);
+    }
 }
 template <class V>
 inline int64_t hsum(V v) {
@@ -153,6 +167,8 @@ template <> struct VecOf<double> {
 //  any_true(m)    some lane of a comparison mask is set
 //  vmax/vmin(x,y) x > y ? x : y / x < y ? x : y: one instruction where the ISA has it (used on
 //                 values that are neither NaN nor -0, where every ISA's max/min agree)
+//  max_num(x,acc) x > acc ? x : acc, acc where x is NaN (acc never NaN)
+//  recip_approx(x) 1/x within RECIP_ERR relative (an estimate instruction where the ISA has one)
 //  mul_add(a,b,c) a*b + c in float32 lanes, fused where the ISA has FMA, else two roundings
 //                 (only the pre-filter's certain/uncertain margins use it; its proof covers both)
 //  prefetch(p)    ask for the cache line at p (never faults)
@@ -239,6 +255,44 @@ inline wf vmin(wf x, wf y) {
     return x < y ? x : y;
 #endif
 }
+// max_num(x, acc): x > acc ? x : acc, and acc where x is NaN (acc is never NaN): the x86
+// max returns its second operand when either is NaN, NEON's maxNum returns the number
+inline wf max_num(wf x, wf acc) {
+#if defined(__AVX512F__) && TOLERANCE_LANES == 8
+    return (wf)_mm512_mask_max_ps((__m512)x, (__mmask16)0xffff, (__m512)x, (__m512)acc);
+#elif defined(__AVX__) && TOLERANCE_LANES == 4
+    return (wf)_mm256_max_ps((__m256)x, (__m256)acc);
+#elif defined(__SSE2__) && TOLERANCE_LANES == 2
+    return (wf)_mm_max_ps((__m128)x, (__m128)acc);
+#elif defined(__aarch64__) && TOLERANCE_LANES == 2
+    return (wf)vmaxnmq_f32((float32x4_t)x, (float32x4_t)acc);
+#else
+    return x > acc ? x : acc;
+#endif
+}
+// recip_approx(x) ~ 1/x with relative error at most RECIP_ERR (0 -> +inf; the pre-filter
+// uses it only for x in [2^-149, 2^121], where every form below meets the bound, or x = 0;
+// subnormal x may give +inf, which is above 1/x's float32 range and so also allowed)
+#if defined(__AVX512F__) && TOLERANCE_LANES == 8
+constexpr float RECIP_ERR = 0x1p-14f;  // VRCP14PS: relative error < 2^-14
+inline wf recip_approx(wf x) { return (wf)_mm512_maskz_rcp14_ps((__mmask16)0xffff, (__m512)x); }
+#elif defined(__AVX__) && TOLERANCE_LANES == 4
+constexpr float RECIP_ERR = 0x1p-11f;  // VRCPPS: relative error <= 1.5 * 2^-12
+inline wf recip_approx(wf x) { return (wf)_mm256_rcp_ps((__m256)x); }
+#elif defined(__SSE2__) && TOLERANCE_LANES == 2
+constexpr float RECIP_ERR = 0x1p-11f;  // RCPPS: relative error <= 1.5 * 2^-12
+inline wf recip_approx(wf x) { return (wf)_mm_rcp_ps((__m128)x); }
+#elif defined(__aarch64__) && TOLERANCE_LANES == 2
+// FRECPE (relative error < 2^-8) and one Newton step (FRECPS): < 2^-16 + a few roundings
+constexpr float RECIP_ERR = 0x1p-12f;
+inline wf recip_approx(wf x) {
+    const float32x4_t r = vrecpeq_f32((float32x4_t)x);
+    return (wf)vmulq_f32(r, vrecpsq_f32((float32x4_t)x, r));
+}
+#else
+constexpr float RECIP_ERR = 0x1p-23f;  // one correctly rounded division
+inline wf recip_approx(wf x) { return splat<wf>(1.0f) / x; }
+#endif
 inline wf mul_add(wf a, wf b, wf c) {
 #if defined(__AVX512F__) && TOLERANCE_LANES == 8
     return (wf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
@@ -318,9 +372,11 @@ inline vd mthr_of(vd m) {  // the margin threshold (1 - 2^-50)m; 0 below 2^-900
     return m >= splat<vd>(0x1p-900) ? m * (1.0 - 0x1p-50) : splat<vd>(0.0);
 }
 
-template <bool WantUlp>
+// margin: rtol > 0 (the margin needs each element's d / bound); a template argument, so that
+// the loop holds no test of it
+template <bool WantUlp, bool margin>
 inline bool quick_f64(const double* a, const double* b, size_t len, const Params& p,
-                      bool margin, Lanes64& io, uint64_t& ulpmax) {
+                      Lanes64& io, uint64_t& ulpmax) {
     const vd vatol = splat<vd>(p.atol), vrtol = splat<vd>(p.rtol);
     const vd vzero = splat<vd>(0.0), vminsub = splat<vd>(0x1p-1074);
     const double shrink = 1.0 - 0x1p-50;
@@ -340,7 +396,7 @@ inline bool quick_f64(const double* a, const double* b, size_t len, const Params
             const vd mx = (vd)imax((vi)da & mag, (vi)db & mag);
             const vd rel = mx > vzero ? d / mx : vzero;
             s.brel = rel > s.brel ? rel : s.brel;
-            if (margin) {
+            if constexpr (margin) {
                 vd q = d / (vatol + vrtol * mx);
                 q = q == q ? q : vzero;
                 s.marg = q > s.marg ? q : s.marg;
@@ -384,7 +440,7 @@ inline bool quick_f64(const double* a, const double* b, size_t len, const Params
         const vd gmin = vmin(vmin(m[0], m[1]), vmin(m[2], m[3]));
         s.vmax = vmax(s.vmax, gmax);
         vi cand = gmax >= vmax(s.thr * gmin, vminsub);
-        if (margin) cand |= gmax >= vmax(s.mthr * (vatol + vrtol * gmin), vminsub);
+        if constexpr (margin) cand |= gmax >= vmax(s.mthr * (vatol + vrtol * gmin), vminsub);
         if (force || any_true(cand)) {
             force = false;
             exact(j);
@@ -455,9 +511,19 @@ inline bool quick_f64(const double* a, const double* b, size_t len, const Params
 //      d32 >= max(fl32(tm*lo), 2^-149), tm = fl32(m(1-2^-20)) (0 below 2^-100) as in (4)
 //      with lo (3) for mx: otherwise x < tm*lo <= m(1-2^-21)*B(1-2^-19), so fl64(d64/B64)
 //      <= m (B64 within 2^-52 of B). m <= 2/rtol <= 2^101 (d <= 2mx, B >= rtol*mx), so tm
-//      is finite. This test is element-wise (a group-wide one, as (4) has, passes too often
-//      while the margin of a step is still rising); candidate registers get the exact
-//      float64 quotients, as on the float64 path.
+//      is finite. The loop does not test this per group (while the margin of a step is still
+//      rising, a test against the running m passes too often): it keeps each group's
+//      largest q = fl32(d32 * r) per lane, r = recip_approx(lo) >= (1/lo)(1 - e), e =
+//      RECIP_ERR (a NaN, d32 = 0 with r = inf, is skipped: that lane's margin is 0), and at
+//      the end of the block the groups are tested, the one holding the block's largest q
+//      first (its exact quotients raise m the most). A group whose q are all below T =
+//      fl32(tm(1 - 2e)) <= tm(1 - e) in every lane cannot raise m: q < T (a float32) implies
+//      d32*r < T, so d32/lo <= d32*r/(1-e) < tm, d32 < tm*lo and the chain above holds;
+//      lo lies in [2^-149, 2^121] or is 0 (|values| < 2^100, atol <= 2^100, rtol <= 2^20),
+//      and lo = 0 with d32 > 0 gives r = inf, q = inf >= T. Other groups get the
+//      element-wise test and, where it passes, the exact float64 quotients, as on the
+//      float64 path. The margin is a maximum with no index: the order of the groups does
+//      not change it.
 struct PreF32 {
     bool on = false;
     float Alo = 0.0f, Rlo = 0.0f, Ahi = 0.0f, Rhi = 0.0f;
@@ -491,16 +557,17 @@ inline wf rel_threshold32(vd lo, vd hi) {
 
 // (5): where a block's largest float32 |a-b| lies: the groups that reached it (a group
 // holds GROUP registers), or, past 8 of them, the whole block.
+constexpr size_t BLOCK_F32 = 1024;  // the longest block run_float_vec gives the pre-filter
 struct BlockMax {
     float m32 = -1.0f;
-    int n = 0;
-    size_t at[8];  // offsets in the block
+    int n = 0;  // groups that reached m32 (at[] holds the first 8), or 0 when not asked
+    size_t at[BLOCK_F32 / (GROUP * 4)];  // offsets in the block (room for every group)
 };
 
-template <bool WantUlp>
+template <bool WantUlp, bool margin>
 inline bool pre_block_f32(const float* a, const float* b, size_t len, const Params& p,
                           const PreF32& c, vd& brel_io, int64_t& over, uint64_t& ulpmax,
-                          BlockMax& bx, bool margin, vd& marg_io) {
+                          BlockMax& bx, float r32, vd& marg_io) {
     constexpr int W = 2 * L;  // float32 lanes a register
     const wi mag = splat<wi>(std::int32_t{0x7fffffff});
     const wf Alo = splat<wf>(c.Alo), Rlo = splat<wf>(c.Rlo);
@@ -512,8 +579,14 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
     const vu absd = splat<vu>(uint64_t{0x7fffffffffffffff});
     vd rel0 = brel_io, rel1 = rel0, mg0 = marg_io, mg1 = mg0;
     wf t32 = rel_threshold32(rel0, rel1), tm32 = rel_threshold32(mg0, mg1);
-    wf bm = splat<wf>(-1.0f);  // the block's largest d32 so far, in every lane
-    bx = BlockMax{};
+    // (5): each group's largest d32 per lane, kept for the end of the block (no branch in
+    // the loop); a block holds at most BLOCK_F32 / (GROUP * W) groups
+    wf gms[BLOCK_F32 / (GROUP * W)];
+    wf bmv = splat<wf>(-1.0f);
+    // (7): each group's largest fl32(d32 / lo) per lane, and the block's
+    wf gqs[BLOCK_F32 / (GROUP * W)];
+    wf qblk = zf;
+    bx.n = 0;
     wi nin = splat<wi>(std::int32_t{0}), nlo = nin, nf = nin, sg = nin;
     wu um = splat<wu>(std::uint32_t{0});
     // The exact float64 relative differences (do_rel) and margin quotients (do_mg) of a
@@ -575,7 +648,7 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
             prefetch(reinterpret_cast<const char*>(b + j) + 2048 + q);
         }
         wf d[GROUP], m[GROUP];
-        wi mcand = splat<wi>(std::int32_t{0});
+        wf qg = zf;
 #pragma GCC unroll 4
         for (int v = 0; v < GROUP; ++v) {
             wf fa, fb;
@@ -600,27 +673,45 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
                 in_hi &= uin;
                 in_lo &= uin;
             }
-            if (margin) mcand |= d[v] >= vmax(tm32 * lo, minsub);
             nin = count_in(nin, in_hi);
             nlo = count_in(nlo, in_lo);
+            if constexpr (margin) qg = max_num(d[v] * recip_approx(lo), qg);
         }
         const wf gmax = vmax(vmax(d[0], d[1]), vmax(d[2], d[3]));
         const wf gmin = vmin(vmin(m[0], m[1]), vmin(m[2], m[3]));
-        if (any_true(gmax >= bm)) {  // (5): a group that reaches the block's largest d32
-            const float g = hmax(gmax, -1.0f);
-            if (g > bx.m32) {
-                bx.m32 = g;
-                bx.n = 0;
-                bm = splat<wf>(g);
-            }
-            if (bx.n < 8) bx.at[bx.n] = j;
-            ++bx.n;
+        bmv = vmax(bmv, gmax);
+        gms[j / (GROUP * W)] = gmax;
+        if constexpr (margin) {
+            gqs[j / (GROUP * W)] = qg;
+            qblk = vmax(qblk, qg);
         }
-        const bool crel = any_true(gmax >= vmax(t32 * gmin, minsub));
-        const bool cmg = margin && any_true(mcand);
-        if (force || crel || cmg) {
-            exact(j, force || crel, force ? margin : cmg, force);
+        // (4): one test and one branch a group
+        const bool rel = any_true(gmax >= vmax(t32 * gmin, minsub));
+        if (force || rel) {
+            exact(j, true, force && margin, force);
             force = false;
+        }
+    }
+    const size_t groups = len / (GROUP * W);
+    // (7): the groups that may raise the margin, the one with the block's largest q first
+    const wf shrink_q = splat<wf>(1.0f - 2.0f * RECIP_ERR);
+    if (margin && any_true(qblk >= tm32 * shrink_q)) {
+        const wf top = splat<wf>(hmax(qblk, 0.0f));
+        size_t first = 0;
+        while (first + 1 < groups && !any_true(gqs[first] == top)) ++first;
+        exact(first * GROUP * W, false, true, false);
+        for (size_t g = 0; g < groups; ++g)
+            if (g != first && any_true(gqs[g] >= tm32 * shrink_q))
+                exact(g * GROUP * W, false, true, false);
+    }
+    // (5): the block's largest d32 and, when it may raise the run's (r32, PreMax), the
+    // groups that reached it (without a branch: past 8, the whole block is rescanned)
+    bx.m32 = hmax(bmv, -1.0f);
+    if (bx.m32 >= r32) {
+        const wf top = splat<wf>(bx.m32);
+        for (size_t g = 0; g < groups; ++g) {
+            bx.at[bx.n] = g * GROUP * W;
+            bx.n += any_true(gms[g] == top) ? 1 : 0;
         }
     }
     if (hsum(nin) != hsum(nlo)) return false;  // a lane not certain
@@ -652,20 +743,32 @@ inline double pre_block_max64(const float* a, const float* b, size_t len, float 
     return m;
 }
 
+inline float down32(double x) {  // the largest float32 <= x (x >= 0), -1 for x < 0
+    float f = x < 0.0 ? -1.0f : static_cast<float>(x);
+    if (static_cast<double>(f) > x) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
+    return f;
+}
+
 // (5), deferred: the blocks of a run whose largest float32 |a-b| equals the run's largest
 // so far (r32) are remembered, and rescanned in float64 only when the run ends, when the
 // list is full, or before a block on the float64 path (which then finds exact maxima
 // before it, as it expects). A block whose largest is above r32 empties the list.
+//
+// The first index of a new best_abs m: an element with fl64(|a-b|) == m has a float32
+// |a-b| of u = down32(m) or of the next float32 above u (its exact |a-b| is within half a
+// float64 ulp of m, and no float32 lies strictly between those two), and every d32 of the
+// run is at most that next float32; so its block's largest d32 is one of the run's two
+// largest distinct block maxima (top1 > top2) and at least u. The search starts at the first
+// block of those maxima that are >= u (blocks on the float64 path found their own exact
+// maxima and indices, and a tie with them keeps the earlier index through best_abs).
 struct PreMax {
     float r32;
     int nc = 0;
     size_t at[8];
     size_t len[8];
-    explicit PreMax(double running) {  // the largest float32 <= the running maximum
-        r32 = running < 0.0 ? -1.0f : static_cast<float>(running);
-        if (static_cast<double>(r32) > running)
-            r32 = std::nextafter(r32, -std::numeric_limits<float>::infinity());
-    }
+    float top1 = -1.0f, top2 = -1.0f;  // the two largest distinct block maxima of d32
+    size_t at1 = 0, at2 = 0;           // the first block (offset) of each
+    explicit PreMax(double running) : r32(down32(running)) {}
     // Folds the remembered blocks into vmax; a new best_abs gets the first index of its
     // value among a[0..end) (a lane of another block may hold the same float64 value).
     void flush(const float* a, const float* b, vd& vmax, RunStats& rs, int64_t base, size_t end) {
@@ -676,7 +779,9 @@ struct PreMax {
         vmax[0] = std::max(vmax[0], m64);
         const double m = hmax(vmax, -1.0);
         if (m > rs.best_abs) {
-            for (size_t k = 0; k < end; ++k) {
+            const float u = down32(m);
+            const size_t from = top2 >= u ? std::min(at1, at2) : at1;
+            for (size_t k = from; k < end; ++k) {
                 if (abs_diff(static_cast<double>(a[k]), static_cast<double>(b[k])) == m) {
                     rs.best_abs = m;
                     rs.arg_abs = base + static_cast<int64_t>(k);
@@ -688,6 +793,15 @@ struct PreMax {
     // The block [i, i + n) on the pre-filter: its groups that reached its largest d32.
     void add(const float* a, const float* b, vd& vmax, RunStats& rs, int64_t base, size_t i,
              size_t n, const BlockMax& bx) {
+        if (bx.m32 > top1) {
+            top2 = top1;
+            at2 = at1;
+            top1 = bx.m32;
+            at1 = i;
+        } else if (bx.m32 < top1 && bx.m32 > top2) {
+            top2 = bx.m32;
+            at2 = i;
+        }
         if (bx.m32 > r32) {
             r32 = bx.m32;
             nc = 0;
@@ -707,6 +821,33 @@ struct PreMax {
     }
 };
 
+// Every rule of one register of pairs (the full path's lanes, and the series kernels'):
+// |a-b| (0 where a == b), max(|a|,|b|), the NaN and inf-mismatch masks, the bound and the
+// bound test (an inf mismatch is never inside; the caller adds the equal and both-NaN lanes
+// after its ULP test).
+struct FullLanes {
+    vd ad, mx, bnd;
+    vi eq, anyn, both, infm, inside;
+};
+template <class T>
+inline FullLanes full_lanes(typename VecOf<T>::V ta, typename VecOf<T>::V tb, vd vatol, vd vrtol) {
+    const vd vinf = splat<vd>(std::numeric_limits<double>::infinity()), vzero = splat<vd>(0.0);
+    const vu absmask = splat<vu>(uint64_t{0x7fffffffffffffff});
+    const vd da = VecOf<T>::to_double(ta), db = VecOf<T>::to_double(tb);
+    FullLanes e;
+    e.eq = da == db;
+    e.ad = e.eq ? vzero : (vd)((vu)(da - db) & absmask);
+    const vd xa = (vd)((vu)da & absmask), xb = (vd)((vu)db & absmask);
+    e.mx = xa > xb ? xa : xb;
+    const vi nana = da != da, nanb = db != db;
+    e.anyn = nana | nanb;
+    e.both = nana & nanb;
+    e.infm = ((xa == vinf) | (xb == vinf)) & ~e.eq & ~e.anyn;
+    e.bnd = vatol + vrtol * e.mx;
+    e.inside = (e.ad <= e.bnd) & ~e.infm;
+    return e;
+}
+
 // Per run: the lanes keep running maxima across blocks (seeded with rs). A block is folded
 // on the quickest path that applies: the quick block (float64) or the float32 pre-filter,
 // then the element-wise path that assumes finite values (no NaN/inf rules, a division
@@ -724,7 +865,7 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
     using vui = typename VecOf<T>::vui;
     using UI = typename VecOf<T>::UI;
     constexpr bool F32 = std::is_same_v<T, float>;
-    constexpr size_t BLOCK = 1024;
+    constexpr size_t BLOCK = BLOCK_F32;
     // elements of one quick group (a block on the quick path is a multiple of it)
     constexpr size_t QUICK = static_cast<size_t>(GROUP * (F32 ? 2 * L : L));
     static_assert(BLOCK % QUICK == 0, "a block holds whole quick groups");
@@ -772,8 +913,10 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
                     int64_t cnt = 0;
                     BlockMax bx;
                     vd p_rel = st.brel, p_marg = st.marg;
-                    if (pre_block_f32<WantUlp>(a + i, b + i, len, p, pre, p_rel, cnt, q_ulp, bx,
-                                               elem_margin, p_marg)) {
+                    if (elem_margin ? pre_block_f32<WantUlp, true>(a + i, b + i, len, p, pre, p_rel,
+                                                                   cnt, q_ulp, bx, premax.r32, p_marg)
+                                    : pre_block_f32<WantUlp, false>(a + i, b + i, len, p, pre, p_rel,
+                                                                    cnt, q_ulp, bx, premax.r32, p_marg)) {
                         st.marg = p_marg;
                         st.mthr = mthr_of(p_marg);
                         st.over[0] += cnt;
@@ -787,7 +930,8 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
                 }
             } else {
                 Lanes64 q = st;
-                if (quick_f64<WantUlp>(a + i, b + i, len, p, elem_margin, q, q_ulp)) {
+                if (elem_margin ? quick_f64<WantUlp, true>(a + i, b + i, len, p, q, q_ulp)
+                                : quick_f64<WantUlp, false>(a + i, b + i, len, p, q, q_ulp)) {
                     st = q;
                     done = true;
                 }
@@ -847,17 +991,10 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
                 V ta, tb;
                 std::memcpy(&ta, a + j, sizeof ta);
                 std::memcpy(&tb, b + j, sizeof tb);
-                const vd da = VecOf<T>::to_double(ta), db = VecOf<T>::to_double(tb);
-                const vi eq = da == db;
-                const vd diff = da - db;
-                const vd ad = eq ? vzero : (vd)((vu)diff & absmask);
-                const vd xa = (vd)((vu)da & absmask), xb = (vd)((vu)db & absmask);
-                const vd mx = xa > xb ? xa : xb;
-                const vi nana = da != da, nanb = db != db;
-                const vi anyn = nana | nanb, both = nana & nanb;
-                const vi infm = ((xa == vinf) | (xb == vinf)) & ~eq & ~anyn;
-                const vd bnd = vatol + vrtol * mx;
-                vi inside = (ad <= bnd) & ~infm;
+                const FullLanes e = full_lanes<T>(ta, tb, vatol, vrtol);
+                const vd ad = e.ad, mx = e.mx, bnd = e.bnd;
+                const vi eq = e.eq, anyn = e.anyn, both = e.both, infm = e.infm;
+                vi inside = e.inside;
                 if (elem_margin) {
                     vd q = ad / bnd;
                     q = q == q ? q : vzero;

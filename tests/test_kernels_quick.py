@@ -116,3 +116,61 @@ def test_every_path_holds_the_quick_blocks():
         entries = dict(_native._kernel_entries(isa))
         want = "scalar" if isa == "scalar" else "vector+blocks"
         assert entries["float32"] == entries["float64"] == want, (isa, entries)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_float32_margin_near_ties_across_groups(seed):
+    """float32: the margin's group test uses an approximate reciprocal (RECIP_ERR up to
+    2^-11 relative) and tests the group holding the block's largest estimate first. Here
+    margins in many groups and blocks lie within 2^-13 of each other, at magnitudes from
+    2^-6 to 2^6, so the estimate often ranks them wrongly: the exact maximum (per step and
+    whole) must still come out, on every path."""
+    rng = np.random.default_rng(100 + seed)
+    n = 8192
+    a = (rng.standard_normal(n) * 0.1).astype(np.float32)
+    b = (a + rng.standard_normal(n) * 1e-5).astype(np.float32)
+    atol, rtol = 1e-3, 1e-2
+    where = rng.choice(n, 400, replace=False)
+    mag = 2.0 ** rng.uniform(-6, 6, where.size)
+    a[where] = (mag * rng.choice([-1.0, 1.0], where.size)).astype(np.float32)
+    target = 0.9 * (1 + rng.uniform(-2.0**-13, 2.0**-13, where.size))
+    bound = atol + rtol * np.abs(a[where].astype(np.float64))
+    b[where] = (a[where] + target * bound).astype(np.float32)
+    for kw in (dict(atol=atol, rtol=rtol), dict(atol=atol, rtol=rtol, ulp=2**20),
+               dict(rtol=rtol)):
+        check_all(a.reshape(2, -1), b.reshape(2, -1), **kw)
+        check_all(a.reshape(8, -1), b.reshape(8, -1), **kw)
+        check_all(a, b, steps_axis=None, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_margin_with_zero_and_subnormal_bounds(dtype):
+    """rtol alone: where max(|a|,|b|) is 0 or subnormal the bound is 0 or tiny (the float32
+    pre-filter's lower bound is then 0 and its reciprocal inf), and those elements hold the
+    largest margin; a = b = 0 lanes have margin 0 (0/0 is not a NaN margin)."""
+    a, b = noise(4096, dtype, seed=13)
+    tiny = np.finfo(dtype).smallest_subnormal
+    a[100:164] = 0
+    b[100:164] = 0
+    a[2000], b[2000] = dtype(0), dtype(tiny)
+    a[3000], b[3000] = dtype(tiny * 8), dtype(tiny * 2)
+    for kw in (dict(rtol=1e-3), dict(rtol=1e-3, ulp=4), dict(atol=1e-300, rtol=1e-3)):
+        check_all(a.reshape(4, -1), b.reshape(4, -1), **kw)
+        check_all(a, b, steps_axis=None, **kw)
+
+
+def test_float32_first_index_of_the_maximum_in_a_long_run():
+    """One run of 2^20 float32 elements (steps_axis=None): the running maximum rises in many
+    blocks and ties twice; the first index of the final maximum is found (the search starts
+    at the first block that can hold it, not at element 0, and still finds the earliest)."""
+    rng = np.random.default_rng(21)
+    n = 1 << 20
+    a = rng.standard_normal(n).astype(np.float32)
+    b = (a + rng.standard_normal(n) * 1e-6).astype(np.float32)
+    for k, at in enumerate(range(5000, n, 70001)):  # a rising maximum, block after block
+        b[at] = a[at] + np.float32(1e-3 * (1 + k))
+    top = np.float32(0.5)
+    for at in (700003, 300007, 900001):  # the same largest |a-b| three times
+        a[at], b[at] = np.float32(1.0), np.float32(1.0) - top
+    for kw in (dict(), dict(atol=1e-6, rtol=1e-6, ulp=4)):
+        check_all(a, b, steps_axis=None, **kw)
