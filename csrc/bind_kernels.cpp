@@ -115,9 +115,14 @@ void bind_kernels(py::module_& m) {
              "The one wire layout of these statistics (little-endian).")
         .def_static(
             "from_bytes",
-            [](const py::bytes& b) {
-                const std::string raw = b;
-                return Stats::from_bytes(raw.data(), raw.size());
+            [](const py::buffer& b) {
+                // read in place (bytes, or a memoryview slice of a larger message): the
+                // series of a long run are megabytes, a copy here costs as much as the rest
+                const py::buffer_info info = b.request();
+                if (info.ndim != 1 || info.itemsize != 1 || info.strides[0] != 1)
+                    throw std::invalid_argument("statistics data: not a contiguous byte buffer");
+                return Stats::from_bytes(static_cast<const char*>(info.ptr),
+                                         static_cast<std::size_t>(info.size));
             },
             py::arg("data"), "Rebuild from to_bytes(); ValueError naming the first bad field.")
         .def_property_readonly_static("FIXED_BYTES", [](const py::object&) { return 17 * 8; },

@@ -116,11 +116,10 @@ def main() -> None:
         parts, outcomes, stats = exchange(comm, sources, failures, ["z_b", "omega_b", "n"],
                                           bounds.__getitem__, steps_axis, chunk)
         if rank == 0:
-            from tolerance.compare.kernel import Accumulator
             rows = []
             for o in outcomes:
                 a, b = parts[o.a].label, parts[o.b].label
-                d = Accumulator.from_bytes(o.acc).result(o.shape).to_dict() if o.acc else None
+                d = o.acc.result(o.shape).to_dict() if o.acc else None
                 rows.append({"a": a, "b": b, "key": o.key,
                              "reason": o.problem.message if o.problem else None, "div": d})
             with open(out, "w") as f:

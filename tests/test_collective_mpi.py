@@ -176,3 +176,13 @@ def test_a_rank_whose_participants_all_failed(tmp_path):
     reasons = {r["reason"] for r in doc["rows"] if failed & {r["a"], r["b"]}}
     assert reasons and all("the chip failed" in r for r in reasons)
     assert doc["bytes_sent"] == _moved_bytes(doc, "mixed", 48, failed=failed)
+
+
+def test_a_reader_thread_only_with_a_core_to_spare():
+    from tolerance.collective.mpi import spare_cores
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    assert spare_cores(cores) is False            # a rank per core: read in turn
+    assert spare_cores(cores - 1) is (cores > 1)
+    assert spare_cores(1) is (cores > 1)

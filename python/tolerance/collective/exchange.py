@@ -20,13 +20,15 @@ runs more ranks than cores, a spinning rank would take the time of the peer it w
 """
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from tolerance.collective.mpi import arrive, wait_yielding
+from tolerance.collective.mpi import arrive, spare_cores, wait_yielding
 from tolerance.compare.engine import BlockSource, EngineStats, PairOutcome, compare_key
+from tolerance.compare.kernel import Accumulator
 from tolerance.compare.rows import NO_OUTPUT, Problem
 from tolerance.io.digest import DIGEST_BYTES
 
@@ -144,16 +146,17 @@ def exchange(comm, sources: Sequence[BlockSource], failures: Sequence[tuple[str,
 
     `sources` are this rank's participants with outputs, `failures` its (label, reason)
     participants without. `bounds_for(key)` gives an object with atol/rtol/ulp. Returns
-    (participants, outcomes, stats); outcomes (accumulators as bytes) are complete on
-    rank 0 only ([] elsewhere), stats are summed over ranks on rank 0.
+    (participants, outcomes, stats); outcomes (each with its `Accumulator`, or its problem)
+    are complete on rank 0 only ([] elsewhere), stats are summed over ranks on rank 0.
     """
     rank = comm.Get_rank()
     local_entries = [(s.label, None) for s in sources] + [(lbl, why) for lbl, why in failures]
     arrive(comm)
-    gathered = comm.allgather(local_entries)
+    gathered = comm.allgather((socket.gethostname(), local_entries))
+    hosts = [h for h, _ in gathered]
     participants: list[Participant] = []
     local: dict[int, BlockSource] = {}
-    for r, entries in enumerate(gathered):
+    for r, (_, entries) in enumerate(gathered):
         for k, (label, why) in enumerate(entries):
             p = Participant(index=len(participants), rank=r, label=label, failed=why)
             if r == rank and k < len(sources):
@@ -163,24 +166,32 @@ def exchange(comm, sources: Sequence[BlockSource], failures: Sequence[tuple[str,
     failed = {p.index: Problem(NO_OUTPUT, f"{p.label}: {p.failed}")
               for p in participants if p.failed is not None}
     transport = MpiTransport(comm, participants)
+    # read ahead in a thread only where the box has a core to spare for it
+    prefetch = spare_cores(hosts.count(hosts[rank]))
     stats = EngineStats()
     outcomes: list[PairOutcome] = []
     for key in keys:
         outcomes += compare_key(transport, local, labels, key, bounds_for(key), steps_axis,
                                 failed=failed, threads=threads, budget=budget_bytes,
-                                stats=stats, progress=progress)
+                                stats=stats, progress=progress, prefetch=prefetch)
     transport.close()
-    for o in outcomes:
-        if o.acc is not None:
-            o.acc = o.acc.to_bytes()
+    # the accumulators travel to rank 0 in their wire format; rank 0's own stay as they are
+    if rank != 0:
+        for o in outcomes:
+            if o.acc is not None:
+                o.acc = o.acc.to_bytes()
+    counts = (stats.bytes_sent, stats.blocks, stats.blocks_equal)
     arrive(comm)
-    all_outcomes = comm.gather(outcomes, root=0)
-    counts = comm.gather((stats.bytes_sent, stats.blocks, stats.blocks_equal), root=0)
+    gathered = comm.gather(([] if rank == 0 else outcomes, counts), root=0)
     if rank != 0:
         return participants, [], stats
-    stats = EngineStats(*(sum(c) for c in zip(*counts)))
+    stats = EngineStats(*(sum(c) for c in zip(*(c for _, c in gathered))))
+    for part, _ in gathered:
+        for o in part:
+            if o.acc is not None:
+                o.acc = Accumulator.from_bytes(o.acc, threads=threads)
     key_order = {k: i for i, k in enumerate(keys)}
-    ordered = sorted((o for part in all_outcomes for o in part),
+    ordered = sorted(outcomes + [o for part, _ in gathered for o in part],
                      key=lambda o: (key_order[o.key], o.a, o.b))
     return participants, ordered, stats
 

@@ -55,6 +55,18 @@ def arrive(comm) -> None:
     wait_yielding([comm.Ibarrier()])
 
 
+def spare_cores(ranks_here: int) -> bool:
+    """Whether a rank may use more than one core: its box runs fewer ranks (`ranks_here`,
+    this one included) than the cores this process may run on. A reader thread only pays
+    off with a core to spare; otherwise it takes turns with the ranks on the same cores and
+    costs its hand-offs."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS: no affinity call
+        cores = os.cpu_count() or 1
+    return cores > ranks_here
+
+
 class RankContext:
     """Who this rank is, for error lines (the box is known after the handshake)."""
 

@@ -107,7 +107,7 @@ def decode(data: bytes) -> State:
     atol_steps = np.frombuffer(mv, dtype="<f8", count=nat, offset=off).astype(np.float64)
     off += 8 * nat
     try:
-        stats = _native.Stats.from_bytes(bytes(mv[off:]))
+        stats = _native.Stats.from_bytes(mv[off:])  # read in place, no copy
     except ValueError as e:
         raise ValueError(f"accumulator data: {e}") from None
 

@@ -196,7 +196,7 @@ class PairOutcome:
     b: int
     key: str
     shape: tuple[int, ...] | None = None
-    acc: Any = None              # Accumulator (or its bytes, after a gather)
+    acc: Any = None              # Accumulator (its bytes while it travels to rank 0)
     problem: Problem | None = None
 
 

@@ -240,6 +240,7 @@ class EqualScan:
         self._row = math.prod(block.shape[1:]) if block.ndim > 0 else 1
         self._done = 0
         self._stats: Any = None
+        self._one_thread = _native.Request(threads=1)  # each piece is one core's cache load
 
     def add(self, lo: int, hi: int) -> None:
         """Scan rows [lo, hi) of axis 0 (they follow the rows scanned so far)."""
@@ -250,10 +251,10 @@ class EqualScan:
         piece = self.block[lo:hi]
         if self.steps_axis is None:
             st = _native.compute_equal(piece[np.newaxis], self._code, self._swap,
-                                       _native.Request(threads=1))
+                                       self._one_thread)
             shift = (0, lo * self._row)
         else:
-            st = _native.compute_equal(piece, self._code, self._swap, _native.Request(threads=1))
+            st = _native.compute_equal(piece, self._code, self._swap, self._one_thread)
             shift = (lo, 0)
         if self._stats is None:
             self._stats = _native.Stats()

@@ -41,9 +41,11 @@ def block_digest(block: np.ndarray,
         h.update(flat.reshape(-1).view(np.uint8).data)
         return h.digest()
     n = flat.shape[0]
-    per = max(1, PIECE_BYTES // max(1, flat[0].nbytes))
+    row = flat[0].nbytes
+    per = max(1, PIECE_BYTES // max(1, row))
+    raw = flat.reshape(-1).view(np.uint8)
     for lo in range(0, n, per):
         hi = min(n, lo + per)
-        h.update(flat[lo:hi].reshape(-1).view(np.uint8).data)
+        h.update(raw[lo * row:hi * row])
         each(lo, hi)
     return h.digest()
