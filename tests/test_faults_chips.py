@@ -93,3 +93,41 @@ def test_a_background_grandchild_dies_with_its_chip(test_tag):
             time.sleep(0.02)
         assert tagged_processes(test_tag)  # the grandchild outlived its leader
     assert _until_gone(test_tag, 5) == []
+
+
+KILLED_WHILE_CREATING = textwrap.dedent("""
+    import os, signal, sys
+    from tolerance import _native
+    from tolerance.bootstrap import ChipConfig, ChipGroup
+    real = _native.Mailbox.create
+    made = []
+    def create(name):  # the process dies right after a segment exists, before anything else
+        mb = real(name)
+        made.append(name)
+        if len(made) == int(sys.argv[1]):
+            print(name, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return mb
+    _native.Mailbox.create = create
+    ChipGroup().start([ChipConfig("cpu:0", ["sleep", "60"]) for _ in range(3)])
+""")
+
+
+@pytest.mark.parametrize("nth", [1, 3])
+def test_a_mailbox_of_an_owner_killed_as_it_was_made_is_unlinked(tmp_path, test_tag, nth):
+    """SIGKILL of the owner right after a mailbox segment is created (the first one: while its
+    keeper is only just starting): the keeper already had the name, and unlinks it. Before,
+    the name reached the keeper only after the segment existed, and CI found one left behind
+    when another box aborted the job at that moment."""
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_WHILE_CREATING)
+    p = subprocess.run([sys.executable, str(script), str(nth)], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    name = p.stdout.strip()
+    assert name.startswith("/tol-") and name.endswith("." + test_tag), p.stdout
+    end = time.monotonic() + 10
+    while tagged_segments(test_tag) and time.monotonic() < end:
+        time.sleep(0.02)
+    assert tagged_segments(test_tag) == []
+    assert _until_gone(test_tag) == []

@@ -78,10 +78,18 @@ class ChipGroup:
         i = 0
         try:
             for c in configs:
-                mb = _native.Mailbox.create(_native.make_segment_name("m", tag))
+                # the keeper hears the name before the segment exists: a SIGKILL between the
+                # two (e.g. the job aborted from another box while the keeper was starting)
+                # then leaves nothing behind; unlinking a name never created is harmless
+                name = _native.make_segment_name("m", tag)
+                keeper.guard_segment(name)
+                try:
+                    mb = _native.Mailbox.create(name)
+                except BaseException:
+                    keeper.release_segment(name)
+                    raise
                 self._mailboxes.append(mb)
                 self._mailbox_names.append(mb.name)
-                keeper.guard_segment(mb.name)  # unlinked by the keeper if we die first
             for i, c in enumerate(configs):
                 self._procs.append(spawn_chip(c, self._mailbox_names[i], i, len(configs)))
                 keeper.guard_group(self._procs[-1].pid)  # its group killed if we die first
