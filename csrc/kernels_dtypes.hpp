@@ -158,17 +158,7 @@ void series_float_vec(const void* av, const void* bv, size_t n, const Params& p,
                 }
             }
         }
-        const double r = hmax(brel, -1.0);
-        if (r > rs.best_rel) {
-            for (size_t k = i; k < i + len; ++k) {
-                const double x = static_cast<double>(a[k]), y = static_cast<double>(b[k]);
-                if (!is_nan(x) && !is_nan(y) && scalar_rel(x, y) == r) {
-                    rs.best_rel = r;
-                    rs.arg_rel = base + static_cast<int64_t>(k);
-                    break;
-                }
-            }
-        }
+        record_rel(a, b, i, len, hmax(brel, -1.0), rs, base);
         i += len;
     }
     if (i < n) {

@@ -317,6 +317,22 @@ inline double scalar_rel(double x, double y) {  // the rel figure of one compare
     return rel_diff(abs_diff(x, y), mag_max(x, y), is_inf_mismatch(x, y));
 }
 
+// A block's maximum relative difference r: when it beats the running one, it is recorded
+// with the first index in [i, i + len) whose pair has it (NaN pairs have none).
+template <class T>
+inline void record_rel(const T* a, const T* b, size_t i, size_t len, double r, RunStats& rs,
+                       int64_t base) {
+    if (!(r > rs.best_rel)) return;
+    for (size_t k = i; k < i + len; ++k) {
+        const double x = static_cast<double>(a[k]), y = static_cast<double>(b[k]);
+        if (!is_nan(x) && !is_nan(y) && scalar_rel(x, y) == r) {
+            rs.best_rel = r;
+            rs.arg_rel = base + static_cast<int64_t>(k);
+            return;
+        }
+    }
+}
+
 // ULP distances of the pairs (0 for NaN pairs is the caller's business).
 template <class T>
 inline typename VecOf<T>::vui ulp_lanes(typename VecOf<T>::V ta, typename VecOf<T>::V tb) {
@@ -1018,17 +1034,7 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
                 }
             }
         }
-        const double r = hmax(st.brel, -1.0);
-        if (r > rs.best_rel) {
-            for (size_t k = i; k < i + len; ++k) {
-                const double x = static_cast<double>(a[k]), y = static_cast<double>(b[k]);
-                if (!is_nan(x) && !is_nan(y) && scalar_rel(x, y) == r) {
-                    rs.best_rel = r;
-                    rs.arg_rel = base + static_cast<int64_t>(k);
-                    break;
-                }
-            }
-        }
+        record_rel(a, b, i, len, hmax(st.brel, -1.0), rs, base);
         i += len;
     }
     if constexpr (F32) premax.flush(a, b, st.vmax, rs, base, i);
