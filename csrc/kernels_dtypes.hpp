@@ -321,6 +321,15 @@ inline wu load_half(const std::uint16_t* h) {
 }
 
 
+// The parameters of the float32 loops that float16 runs through: the same bounds without a
+// ULP rule (float16 applies its own, on its own bit patterns).
+inline Params without_ulp(const Params& p) {
+    Params pf = p;
+    pf.ulp = std::numeric_limits<uint64_t>::max();
+    pf.ulp_margin = -1.0;
+    return pf;
+}
+
 inline void half_block_to_float(const std::uint16_t* h, float* out, size_t m) {
     const wu sexp = splat<wu>(0x7c00u << 13);
     const wf magic = splat<wf>(0x1p-14f);
@@ -373,9 +382,7 @@ void run_half_vec(const void* av, const void* bv, size_t n, const Params& p, Run
     constexpr size_t BLOCK = 1024;
     const auto* a = static_cast<const std::uint16_t*>(av);
     const auto* b = static_cast<const std::uint16_t*>(bv);
-    Params pf = p;  // the float32 loop without a ULP rule
-    pf.ulp = std::numeric_limits<uint64_t>::max();
-    pf.ulp_margin = -1.0;
+    const Params pf = without_ulp(p);  // the float32 loop; the ULP rule is float16's own
     const bool check_ulp = WantUlp && p.ulp != std::numeric_limits<uint64_t>::max();
     const wu vlim = splat<wu>(static_cast<std::uint32_t>(std::min<uint64_t>(p.ulp, 0xffffffffu)));
     alignas(64) float fa[BLOCK];
@@ -431,9 +438,7 @@ void series_half_vec(const void* av, const void* bv, size_t n, const Params& p, 
     constexpr size_t BLOCK = 1024;
     const auto* a = static_cast<const std::uint16_t*>(av);
     const auto* b = static_cast<const std::uint16_t*>(bv);
-    Params pf = p;
-    pf.ulp = std::numeric_limits<uint64_t>::max();
-    pf.ulp_margin = -1.0;
+    const Params pf = without_ulp(p);
     const bool check_ulp = WantUlp && p.ulp != std::numeric_limits<uint64_t>::max();
     const bool ulp_term = WantUlp && p.ulp_margin >= 0.0;
     alignas(64) float fa[BLOCK];
