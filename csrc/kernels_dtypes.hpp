@@ -194,6 +194,40 @@ inline uint64_t int_mag(T x, T y) {
                   : static_cast<uint64_t>(y) - static_cast<uint64_t>(x);
 }
 
+// A lane block [i, i+len) whose largest |a-b| is mu (exact, < 2^52): its first index, where
+// it beats the running maximum (int_element's rule: the first element of all, or a strictly
+// larger exact magnitude).
+template <class T>
+inline void record_int_abs(const T* a, const T* b, size_t i, size_t len, uint64_t mu,
+                           RunStats& rs, int64_t base) {
+    if (!(rs.best_abs < 0.0 || static_cast<u128>(mu) > rs.best_mag)) return;
+    for (size_t k = i; k < i + len; ++k) {
+        if (int_mag(a[k], b[k]) == mu) {
+            rs.best_abs = static_cast<double>(mu);
+            rs.best_mag = mu;
+            rs.arg_abs = base + static_cast<int64_t>(k);
+            return;
+        }
+    }
+}
+
+// The same for the block's largest max_rel r (the lanes' rel_diff of the same doubles).
+template <class T>
+inline void record_int_rel(const T* a, const T* b, size_t i, size_t len, double r,
+                           RunStats& rs, int64_t base) {
+    if (!(r > rs.best_rel)) return;
+    for (size_t k = i; k < i + len; ++k) {
+        const double dk = static_cast<double>(int_mag(a[k], b[k]));
+        const double mk = static_cast<double>(std::max(rules::int_magnitude<T, uint64_t>(a[k]),
+                                                       rules::int_magnitude<T, uint64_t>(b[k])));
+        if (rel_diff(dk, mk, false) == r) {
+            rs.best_rel = r;
+            rs.arg_rel = base + static_cast<int64_t>(k);
+            return;
+        }
+    }
+}
+
 template <class T>
 void run_int64_vec(const void* av, const void* bv, size_t n, const Params& p, RunStats& rs,
                    int64_t base) {
@@ -270,34 +304,105 @@ void run_int64_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
         rs.margin = std::max(rs.margin, hmax(vmarg, 0.0));
         const double m = hmax(vmax, -1.0);
         rs.run_max = std::max(rs.run_max, m);
-        if (rs.best_abs < 0.0 || static_cast<u128>(static_cast<uint64_t>(m)) > rs.best_mag) {
-            const auto mi = static_cast<uint64_t>(m);
-            for (size_t k = i; k < i + vlen; ++k) {
-                if (int_mag(a[k], b[k]) == mi) {
-                    rs.best_abs = m;
-                    rs.best_mag = mi;
-                    rs.arg_abs = base + static_cast<int64_t>(k);
-                    break;
-                }
-            }
-        }
-        const double r = hmax(brel, -1.0);
-        if (r > rs.best_rel) {
-            for (size_t k = i; k < i + vlen; ++k) {
-                const double dk = static_cast<double>(int_mag(a[k], b[k]));
-                const double mk = static_cast<double>(std::max(rules::int_magnitude<T, uint64_t>(a[k]),
-                                                               rules::int_magnitude<T, uint64_t>(b[k])));
-                if (rel_diff(dk, mk, false) == r) {
-                    rs.best_rel = r;
-                    rs.arg_rel = base + static_cast<int64_t>(k);
-                    break;
-                }
-            }
-        }
+        record_int_abs(a, b, i, vlen, static_cast<uint64_t>(m), rs, base);
+        record_int_rel(a, b, i, vlen, hmax(brel, -1.0), rs, base);
         if (vlen < len)
             run_int<T, false>(a + i + vlen, b + i + vlen, len - vlen, p, rs,
                               base + static_cast<int64_t>(i + vlen));
         i += len;
+    }
+}
+
+// One int64 / uint64 element a step: the lanes of run_int64_vec (the same exactness rule: a
+// block runs in lanes when every magnitude and difference is below 2^52 and no bound test is
+// within 2^-49 of its bound, else it goes through the exact scalar rule), each element's
+// figures stored as its step's: series = fl(|a-b|), over = outside, margin = step_margin of
+// the one element (rtol > 0: fl(d / bound), 0/0 as 0; rtol == 0: fl(d / atol), 0 for d == 0).
+template <class T>
+void series_int64_vec(const void* av, const void* bv, size_t n, const Params& p, SeriesOut& out,
+                      RunStats& rs, int64_t base) {
+    using V = typename IntLanes<T>::V;
+    constexpr size_t BLOCK = 512;
+    const T* a = static_cast<const T*>(av);
+    const T* b = static_cast<const T*>(bv);
+    const vd vzero = splat<vd>(0.0);
+    const vd vatol = splat<vd>(p.atol), vrtol = splat<vd>(p.rtol);
+    const vd vtiny = splat<vd>(0x1p-1000);
+    const double shrink = 1.0 - 0x1p-50;
+    const vd wlo = splat<vd>(1.0 - 0x1p-49), whi = splat<vd>(1.0 + 0x1p-49);
+    const bool exact_int = p.rtol == 0.0;
+    const uint64_t atol_floor = !(p.atol < 0x1p64) ? ~uint64_t{0} : static_cast<uint64_t>(p.atol);
+    const vu vatol_floor = splat<vu>(atol_floor);
+    const vu high = splat<vu>(~((uint64_t{1} << 52) - 1));
+    size_t i = 0;
+    while (n - i >= static_cast<size_t>(L)) {
+        const size_t len = std::min(BLOCK, (n - i) / L * L);
+        vu big = splat<vu>(uint64_t{0}), vmag = big;
+        vi amb = splat<vi>(int64_t{0}), c_over = amb;
+        vd vmarg = splat<vd>(out.margin_max);
+        vd brel = splat<vd>(rs.best_rel), thr = brel * shrink;
+        for (size_t j = i; j < i + len; j += L) {
+            V x, y;
+            std::memcpy(&x, a + j, sizeof x);
+            std::memcpy(&y, b + j, sizeof y);
+            const V hi = x > y ? x : y, lo = x > y ? y : x;
+            const vu mag = (vu)hi - (vu)lo;
+            vu ax = (vu)x, ay = (vu)y;
+            if constexpr (std::is_signed_v<T>) {
+                ax = x < 0 ? -(vu)x : (vu)x;
+                ay = y < 0 ? -(vu)y : (vu)y;
+            }
+            const vu mm = ax > ay ? ax : ay;
+            big |= mm | mag;
+            const vd d = small_u64_to_double(mag & ~high), mx = small_u64_to_double(mm & ~high);
+            vi ov;
+            vd m;
+            if (exact_int) {
+                ov = (vi)(mag > vatol_floor);
+                const vd q = d / vatol;
+                m = q > vzero ? q : vzero;
+            } else {
+                const vd bnd = vatol + vrtol * mx;
+                ov = (vi)(d > bnd);
+                amb |= (vi)((d > bnd * wlo) & (d < bnd * whi));
+                m = d / bnd;
+                m = m == m ? m : vzero;
+            }
+            std::memcpy(out.series + j, &d, sizeof d);
+            const vi one = -ov;
+            std::memcpy(out.over + j, &one, sizeof one);
+            std::memcpy(out.margin + j, &m, sizeof m);
+            c_over += one;
+            vmarg = m > vmarg ? m : vmarg;
+            vmag = mag > vmag ? mag : vmag;
+            const vd lim = thr * mx;
+            if (any_true((d > lim) | (lim < vtiny))) {
+                const vd rel = mx > vzero ? d / mx : vzero;
+                brel = rel > brel ? rel : brel;
+                thr = brel * shrink;
+            }
+        }
+        if (any_true((vi)((big & high) != 0)) || any_true(amb)) {  // exact scalar rule
+            SeriesOut o{out.series + i, out.over + i, out.margin + i, out.margin_max};
+            series_scalar<T, run_int<T, false>>(a + i, b + i, len, p, o, rs,
+                                                base + static_cast<int64_t>(i));
+            out.margin_max = o.margin_max;
+            i += len;
+            continue;
+        }
+        rs.count_over += hsum(c_over);
+        out.margin_max = hmax(vmarg, out.margin_max);
+        const uint64_t mu = hmax(vmag, uint64_t{0});
+        rs.run_max = std::max(rs.run_max, static_cast<double>(mu));
+        record_int_abs(a, b, i, len, mu, rs, base);
+        record_int_rel(a, b, i, len, hmax(brel, -1.0), rs, base);
+        i += len;
+    }
+    if (i < n) {
+        SeriesOut tail{out.series + i, out.over + i, out.margin + i, out.margin_max};
+        series_scalar<T, run_int<T, false>>(a + i, b + i, n - i, p, tail, rs,
+                                            base + static_cast<int64_t>(i));
+        out.margin_max = tail.margin_max;
     }
 }
 
@@ -497,6 +602,8 @@ void set_entries_w(KernelTable& t) {
         t.series[K_F16][w] = series_half_vec<W>;
         t.fn[K_I64][w] = run_int64_vec<std::int64_t>;
         t.fn[K_U64][w] = run_int64_vec<std::uint64_t>;
+        t.series[K_I64][w] = series_int64_vec<std::int64_t>;
+        t.series[K_U64][w] = series_int64_vec<std::uint64_t>;
     }
 }
 

@@ -168,6 +168,43 @@ def test_int64_blocks_against_oracle(name, shape, big_every):
 
 
 @pytest.mark.parametrize("name", ("int64", "uint64"))
+@pytest.mark.parametrize("n,big_every", [(2100, 0), (1031, 7), (3000, 1500), (9, 0), (513, 0),
+                                         (4096, 0)])
+def test_int64_one_element_per_step_blocks(name, n, big_every):
+    """1-D int64 / uint64 with the default steps axis (every element a step): the series
+    lanes (small magnitudes, ties, exact bound hits, |a-b| = M/3 against fl(1/3)) and blocks
+    sent to the exact rule by an extreme, against the oracle and the per-step driver."""
+    a, b = int_pair(name, (n,), 300 + n, big_every)
+    for isa in KERNELS:
+        with kernel(isa):
+            for bnd in INT_BOUNDS:
+                d = divergence(a, b, **bnd)
+                check_against_oracle(d, oracle(a, b, **bnd))
+                if "atol" in bnd:
+                    per_step = dict(bnd, atol=np.full(n, bnd["atol"]))
+                    same_divergence(d, divergence(a, b, **per_step))
+
+
+@pytest.mark.parametrize("name", ("int64", "uint64"))
+def test_int64_rising_max_rel(name):
+    """max_rel rising a little at every element, within and across blocks (each new
+    maximum only just above the last, where a lane must not skip its division), then a
+    plateau: max_rel's index is the last rise, on the run and the series lanes alike."""
+    n = 3000
+    k = np.arange(1, n + 1, dtype=name)
+    k[2500:] = 2500
+    a = np.full(n, 2**30, dtype=name)
+    b = (a + k).astype(name)
+    for isa in KERNELS:
+        with kernel(isa):
+            for shape, steps_axis in (((n,), None), ((n,), 0), ((3, 1000), 0)):
+                x, y = a.reshape(shape), b.reshape(shape)
+                d = divergence(x, y, rtol=1e-9, steps_axis=steps_axis)
+                check_against_oracle(d, oracle(x, y, rtol=1e-9, steps_axis=steps_axis))
+                assert np.ravel_multi_index(d.argmax_rel, shape) == 2499
+
+
+@pytest.mark.parametrize("name", ("int64", "uint64"))
 def test_int64_extremes_and_ties(name):
     ii = np.iinfo(name)
     if name == "int64":
