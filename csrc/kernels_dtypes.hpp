@@ -228,35 +228,41 @@ inline void record_int_rel(const T* a, const T* b, size_t i, size_t len, double 
     }
 }
 
-template <class T>
-void run_int64_vec(const void* av, const void* bv, size_t n, const Params& p, RunStats& rs,
-                   int64_t base) {
+// The lanes of one block of run_int64_vec, the mode (Rel: rtol > 0, the float64 bound with
+// its ambiguity test and the element margin; else the integer test |a-b| <= floor(atol))
+// fixed at compile time so that the loop holds no mode test. False: the block must go
+// through the exact scalar rule (a value >= 2^52, or a bound test too close to call).
+template <class T, bool Rel>
+struct Int64Lanes {
     using V = typename IntLanes<T>::V;
-    constexpr size_t BLOCK = 1024;
-    const T* a = static_cast<const T*>(av);
-    const T* b = static_cast<const T*>(bv);
-    const vd vzero = splat<vd>(0.0);
-    const vd vatol = splat<vd>(p.atol), vrtol = splat<vd>(p.rtol);
-    const vd vtiny = splat<vd>(0x1p-1000), vmtiny = splat<vd>(0x1p-900);
-    const double shrink = 1.0 - 0x1p-50;
-    const vd wlo = splat<vd>(1.0 - 0x1p-49), whi = splat<vd>(1.0 + 0x1p-49);
-    const bool exact_int = p.rtol == 0.0;  // inside <=> |a-b| <= floor(atol)
-    const uint64_t atol_floor = !(p.atol < 0x1p64) ? ~uint64_t{0} : static_cast<uint64_t>(p.atol);
-    const vu vatol_floor = splat<vu>(atol_floor);
-    const vu high = splat<vu>(~((uint64_t{1} << 52) - 1));
-    const bool elem_margin = p.rtol > 0.0;
-    size_t i = 0;
-    while (i < n) {
-        const size_t len = std::min(BLOCK, n - i);
-        bool lanes = len >= static_cast<size_t>(L);
-        const size_t vlen = len / L * L;
-        vu big = splat<vu>(uint64_t{0});
+    vd vatol, vrtol, vzero = splat<vd>(0.0), vtiny = splat<vd>(0x1p-1000),
+       vmtiny = splat<vd>(0x1p-900), wlo = splat<vd>(1.0 - 0x1p-49), whi = splat<vd>(1.0 + 0x1p-49);
+    vu vatol_floor, high = splat<vu>(~((uint64_t{1} << 52) - 1));
+    static constexpr double shrink = 1.0 - 0x1p-50;
+
+    // The margin's lane threshold: a lane with d <= bnd * cut can neither raise the margin
+    // (d / bnd < vmarg, by the shrink of the float rules) nor be near its bound (cut <=
+    // 1 - 2^-49); 0 while the margin is below 2^-900, so that vmarg * shrink stays exact.
+    vd lane_cut(vd vmarg) const {
+        const vd c = vmarg >= vmtiny ? vmarg * shrink : vzero;
+        return c < wlo ? c : wlo;
+    }
+
+    explicit Int64Lanes(const Params& p)
+        : vatol(splat<vd>(p.atol)), vrtol(splat<vd>(p.rtol)),
+          vatol_floor(splat<vu>(!(p.atol < 0x1p64) ? ~uint64_t{0} : static_cast<uint64_t>(p.atol))) {}
+
+    bool block(const T* a, const T* b, size_t vlen, RunStats& rs, int64_t base,
+               uint64_t& mag_max) const {
+        vu big = splat<vu>(uint64_t{0}), vmag = big;
         vi amb = splat<vi>(int64_t{0}), c_over = amb;
-        vd vmax = splat<vd>(-1.0);
         vd brel = splat<vd>(rs.best_rel), thr = brel * shrink;
         vd vmarg = splat<vd>(rs.margin);
-        vd mthr = vmarg >= vmtiny ? vmarg * shrink : vzero;
-        for (size_t j = i; lanes && j < i + vlen; j += L) {
+        vd cut = lane_cut(vmarg);
+        // the first element of all sets max_rel whatever it is (0 included): the first
+        // register takes the exact branch then
+        bool first = rs.best_rel < 0.0;
+        for (size_t j = 0; j < vlen; j += L) {
             V x, y;
             std::memcpy(&x, a + j, sizeof x);
             std::memcpy(&y, b + j, sizeof y);
@@ -269,48 +275,74 @@ void run_int64_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
             }
             const vu mm = ax > ay ? ax : ay;
             big |= mm | mag;
+            vmag = mag > vmag ? mag : vmag;
             const vd d = small_u64_to_double(mag & ~high), mx = small_u64_to_double(mm & ~high);
-            if (exact_int) {
+            // A lane needs the exact branch only where it may raise max_rel (d > thr*mx:
+            // d and mx are integers, so thr > 0 has thr*mx >= 2^-53 where d > 0) or, with
+            // rtol > 0, come near its bound or raise the margin (d > bnd*cut, cut <= 1 -
+            // 2^-49): every other lane is inside, beyond doubt, and changes no maximum.
+            vi slow = (vi)(d > thr * mx);
+            vd bnd;
+            if constexpr (!Rel) {
                 c_over = count_in(c_over, (vi)(mag > vatol_floor));
             } else {
-                const vd bnd = vatol + vrtol * mx;
-                c_over = count_in(c_over, (vi)(d > bnd));
-                amb |= (vi)((d > bnd * wlo) & (d < bnd * whi));
-                if (elem_margin) {
-                    const vd mlim = mthr * bnd;
-                    if (any_true((d > vzero) & ((d > mlim) | (mlim < vtiny)))) {
-                        vd q = d / bnd;
-                        q = q == q ? q : vzero;
-                        vmarg = q > vmarg ? q : vmarg;
-                        mthr = vmarg >= vmtiny ? vmarg * shrink : vzero;
-                    }
-                }
+                bnd = vatol + vrtol * mx;
+                slow |= (vi)(d > bnd * cut);
             }
-            vmax = d > vmax ? d : vmax;
-            const vd lim = thr * mx;
-            if (any_true((d > lim) | (lim < vtiny))) {
+            if (first || any_true(slow)) {
+                first = false;
+                if constexpr (Rel) {
+                    c_over = count_in(c_over, (vi)(d > bnd));
+                    amb |= (vi)((d > bnd * wlo) & (d < bnd * whi));
+                    vd q = d / bnd;
+                    q = q == q ? q : vzero;  // 0/0, inf/inf: 0 (margin_of)
+                    vmarg = q > vmarg ? q : vmarg;
+                    cut = lane_cut(vmarg);
+                }
                 const vd rel = mx > vzero ? d / mx : vzero;
                 brel = rel > brel ? rel : brel;
                 thr = brel * shrink;
             }
         }
-        lanes = lanes && !any_true((vi)((big & high) != 0)) && !any_true(amb);
-        if (!lanes) {  // exact scalar path for this block
-            run_int<T, false>(a + i, b + i, len, p, rs, base + static_cast<int64_t>(i));
+        if (any_true((vi)((big & high) != 0)) || any_true(amb)) return false;
+        rs.count_over += hsum(c_over);
+        if constexpr (Rel) rs.margin = std::max(rs.margin, hmax(vmarg, 0.0));
+        mag_max = hmax(vmag, uint64_t{0});
+        rs.run_max = std::max(rs.run_max, static_cast<double>(mag_max));
+        record_int_rel(a, b, 0, vlen, hmax(brel, -1.0), rs, base);
+        return true;
+    }
+};
+
+template <class T, bool Rel>
+void run_int64_mode(const T* a, const T* b, size_t n, const Params& p, RunStats& rs, int64_t base) {
+    constexpr size_t BLOCK = 1024;
+    const Int64Lanes<T, Rel> lanes(p);
+    size_t i = 0;
+    while (i < n) {
+        const size_t len = std::min(BLOCK, n - i);
+        const size_t vlen = len / L * L;
+        const int64_t at = base + static_cast<int64_t>(i);
+        uint64_t mu = 0;
+        if (vlen == 0 || !lanes.block(a + i, b + i, vlen, rs, at, mu)) {  // exact scalar rule
+            run_int<T, false>(a + i, b + i, len, p, rs, at);
             i += len;
             continue;
         }
-        rs.count_over += hsum(c_over);
-        rs.margin = std::max(rs.margin, hmax(vmarg, 0.0));
-        const double m = hmax(vmax, -1.0);
-        rs.run_max = std::max(rs.run_max, m);
-        record_int_abs(a, b, i, vlen, static_cast<uint64_t>(m), rs, base);
-        record_int_rel(a, b, i, vlen, hmax(brel, -1.0), rs, base);
-        if (vlen < len)
-            run_int<T, false>(a + i + vlen, b + i + vlen, len - vlen, p, rs,
-                              base + static_cast<int64_t>(i + vlen));
+        record_int_abs(a, b, i, vlen, mu, rs, base);
+        if (vlen < len) run_int<T, false>(a + i + vlen, b + i + vlen, len - vlen, p, rs, at + static_cast<int64_t>(vlen));
         i += len;
     }
+}
+
+// Exact like int_element, see above; the mode chosen once per call.
+template <class T>
+void run_int64_vec(const void* av, const void* bv, size_t n, const Params& p, RunStats& rs,
+                   int64_t base) {
+    const T* a = static_cast<const T*>(av);
+    const T* b = static_cast<const T*>(bv);
+    if (p.rtol > 0.0) run_int64_mode<T, true>(a, b, n, p, rs, base);
+    else run_int64_mode<T, false>(a, b, n, p, rs, base);
 }
 
 // One int64 / uint64 element a step: the lanes of run_int64_vec (the same exactness rule: a

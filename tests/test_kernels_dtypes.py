@@ -205,6 +205,19 @@ def test_int64_rising_max_rel(name):
 
 
 @pytest.mark.parametrize("name", ("int64", "uint64"))
+def test_int64_leading_zero_pairs_hold_max_rel(name):
+    """Equal pairs only, starting with 0 vs 0 (max(|a|,|b|) = 0): max_rel is 0 and its index
+    is the first element, not the first non-zero one."""
+    a = np.array([0] * 2100 + [5] * 3000, dtype=name)  # whole blocks of 0 vs 0 first
+    for isa in KERNELS:
+        with kernel(isa):
+            for bnd in ({}, {"atol": 1.0}, {"rtol": 0.5}, {"atol": 1.0, "rtol": 1e-9}):
+                d = divergence(a, a.copy(), steps_axis=None, **bnd)
+                check_against_oracle(d, oracle(a, a.copy(), steps_axis=None, **bnd))
+                assert d.argmax_rel == (0,) and d.max_rel == 0.0
+
+
+@pytest.mark.parametrize("name", ("int64", "uint64"))
 def test_int64_extremes_and_ties(name):
     ii = np.iinfo(name)
     if name == "int64":
