@@ -41,9 +41,11 @@ inline U load_bits(const char* p, bool swap) {
 // The hot loops: NaNs among elements [k, n) of a contiguous, native-order row, counted in
 // signed lanes as wide as the element (0 - mask per NaN) and summed every 2^14 elements
 // (no lane overflows); written so that the compiler vectorizes them. On x86-64 Linux each
-// is also compiled for AVX2 and picked at load time (a count: every path gives the same).
+// is also compiled for AVX-512 (x86-64-v4: 64-byte lanes, about 1.5x the AVX2 clone's speed
+// on an in-cache piece) and AVX2, the best one the CPU has picked at load time (a count:
+// every path gives the same).
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
-#define TOLERANCE_CLONES __attribute__((target_clones("avx2", "default")))
+#define TOLERANCE_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define TOLERANCE_CLONES
 #endif
