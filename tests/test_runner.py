@@ -210,6 +210,35 @@ def test_cpu_chip_is_pinned(tmp_path):
     assert Path(chip.output).read_text() == repr([cpu])
 
 
+THREADED_KILL = r"""
+import os, signal, threading, time
+ready = threading.Barrier(65)
+def spin():
+    ready.wait()
+    while True:
+        sum(range(1000))
+for _ in range(64):
+    threading.Thread(target=spin, daemon=True).start()
+ready.wait()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_many_threaded_workload_reports_its_signal(tmp_path):
+    """The leader of a killed multi-threaded process is a zombie before its last thread has
+    exited, and its exit status comes only then: a chip seen as a zombie without a status yet
+    is waited for, not settled as gone without one (with 64 threads busy on 2 cores the
+    window is wide)."""
+    spec = make_spec(THREADED_KILL, timeout=20)
+    for attempt in range(3):
+        box = make_box(tmp_path / str(attempt), chips=["cuda:0", "cuda:1", "cuda:2", "cuda:3"])
+        result = run_on_box(spec, box, claim_run_dir(tmp_path / str(attempt), "t", now=NOW),
+                            poll=0.001)
+        for c in result.chips:
+            assert c.status == "vanished" and c.returncode == -signal.SIGKILL, c
+            assert c.reason == "killed by SIGKILL (no exit status)"
+
+
 def test_max_polls_stops_a_runaway(tmp_path):
     spec = make_spec("import time; time.sleep(60)", timeout=600)
     result = run_on_box(spec, make_box(tmp_path), claim_run_dir(tmp_path, "t"), poll=0.01, max_polls=3)
