@@ -188,6 +188,26 @@ inline vd small_u64_to_double(vu x) {  // exact for x < 2^52
     return (vd)(x | splat<vu>(uint64_t{0x4330000000000000})) - splat<vd>(0x1p52);
 }
 
+// |a-b| and max(|a|,|b|) of L pairs, as u64 lanes: exact, as int_element computes them
+// (max - min; a negative value's magnitude by unsigned negation, so MIN has 2^63).
+struct IntPair {
+    vu mag, mm;
+};
+template <class T>
+inline IntPair int_pair_lanes(const T* a, const T* b) {
+    using V = typename IntLanes<T>::V;
+    V x, y;
+    std::memcpy(&x, a, sizeof x);
+    std::memcpy(&y, b, sizeof y);
+    const V hi = x > y ? x : y, lo = x > y ? y : x;
+    vu ax = (vu)x, ay = (vu)y;
+    if constexpr (std::is_signed_v<T>) {
+        ax = x < 0 ? -(vu)x : (vu)x;
+        ay = y < 0 ? -(vu)y : (vu)y;
+    }
+    return {(vu)hi - (vu)lo, ax > ay ? ax : ay};
+}
+
 template <class T>
 inline uint64_t int_mag(T x, T y) {
     return x >= y ? static_cast<uint64_t>(x) - static_cast<uint64_t>(y)
@@ -234,7 +254,6 @@ inline void record_int_rel(const T* a, const T* b, size_t i, size_t len, double 
 // through the exact scalar rule (a value >= 2^52, or a bound test too close to call).
 template <class T, bool Rel>
 struct Int64Lanes {
-    using V = typename IntLanes<T>::V;
     vd vatol, vrtol, vzero = splat<vd>(0.0), vtiny = splat<vd>(0x1p-1000),
        vmtiny = splat<vd>(0x1p-900), wlo = splat<vd>(1.0 - 0x1p-49), whi = splat<vd>(1.0 + 0x1p-49);
     vu vatol_floor, high = splat<vu>(~((uint64_t{1} << 52) - 1));
@@ -263,17 +282,8 @@ struct Int64Lanes {
         // register takes the exact branch then
         bool first = rs.best_rel < 0.0;
         for (size_t j = 0; j < vlen; j += L) {
-            V x, y;
-            std::memcpy(&x, a + j, sizeof x);
-            std::memcpy(&y, b + j, sizeof y);
-            const V hi = x > y ? x : y, lo = x > y ? y : x;
-            const vu mag = (vu)hi - (vu)lo;
-            vu ax = (vu)x, ay = (vu)y;
-            if constexpr (std::is_signed_v<T>) {
-                ax = x < 0 ? -(vu)x : (vu)x;
-                ay = y < 0 ? -(vu)y : (vu)y;
-            }
-            const vu mm = ax > ay ? ax : ay;
+            const IntPair e = int_pair_lanes(a + j, b + j);
+            const vu mag = e.mag, mm = e.mm;
             big |= mm | mag;
             vmag = mag > vmag ? mag : vmag;
             const vd d = small_u64_to_double(mag & ~high), mx = small_u64_to_double(mm & ~high);
@@ -353,7 +363,6 @@ void run_int64_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
 template <class T>
 void series_int64_vec(const void* av, const void* bv, size_t n, const Params& p, SeriesOut& out,
                       RunStats& rs, int64_t base) {
-    using V = typename IntLanes<T>::V;
     constexpr size_t BLOCK = 512;
     const T* a = static_cast<const T*>(av);
     const T* b = static_cast<const T*>(bv);
@@ -374,17 +383,8 @@ void series_int64_vec(const void* av, const void* bv, size_t n, const Params& p,
         vd vmarg = splat<vd>(out.margin_max);
         vd brel = splat<vd>(rs.best_rel), thr = brel * shrink;
         for (size_t j = i; j < i + len; j += L) {
-            V x, y;
-            std::memcpy(&x, a + j, sizeof x);
-            std::memcpy(&y, b + j, sizeof y);
-            const V hi = x > y ? x : y, lo = x > y ? y : x;
-            const vu mag = (vu)hi - (vu)lo;
-            vu ax = (vu)x, ay = (vu)y;
-            if constexpr (std::is_signed_v<T>) {
-                ax = x < 0 ? -(vu)x : (vu)x;
-                ay = y < 0 ? -(vu)y : (vu)y;
-            }
-            const vu mm = ax > ay ? ax : ay;
+            const IntPair e = int_pair_lanes(a + j, b + j);
+            const vu mag = e.mag, mm = e.mm;
             big |= mm | mag;
             const vd d = small_u64_to_double(mag & ~high), mx = small_u64_to_double(mm & ~high);
             vi ov;
