@@ -150,6 +150,26 @@ def test_mixed_equal_and_differing_blocks_across_ranks(tmp_path, nranks):
     assert doc["blocks_equal"] > 0
 
 
+def test_pipeline_depth_from_the_pending_budget():
+    from tolerance.compare.engine import MAX_DEPTH, PENDING_BYTES, pipeline_depth
+    assert pipeline_depth(16 << 20, 1) == PENDING_BYTES // (16 << 20)
+    assert pipeline_depth(16 << 20, 2) == PENDING_BYTES // (32 << 20)
+    assert pipeline_depth(PENDING_BYTES + 1, 1) == 1  # one block in hand at least
+    assert pipeline_depth(48, 3) == MAX_DEPTH
+    assert pipeline_depth(0, 0) == MAX_DEPTH
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5])
+def test_rows_do_not_depend_on_the_pipeline_depth(monkeypatch, depth):
+    """Blocks folded 1, 2 or 5 blocks after they are hashed (fewer than the blocks of the
+    key, so the pipeline fills and drains): the same rows as the whole-array kernel, and
+    the equal blocks still found."""
+    import tolerance.compare.engine as engine
+    monkeypatch.setattr(engine, "MAX_DEPTH", depth)
+    want = _expected(5, "mixed", 0)
+    assert _local_engine(5, "mixed", 48) == want
+
+
 def test_a_rank_without_members_in_a_shape_group(tmp_path):
     """Five participants on three ranks: one shape group of z_b lives on rank 1 alone, and
     rank 1 holds no member of the other; every rank still agrees on what travels."""

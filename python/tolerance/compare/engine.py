@@ -8,8 +8,9 @@ Used by `tolerance diff` through the local transport (every input on this proces
 2. pairs that can be measured are grouped by shape; each group is cut into blocks by the
    one block planner (`io.npz.plan_blocks`, with the group's real element size);
 3. per block, every participant's block is hashed (xxh3-128) and the digests are shared
-   (`Transport.share_digests`, which returns at once: block b+1 is read and hashed while
-   block b's digests travel, and only then is block b folded): a pair whose blocks have
+   (`Transport.share_digests`, which returns at once: the next blocks are read and hashed
+   while block b's digests travel, and block b is folded up to `pipeline_depth` blocks
+   later): a pair whose blocks have
    equal digests folds the owner's block as an equal block (`Accumulator.update_equal`:
    exactly what comparing the two gives, from a pass that only counts NaNs, made while the
    block is hashed when the owner's pairs were equal in the last folded block, so that the
@@ -17,14 +18,15 @@ Used by `tolerance diff` through the local transport (every input on this proces
    moved to the pair's owner once (`Transport.move`);
 4. every pair has one `Accumulator` (the one canonical kernel); its result is the row.
 
-Peak memory is O(block x participants on this process) whatever the array size: at most
-three blocks of each are alive (the one being folded, the one just hashed, the one being
-read ahead).
+Peak memory is O(block x participants on this process) whatever the array size: the block
+being folded, those hashed and waiting for their digests (PENDING_BYTES of them at most, and
+at least one), and the one being read ahead.
 """
 from __future__ import annotations
 
+import math
 import os
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -315,6 +317,25 @@ def compare_key(transport: Transport, local: Mapping[int, BlockSource], labels: 
     return out
 
 
+#: bytes of hashed blocks a place may hold while their digests travel (beyond the block
+#: being folded): on a box with more ranks than cores a rank is off its core for a time
+#: slice (milliseconds, a few blocks' hashing), and with blocks in hand its peers hash on
+#: instead of waiting for its digests; with one block in hand the ranks go in lockstep
+#: (bench/mpi_run.py, 3 ranks on 2 cores, identical boxes: 1.20x one read at depth 1,
+#: 1.08x at depth 6, 16 MiB blocks)
+PENDING_BYTES = 64 << 20
+#: at most this many blocks in flight (their digests are 16 bytes each: depth costs memory,
+#: not messages)
+MAX_DEPTH = 8
+
+
+def pipeline_depth(block_bytes: int, members_here: int) -> int:
+    """How many hashed blocks wait for their digests before the oldest is folded: as many
+    as PENDING_BYTES holds (1 to MAX_DEPTH)."""
+    held = max(1, block_bytes * max(1, members_here))
+    return max(1, min(MAX_DEPTH, PENDING_BYTES // held))
+
+
 @dataclass
 class _Pending:
     """One block of a shape group between its hash and its fold: this place's blocks, the
@@ -335,9 +356,10 @@ def _compare_group(transport: Transport, local: Mapping[int, BlockSource], key: 
                    prefetch: bool) -> list[PairOutcome]:
     """The outcomes of the pairs of one shape group that this place owns.
 
-    Pipelined one block deep: block b is read and hashed, its digests start travelling
-    (`Transport.share_digests`), and only then are block b-1's digests waited for and
-    b-1 moved and folded; so a place never waits for digests it could be hashing past.
+    Pipelined `pipeline_depth` blocks deep: block b is read and hashed, its digests start
+    travelling (`Transport.share_digests`), and only then are block b-depth's digests waited
+    for and that block moved and folded; so a place never waits for digests it could be
+    hashing past, and a peer that lost its core for a while does not stall the others.
     A place holding no member of the group has nothing to do and no message to expect.
     """
     from tolerance.compare.kernel import Accumulator, EqualScan
@@ -396,7 +418,10 @@ def _compare_group(transport: Transport, local: Mapping[int, BlockSource], key: 
     # then those whose pairs were equal in the last folded block
     expect_equal = {pair_owner(i, j, n) for i, j in owned}
     chunks_it = _drive([local[k].blocks(key, ax, per) for k in mine], prefetch=prefetch)
-    pending: _Pending | None = None
+    pending: deque[_Pending] = deque()
+    # a block holds `per` steps, or `per` elements with no steps axis
+    step_size = 1 if ax is None else math.prod(shape[:ax] + shape[ax + 1:])
+    depth = pipeline_depth(per * step_size * itemsize, len(mine))
     for b, (lo, hi) in enumerate(ranges):
         if progress is not None and transport.here == 0:
             progress(key, b, len(ranges))
@@ -410,13 +435,12 @@ def _compare_group(transport: Transport, local: Mapping[int, BlockSource], key: 
                                    else None) for k, x in blocks.items()}
         stats.blocks += len(blocks)
         share = transport.share_digests(digests, members)
-        if pending is not None:
-            expect_equal = fold(pending)
-        pending = _Pending(lo, hi, blocks, scans, share)
+        pending.append(_Pending(lo, hi, blocks, scans, share))
         del blocks, scans
-    if pending is not None:
-        fold(pending)
-        pending = None
+        if len(pending) > depth:
+            expect_equal = fold(pending.popleft())
+    while pending:
+        fold(pending.popleft())
     if next(chunks_it, None) is not None:
         raise RuntimeError(f"{key}: the readers yielded more blocks than the plan "
                            f"({len(ranges)})")
