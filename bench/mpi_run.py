@@ -11,7 +11,7 @@ Targets: per-rank peak RSS <= 256 MiB; identical boxes move 0 data bytes; each p
 data crosses at most once (streamed bytes <= pairs x array size); with identical boxes the
 compare costs <= 1.3x one read of the data (`read`: every rank reads its array once, block
 by block; for this check read and stream take turns within one job, so that neither carries
-a job start; the ratio is printed).
+a job start, and the median of the rounds' stream/read ratios is the figure; it is printed).
 """
 from __future__ import annotations
 
@@ -132,8 +132,11 @@ def main() -> None:
                     "rss_target_met": max(s["rss_mib"]) <= 256,
                     "each_pair_once": s["bytes_sent"] <= pairs * key_bytes,
                     "identical_zero_bytes": (s["bytes_sent"] == 0) if identical else None,
+                    # the median of the rounds' ratios: each round's read and stream run back
+                    # to back, so the pair shares the machine's state (a lone fast round of
+                    # either mode moves a ratio of minima, not this)
                     "identical_within_1_3_reads":
-                        (pr["stream_s"] <= 1.3 * pr["read_s"]) if identical else None,
+                        (pr["median_ratio"] <= 1.3) if identical else None,
                 })
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -162,8 +165,8 @@ def main() -> None:
           "the <=1.3 reads check uses the figures below")
     print()
     print("identical boxes, read and stream taking turns in one job "
-          f"({3 * args.repeat} rounds; the <=1.3 reads check): fastest round of each, their "
-          "ratio, and the median of the rounds' ratios")
+          f"({3 * args.repeat} rounds): fastest round of each, their ratio, and the median of "
+          "the rounds' ratios (the <=1.3 reads check)")
     print(f"{'N':>2} {'read s':>8} {'stream s':>9} {'/read':>6} {'median':>7}")
     for r in results:
         if r["turns_read_s"] is not None:
