@@ -23,33 +23,33 @@ ArrayView view_of(const py::array& x, int code, bool swap) {
     return v;
 }
 
-template <class T>
-py::array_t<T> to_numpy(const std::vector<T>& v) {
+template <class T, class A>
+py::array_t<T> to_numpy(const std::vector<T, A>& v) {
     py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
     if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(T));
     return out;
 }
 
 // Moves v into a NumPy array that owns it (no copy; v is left empty).
-template <class T>
-py::array_t<T> take_numpy(std::vector<T>& v) {
+template <class T, class A>
+py::array_t<T> take_numpy(std::vector<T, A>& v) {
     if (v.empty()) return py::array_t<T>(0);
-    auto* h = new std::vector<T>(std::move(v));
+    auto* h = new std::vector<T, A>(std::move(v));
     v.clear();
-    py::capsule owner(h, [](void* q) { delete static_cast<std::vector<T>*>(q); });
+    py::capsule owner(h, [](void* q) { delete static_cast<std::vector<T, A>*>(q); });
     return py::array_t<T>(static_cast<py::ssize_t>(h->size()), h->data(), owner);
 }
 
 template <class T>
-std::vector<T> from_numpy(const py::array_t<T, py::array::c_style | py::array::forcecast>& a) {
+SeriesVec<T> from_numpy(const py::array_t<T, py::array::c_style | py::array::forcecast>& a) {
     if (a.ndim() != 1) throw std::invalid_argument("series must be one-dimensional");
-    return std::vector<T>(a.data(), a.data() + a.size());
+    return SeriesVec<T>(a.data(), a.data() + a.size());
 }
 
 // A Request with its own storage for the per-step atol values.
 struct OwnedRequest {
     Request r;
-    std::vector<double> atol_steps;
+    SeriesVec<double> atol_steps;
     bool has_atol_steps = false;
 };
 

@@ -288,6 +288,31 @@ static inline void int_element(W a, W b, const Params& p, RunStats& rs, std::int
 }  // namespace rules
 
 // ---- whole-array statistics -----------------------------------------------------------
+// The per-step arrays' allocator: resize() leaves the new elements uninitialised, so a
+// one-element-a-step run (walk_series: its series kernels write every element they are
+// given) does not first memset 24 bytes a step that it overwrites at once; every call that
+// takes a value (assign, push_back, insert, the copy) still sets them.
+template <class T>
+struct NoInit : std::allocator<T> {
+    template <class U>
+    struct rebind {
+        using other = NoInit<U>;
+    };
+    NoInit() = default;
+    template <class U>
+    NoInit(const NoInit<U>&) noexcept {}
+    template <class U>
+    void construct(U* q) noexcept(std::is_nothrow_default_constructible_v<U>) {
+        ::new (static_cast<void*>(q)) U;
+    }
+    template <class U, class... A>
+    void construct(U* q, A&&... a) {
+        ::new (static_cast<void*>(q)) U(std::forward<A>(a)...);
+    }
+};
+template <class T>
+using SeriesVec = std::vector<T, NoInit<T>>;
+
 // Covers steps [step0, step0 + series.size()); the first and last step may be partial
 // (a range inside a step), so merge() combines a shared boundary step.
 struct Stats {
@@ -299,13 +324,13 @@ struct Stats {
     std::uint64_t max_ulp = 0;
     std::int64_t count_over = 0, nan_mismatch = 0, nan_both = 0, inf_mismatch = 0, size = 0;
     std::int64_t step0 = 0;
-    std::vector<double> series;         // per-step max |a-b|; -1: no compared pair
-    std::vector<std::int64_t> series_over;
+    SeriesVec<double> series;           // per-step max |a-b|; -1: no compared pair
+    SeriesVec<std::int64_t> series_over;
     // how much of its bound the worst element uses (docs/numbers.md): max over elements
     // of |a-b| / (atol + rtol*max(|a|,|b|)) and ULP distance / ulp; inf for a NaN or inf
     // mismatch; 0 with nothing compared. Whole arrays and per step.
     double margin = 0.0;
-    std::vector<double> series_margin;
+    SeriesVec<double> series_margin;
 
     u128 mag() const { return (static_cast<u128>(mag_hi) << 64) | mag_lo; }
     void fold_run(std::int64_t step, const RunStats& rs, std::int64_t n, const Params& p);
