@@ -925,8 +925,6 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
                         st.thr = p_rel * shrink;
                         premax.add(a, b, st.vmax, rs, base, i, len, bx);
                         done = true;
-                    } else {
-                        premax.flush(a, b, st.vmax, rs, base, i);
                     }
                 }
             } else {
@@ -937,6 +935,12 @@ void run_float_vec(const void* av, const void* bv, size_t n, const Params& p, Ru
                     done = true;
                 }
             }
+        }
+        // the remembered pre-filter blocks come before a block on the float64 path (refused
+        // by the pre-filter, or a tail block shorter than QUICK): that block finds its exact
+        // maximum against best_abs, so an earlier element with the same value must be there
+        if constexpr (F32) {
+            if (!done) premax.flush(a, b, st.vmax, rs, base, i);
         }
         // ---- element-wise path: finite values ------------------------------------------------
         bool finite = true;

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _oracle import check_every_path
+from _oracle import check_against_oracle, check_every_path, kernel, oracle
+from tolerance import divergence
 from tolerance import _native
 
 KERNELS = _native._available_kernels()
@@ -174,3 +175,21 @@ def test_float32_first_index_of_the_maximum_in_a_long_run():
         a[at], b[at] = np.float32(1.0), np.float32(1.0) - top
     for kw in (dict(), dict(atol=1e-6, rtol=1e-6, ulp=4)):
         check_all(a, b, steps_axis=None, **kw)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_a_tied_maximum_before_a_short_tail_keeps_the_first_index(dtype):
+    """Every pair equal, or every pair 1 ULP apart: the maximum ties everywhere, and its
+    index is the first element, also where the run ends in a block too short for the quick
+    path (the pre-filter blocks remembered before it are searched first). The first full
+    suite of this session found (64,) for 72 equal float32 elements on every vector path."""
+    for isa in _native._available_kernels():
+        with kernel(isa):
+            for n in (72, 100, 200, 1000, 4160, 5000, 70_000):
+                for gap in (0.0, 2.0**-10):
+                    a = np.ones(n, dtype)
+                    b = (a + np.asarray(gap, dtype)).astype(dtype)
+                    for bnd in ({}, {"atol": 1e-3, "rtol": 1e-3}):
+                        d = divergence(a, b, steps_axis=None, **bnd)
+                        assert d.argmax == (0,) and d.argmax_rel == (0,), (isa, n, gap, d.argmax)
+                        check_against_oracle(d, oracle(a, b, steps_axis=None, **bnd))
