@@ -80,6 +80,11 @@ class RankContext:
         return f"rank {r} (box {self.box})" if self.box else f"rank {r}"
 
 
+#: how long a failing rank under a plain mpiexec waits, after its error line, before it
+#: aborts the job (the runtime forwards stderr in milliseconds on an idle box)
+ABORT_FORWARD_S = 0.25
+
+
 @contextlib.contextmanager
 def abort_on_error(ctx: RankContext, *, debug: bool = False) -> Iterator[RankContext]:
     """Any exception on this rank: one line, then Abort the job (exit code 2)."""
@@ -102,5 +107,12 @@ def abort_on_error(ctx: RankContext, *, debug: bool = False) -> Iterator[RankCon
         from tolerance.bootstrap._registry import teardown_all  # noqa: PLC0415
 
         teardown_all()  # Abort and os._exit skip atexit: no chip may outlive this rank
+        if ctx.line is None:
+            # under a plain mpiexec the line reaches the user only through the runtime's
+            # stderr forwarding, and Abort kills this rank at once: on a busy box (CI, 2
+            # cores) the proxy had not read the pipe yet and the line was lost. A bounded
+            # pause gives it the time; it is not a guarantee (`tolerance launch` has one,
+            # the watch line above)
+            time.sleep(ABORT_FORWARD_S)
         ctx.comm.Abort(EXIT_ERROR)
         os._exit(EXIT_ERROR)  # Abort may return before the runtime kills us: say nothing more
