@@ -50,7 +50,8 @@ def make_files(tmp: Path, n: int, mib: int, identical: bool) -> list[str]:
     return paths
 
 
-def run(mode: str, files: list[str], chunk_mb: float, tmp: Path) -> dict:
+def job(mode: str, files: list[str], chunk_mb: float, tmp: Path) -> list[dict]:
+    """One mpiexec job of the worker: every rank's figures."""
     out = Path(tempfile.mkdtemp(dir=tmp))
     argv = [mpiexec(), "-n", str(len(files)), sys.executable, str(WORKER), mode,
             str(chunk_mb), str(out), *files]
@@ -59,6 +60,11 @@ def run(mode: str, files: list[str], chunk_mb: float, tmp: Path) -> dict:
         raise SystemExit(f"{mode} failed: {res.stderr[-2000:]}")
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(len(files))]
     shutil.rmtree(out)
+    return ranks
+
+
+def run(mode: str, files: list[str], chunk_mb: float, tmp: Path) -> dict:
+    ranks = job(mode, files, chunk_mb, tmp)
     return {"wall_s": max(r["wall_s"] for r in ranks),
             "rss_mib": [round(r["rss_mib"], 1) for r in ranks],
             "bytes_sent": ranks[0]["bytes_sent"], "max_abs": ranks[0]["max_abs"]}
@@ -67,14 +73,7 @@ def run(mode: str, files: list[str], chunk_mb: float, tmp: Path) -> dict:
 def run_pair(files: list[str], chunk_mb: float, tmp: Path, rounds: int) -> dict:
     """read and stream taking turns `rounds` times in one job: per round, the slowest rank's
     time of each; the fastest round of each, and the median of the rounds' ratios."""
-    out = Path(tempfile.mkdtemp(dir=tmp))
-    argv = [mpiexec(), "-n", str(len(files)), sys.executable, str(WORKER), f"pair:{rounds}",
-            str(chunk_mb), str(out), *files]
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    if res.returncode != 0:
-        raise SystemExit(f"pair failed: {res.stderr[-2000:]}")
-    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(len(files))]
-    shutil.rmtree(out)
+    ranks = job(f"pair:{rounds}", files, chunk_mb, tmp)
     read = [max(r["rounds"][q]["read_s"] for r in ranks) for q in range(rounds)]
     stream = [max(r["rounds"][q]["stream_s"] for r in ranks) for q in range(rounds)]
     return {"read_s": min(read), "stream_s": min(stream),
