@@ -252,12 +252,23 @@ inline void record_int_rel(const T* a, const T* b, size_t i, size_t len, double 
 // its ambiguity test and the element margin; else the integer test |a-b| <= floor(atol))
 // fixed at compile time so that the loop holds no mode test. False: the block must go
 // through the exact scalar rule (a value >= 2^52, or a bound test too close to call).
-template <class T, bool Rel>
-struct Int64Lanes {
+// The int64 lanes' constants, for the run and the series loops: the bound in float64 lanes,
+// the integer test's floor(atol) (all ones from 2^64 on), the lane test's 2^52 (the bits a
+// lane value must not have), the ambiguity window 1 -+ 2^-49 and the thresholds' shrink.
+struct IntBoundLanes {
     vd vatol, vrtol, vzero = splat<vd>(0.0), vtiny = splat<vd>(0x1p-1000),
        vmtiny = splat<vd>(0x1p-900), wlo = splat<vd>(1.0 - 0x1p-49), whi = splat<vd>(1.0 + 0x1p-49);
     vu vatol_floor, high = splat<vu>(~((uint64_t{1} << 52) - 1));
     static constexpr double shrink = 1.0 - 0x1p-50;
+
+    explicit IntBoundLanes(const Params& p)
+        : vatol(splat<vd>(p.atol)), vrtol(splat<vd>(p.rtol)),
+          vatol_floor(splat<vu>(!(p.atol < 0x1p64) ? ~uint64_t{0} : static_cast<uint64_t>(p.atol))) {}
+};
+
+template <class T, bool Rel>
+struct Int64Lanes : IntBoundLanes {
+    using IntBoundLanes::IntBoundLanes;
 
     // The margin's lane threshold: a lane with d <= bnd * cut can neither raise the margin
     // (d / bnd < vmarg, by the shrink of the float rules) nor be near its bound (cut <=
@@ -266,10 +277,6 @@ struct Int64Lanes {
         const vd c = vmarg >= vmtiny ? vmarg * shrink : vzero;
         return c < wlo ? c : wlo;
     }
-
-    explicit Int64Lanes(const Params& p)
-        : vatol(splat<vd>(p.atol)), vrtol(splat<vd>(p.rtol)),
-          vatol_floor(splat<vu>(!(p.atol < 0x1p64) ? ~uint64_t{0} : static_cast<uint64_t>(p.atol))) {}
 
     bool block(const T* a, const T* b, size_t vlen, RunStats& rs, int64_t base,
                uint64_t& mag_max) const {
@@ -366,15 +373,12 @@ void series_int64_vec(const void* av, const void* bv, size_t n, const Params& p,
     constexpr size_t BLOCK = 512;
     const T* a = static_cast<const T*>(av);
     const T* b = static_cast<const T*>(bv);
-    const vd vzero = splat<vd>(0.0);
-    const vd vatol = splat<vd>(p.atol), vrtol = splat<vd>(p.rtol);
-    const vd vtiny = splat<vd>(0x1p-1000);
-    const double shrink = 1.0 - 0x1p-50;
-    const vd wlo = splat<vd>(1.0 - 0x1p-49), whi = splat<vd>(1.0 + 0x1p-49);
+    const IntBoundLanes k(p);
+    const vd vzero = k.vzero, vatol = k.vatol, vrtol = k.vrtol, vtiny = k.vtiny, wlo = k.wlo,
+             whi = k.whi;
+    const vu vatol_floor = k.vatol_floor, high = k.high;
+    constexpr double shrink = IntBoundLanes::shrink;
     const bool exact_int = p.rtol == 0.0;
-    const uint64_t atol_floor = !(p.atol < 0x1p64) ? ~uint64_t{0} : static_cast<uint64_t>(p.atol);
-    const vu vatol_floor = splat<vu>(atol_floor);
-    const vu high = splat<vu>(~((uint64_t{1} << 52) - 1));
     size_t i = 0;
     while (n - i >= static_cast<size_t>(L)) {
         const size_t len = std::min(BLOCK, (n - i) / L * L);

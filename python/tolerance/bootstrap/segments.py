@@ -16,8 +16,9 @@ _NAME = re.compile(r"^tol-([0-9a-f]{1,8})-[0-9a-f]+[a-z]-[0-9a-f]{6}(?:\.([0-9a-
 _MPI_SHM_PREFIXES = ("mpich_shm_", "psm2_shm", "vader_segment", "sm_segment")
 
 
-def process_alive(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie is not: it maps nothing, runs nothing)."""
+def process_exists(pid: int) -> bool:
+    """Whether a process `pid` exists, a zombie included (its exit status is still to be
+    taken by its parent)."""
     if pid <= 0:
         return False
     try:
@@ -26,6 +27,13 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # exists, owned by someone else
+    return True
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is not: it maps nothing, runs nothing)."""
+    if not process_exists(pid):
+        return False
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
             return f.read().rsplit(")", 1)[-1].split()[0] != "Z"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tolerance._errors import ToleranceError
+from tolerance.bootstrap.segments import process_exists
 from tolerance.config import Box, Chip, Spec
 from tolerance.config.chips import knob_env
 from tolerance.io.atomic import write_text
@@ -160,20 +161,6 @@ def chip_env(spec: Spec, box: Box, chip: Chip, *, out: str = "", context: str = 
     return {**knob_env(chip, threads=box.threads, env={**box.env, **spec_env}), ROOT_ENV: root}
 
 
-def _pid_gone(pid: int) -> bool:
-    """Whether no process `pid` exists any more, not even a zombie: its exit status was taken
-    by someone else. A zombie is not gone: its status comes, though not always at once (the
-    leader of a killed multi-threaded process is a zombie before its last thread has exited,
-    and waitpid reports it only then)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def _watch(group, results: list[ChipResult], settle, *, deadline: float, timeout: float,
            poll: float, max_polls: int | None) -> None:
     """Poll every chip to a terminal state; kill what outlives the deadline or max_polls."""
@@ -184,7 +171,11 @@ def _watch(group, results: list[ChipResult], settle, *, deadline: float, timeout
         polls += 1
         for i in sorted(pending):
             code = codes[i]
-            if code is None and results[i].pid is not None and _pid_gone(results[i].pid):
+            # gone: no such pid at all, its status taken by someone else. A zombie is not
+            # gone: its status comes, though not always at once (the leader of a killed
+            # multi-threaded process is a zombie before its last thread has exited, and
+            # waitpid reports it only then)
+            if code is None and results[i].pid is not None and not process_exists(results[i].pid):
                 code = group.poll()[i]  # it may have ended between the two looks
                 if code is None:
                     settle(i, "vanished", "process gone without an exit status")
