@@ -1,7 +1,10 @@
 """The MPI layer's pure parts: pair ownership, block plans, fingerprints, handshake, launch."""
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -340,3 +343,51 @@ def test_go_comes_once_every_box_said_hello():
         b.bye()
     finally:
         watch.close()
+
+
+def test_a_rank_whose_stderr_is_gone_still_ends_when_its_launcher_is_lost():
+    """Its runtime gone, a rank's stderr is a pipe nobody reads: the error line fails with
+    EPIPE, and that must not keep the rank alive, waiting for a `go` that cannot come."""
+    from tolerance.collective.watch import WATCH_ENV
+    watch = Watch({}, lost_after=15)
+    read_end, write_end = os.pipe()
+    env = {**os.environ, WATCH_ENV: watch.env_value, "TOLERANCE_BOX": "b"}
+    proc = subprocess.Popen([sys.executable, "-c", "from tolerance.collective.job import "
+                             "_open_line; _open_line()"], env=env, stderr=write_end,
+                            stdin=subprocess.DEVNULL)
+    os.close(write_end)
+    try:
+        assert _wait(lambda: "b" in watch.snapshot(), 20)
+        os.close(read_end)     # nobody reads its stderr any more
+        read_end = None
+        watch.close()          # and its launcher is gone
+        assert proc.wait(timeout=10) == 2
+    finally:
+        if read_end is not None:
+            os.close(read_end)
+        watch.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_wait_go_ends_when_the_line_ends_and_its_hook_returns():
+    watch = Watch({}, lost_after=5, boxes=["a", "b"])   # b never says hello: no `go`
+    line = RankLine.open(watch.env_value, rank=0, box="a", host="vm", pid=1)
+    lost = []
+    line.on_lost = lost.append
+    watch.close()
+    raised = []
+
+    def wait():
+        try:
+            line.wait_go()
+        except ToleranceError as exc:
+            raised.append(str(exc))
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(timeout=5)
+    assert not waiter.is_alive(), "wait_go still waits for a `go` that cannot come"
+    assert len(raised) == 1 and "lost the launcher before every box" in raised[0], raised
+    assert lost == ["the launcher's line closed"]

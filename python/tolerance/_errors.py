@@ -4,6 +4,8 @@ This module sits below every layer: it imports nothing from the package.
 """
 from __future__ import annotations
 
+import sys
+
 #: every compared row is inside its bound
 EXIT_OK = 0
 #: a bound is exceeded (or a NaN/inf mismatch)
@@ -41,3 +43,17 @@ class ConfigError(ToleranceError):
 
 class FormatError(ToleranceError):
     """An input file is unreadable or structurally malformed."""
+
+
+def say(line: str) -> None:
+    """Write one line to stderr, now, and never raise.
+
+    For the paths that end a process: a rank whose runtime is gone has a stderr pipe that
+    nobody reads (EPIPE), and a write that raised there would skip the teardown and the
+    exit that follow it, leaving the process running.
+    """
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):   # a closed or broken stderr: the line is lost, not the exit
+        pass

@@ -8,14 +8,13 @@ rank 0; anything else raised on one rank aborts the whole job (`mpi.abort_on_err
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from tolerance._errors import EXIT_ERROR, ToleranceError
+from tolerance._errors import EXIT_ERROR, ToleranceError, say
 from tolerance.collective.exchange import exchange
 from tolerance.bootstrap import keeper
 from tolerance.bootstrap.segments import is_mpi_segment, mapped_by_self
@@ -74,9 +73,8 @@ def _agree(comm, problem: str | None) -> str | None:
 def _end_box(line: RankLine, rank_hint: int):
     """What a rank does when its launcher is lost: end its chips and itself, leave nothing."""
     def on_lost(why: str) -> None:
-        sys.stderr.write(f"tolerance: error: {line.who}: lost the launcher ({why}); "
-                         "ending this box and its chips\n")
-        sys.stderr.flush()
+        say(f"tolerance: error: {line.who}: lost the launcher ({why}); "
+            "ending this box and its chips")
         try:
             from tolerance.bootstrap._registry import _close_all_at_exit  # noqa: PLC0415
             _close_all_at_exit()          # kill and reap every chip, unlink their segments
@@ -146,8 +144,7 @@ def run_stem(stem: str, *, cluster_path: str | None, specs_dir: str | None, sync
                 try:
                     code = finish(outcome)
                 except ToleranceError as exc:
-                    sys.stderr.write(f"tolerance: error: {exc}\n")
-                    sys.stderr.flush()
+                    say(f"tolerance: error: {exc}")
                     code = EXIT_ERROR
             outcome.exit_code = comm.bcast(code, root=0)
         for name in filter(is_mpi_segment, mapped_by_self()):

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from typing import Iterator, Sequence
 
-from tolerance._errors import EXIT_ERROR, ToleranceError
+from tolerance._errors import EXIT_ERROR, ToleranceError, say
 
 
 def world():
@@ -98,8 +97,7 @@ def abort_on_error(ctx: RankContext, *, debug: bool = False) -> Iterator[RankCon
             traceback.print_exc()
         msg = str(exc) if isinstance(exc, ToleranceError) else f"{type(exc).__name__}: {exc}"
         said = f"tolerance: error: {ctx.who()}: {msg}"
-        sys.stderr.write(said + "\n")
-        sys.stderr.flush()
+        say(said)   # a broken stderr must not skip the teardown and the Abort below
         if ctx.line is not None:
             # the runtime may kill this rank before it forwards our stderr: the launcher
             # gets the line over the watch line too, and prints it if mpiexec did not

@@ -27,12 +27,11 @@ import json
 import os
 import secrets
 import socket
-import sys
 import threading
 import time
 from typing import Callable
 
-from tolerance._errors import EXIT_ERROR, ToleranceError
+from tolerance._errors import EXIT_ERROR, ToleranceError, say
 
 WATCH_ENV = "TOLERANCE_LAUNCH_WATCH"
 DEFAULT_LOST_AFTER_S = 15.0
@@ -263,6 +262,7 @@ class RankLine:
         self._send_lock = threading.Lock()
         self._done = threading.Event()
         self._go = threading.Event()
+        self._read_ended = threading.Event()   # the reader is gone: no `go` can come now
         self.on_lost: Callable[[str], None] = self._default_lost
         threading.Thread(target=self._read, daemon=True, name="tolerance-line-read").start()
         threading.Thread(target=self._beat, daemon=True, name="tolerance-line-beat").start()
@@ -314,6 +314,12 @@ class RankLine:
             self._send(b"beat\n")
 
     def _read(self) -> None:
+        try:
+            self._follow()
+        finally:
+            self._read_ended.set()
+
+    def _follow(self) -> None:
         self._sock.settimeout(self.lost_after)
         buf, why = self._pending, None
         while why is None:
@@ -342,9 +348,7 @@ class RankLine:
             self.on_lost(why)
 
     def _default_lost(self, why: str) -> None:
-        sys.stderr.write(f"tolerance: error: {self.who}: lost the launcher ({why}); "
-                         "ending this box\n")
-        sys.stderr.flush()
+        say(f"tolerance: error: {self.who}: lost the launcher ({why}); ending this box")
         os._exit(EXIT_ERROR)
 
     def wait_go(self) -> None:
@@ -352,7 +356,10 @@ class RankLine:
         then, so a box that never starts leaves the others nothing to clean but themselves.
         (While MPI initializes, this process runs no Python thread.)"""
         while not self._go.wait(0.5):
-            pass
+            if self._read_ended.is_set() and not self._go.is_set():
+                # the line ended and its on_lost returned (or raised) without ending us
+                raise ToleranceError(f"{self.who}: lost the launcher before every box "
+                                     "said hello")
 
     def phase(self, name: str) -> None:
         self._send(f"phase {name}\n".encode())
