@@ -391,3 +391,44 @@ def test_wait_go_ends_when_the_line_ends_and_its_hook_returns():
     assert not waiter.is_alive(), "wait_go still waits for a `go` that cannot come"
     assert len(raised) == 1 and "lost the launcher before every box" in raised[0], raised
     assert lost == ["the launcher's line closed"]
+
+
+def test_watch_orders_the_ends_as_the_kernel_saw_them_not_as_its_threads_ran():
+    """Three ranks are SIGKILLed in a known order while the launcher's threads cannot run
+    (this thread holds the GIL in one C call): the reader threads then race for the GIL,
+    and the order in which they wake says nothing; the kernel's order of the ends does."""
+    watch = Watch({})
+    code = ("import os, sys, time; from tolerance.collective.watch import RankLine; "
+            "line = RankLine.open(os.environ['W'], rank=int(sys.argv[1]), box=sys.argv[2], "
+            "host='vm', pid=os.getpid()); line.on_lost = lambda why: None; time.sleep(60)")
+    procs = []
+    try:
+        for order in (["c", "a", "b"], ["b", "c", "a"]):
+            for p in procs:
+                p.kill()
+                p.wait(timeout=10)
+            watch.close()
+            watch = Watch({})
+            procs = {box: subprocess.Popen([sys.executable, "-c", code, str(r), box],
+                                           env={**os.environ, "W": watch.env_value},
+                                           stdin=subprocess.DEVNULL)
+                     for r, box in enumerate("abc")}
+            assert _wait(lambda: len(watch.snapshot()) == 3, 30)
+            pids = [str(procs[b].pid) for b in order]
+            killer = subprocess.Popen(["/bin/sh", "-c", "kill -9 $1; sleep 0.03; kill -9 $2; "
+                                       "sleep 0.03; kill -9 $3", "killer", *pids])
+            sum(range(30_000_000))   # ~0.3 s in one C call: no other thread runs meanwhile
+            killer.wait(timeout=10)
+            procs = list(procs.values())
+            for p in procs:
+                p.wait(timeout=10)
+            dead = watch.first_death(settle_s=5)
+            assert dead is not None and dead.box == order[0], (order, dead and dead.box)
+            ends = sorted(watch.snapshot().values(), key=lambda p: p.end_seq)
+            assert [p.box for p in ends] == order
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+        watch.close()

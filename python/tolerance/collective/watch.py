@@ -15,7 +15,9 @@ It does four things the MPI runtime does not:
   chips, so a host that comes back holds no orphans;
 - **which box died first**: the kernel closes a killed process's sockets at once, so the
   first line that ends without `bye` names the box that died; the ranks the runtime kills
-  afterwards end later.
+  afterwards end later. The order is the kernel's, not the reader threads': on a busy
+  box the thread of a later line can run first, so one epoll set, woken by nothing but a
+  line's end, numbers the ends as they arrive (`_Ends`).
 
 Messages are newline-ended ASCII lines; the launcher's one reply to a hello is
 `inputs <n>` followed by n bytes of JSON.
@@ -26,6 +28,7 @@ import hmac
 import json
 import os
 import secrets
+import select
 import socket
 import threading
 import time
@@ -54,7 +57,8 @@ class _Peer:
         self.rank, self.box, self.host, self.pid = rank, box, host, pid
         self.t_hello = self.t_seen = time.monotonic()
         self.bye = False
-        self.closed_at: float | None = None
+        self.closed_at: float | None = None   # when its reader saw the line end
+        self.end_seq: int | None = None        # its place in the order the lines ended
         self.phase = "hello"
         self.notes: dict = {}
         self.shm: list[str] = []
@@ -71,6 +75,81 @@ class _Peer:
     def to_dict(self) -> dict:
         return {"rank": self.rank, "box": self.box, "host": self.host, "pid": self.pid,
                 "phase": self.phase, "bye": self.bye, **self.notes}
+
+
+class _Ends:
+    """Numbers the watch lines in the order their ends (FIN or RST) reached this host.
+
+    Each line is registered through a dup of its socket for EPOLLRDHUP alone: a socket's
+    data wake-ups carry EPOLLIN in their key, which such an entry ignores, so it joins the
+    epoll ready list only when the line ends, and the ready list is first in, first out.
+    (The dup is a second descriptor of one socket: the reader thread's recv and close are
+    untouched; a line's dup is closed only here, between two polls, so a descriptor
+    number is never reused while an event for it may be pending.)
+    """
+
+    def __init__(self, lock: threading.Lock, changed: threading.Event,
+                 stop: threading.Event) -> None:
+        self._lock, self._changed, self._stop = lock, changed, stop
+        self._epoll = select.epoll()
+        self._by_fd: dict[int, _Peer] = {}
+        self._retired: list[int] = []
+        self._seq = 0
+        threading.Thread(target=self._run, daemon=True, name="tolerance-watch-ends").start()
+
+    def add(self, peer: _Peer) -> int:
+        fd = os.dup(peer.conn.fileno())
+        with self._lock:
+            self._by_fd[fd] = peer
+            self._epoll.register(fd, select.EPOLLRDHUP)
+        return fd
+
+    def retire(self, fd: int) -> None:
+        """The reader is done with this line: its dup goes at the next turn."""
+        with self._lock:
+            self._retired.append(fd)
+
+    def _number(self, events) -> None:
+        with self._lock:
+            for fd, _ in events:
+                peer = self._by_fd.get(fd)
+                if peer is not None and peer.end_seq is None:
+                    peer.end_seq = self._seq
+                    self._seq += 1
+                try:
+                    self._epoll.unregister(fd)
+                except OSError:
+                    pass
+        if events:
+            self._changed.set()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._number(self._epoll.poll(0.2))
+                with self._lock:
+                    retired, self._retired = self._retired, []
+                if retired:
+                    # their ends happened before their readers retired them: take what
+                    # is pending before the dups go
+                    self._number(self._epoll.poll(0))
+                    self._drop(retired)
+        finally:
+            with self._lock:
+                rest = list(self._by_fd)
+            self._drop(rest)
+            self._epoll.close()
+
+    def _drop(self, fds: list[int]) -> None:
+        with self._lock:
+            for fd in fds:
+                if self._by_fd.pop(fd, None) is None:
+                    continue
+                try:
+                    self._epoll.unregister(fd)
+                except OSError:
+                    pass
+                os.close(fd)
 
 
 class Watch:
@@ -94,6 +173,7 @@ class Watch:
         self.went = False
         self.changed = threading.Event()
         self._stop = threading.Event()
+        self._ends = _Ends(self._lock, self.changed, self._stop)
         for target, name in ((self._accept, "accept"), (self._beat, "beat")):
             threading.Thread(target=target, daemon=True, name=f"tolerance-watch-{name}").start()
 
@@ -157,6 +237,7 @@ class Watch:
                 with self._lock:
                     self.ignored += 1
                 return
+            end_fd = self._ends.add(peer)
             self.changed.set()
             conn.settimeout(0.5)
             buf = b""
@@ -178,6 +259,7 @@ class Watch:
                     break
             with self._lock:
                 peer.closed_at = time.monotonic()
+            self._ends.retire(end_fd)
             self.changed.set()
 
     def _message(self, peer: _Peer, line: str) -> None:
@@ -214,11 +296,14 @@ class Watch:
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline:
             peers = self.snapshot().values()
-            if peers and all(p.closed_at is not None for p in peers):
+            if peers and all(p.closed_at is not None and p.end_seq is not None
+                             for p in peers):
                 break
             time.sleep(0.02)
         dead = [p for p in self.snapshot().values() if p.closed_at is not None and not p.bye]
-        return min(dead, key=lambda p: p.closed_at) if dead else None
+        # the kernel's order of the ends; a line without one (its reader broke off) by time
+        return min(dead, key=lambda p: (p.end_seq is None, p.end_seq or 0, p.closed_at)) \
+            if dead else None
 
     def end_all(self) -> None:
         """Tell every rank to end now (the job is over); each tears its box down."""
