@@ -3,7 +3,8 @@
     python bench/kernels.py [--mib 256] [--repeat 5] [--json] [--dtypes-only]
 
 Rows per dtype (float32, float64): the full-stats kernel (bounds atol, rtol and ulp) on one
-thread and on all threads; the kernel without bounds (max_abs is still computed with every
+thread and on all threads, and on identical arrays (one thread: every block's largest
+|a-b| then ties the running maximum, 0); the kernel without bounds (max_abs is still computed with every
 other figure: there is no separate max_abs-only mode); NumPy `np.max(np.abs(a - b))`; and a
 native read-only pass over the same bytes (the memory ceiling), one thread and all threads.
 Then: full stats on every kernel path this CPU has (forced, one thread, the paths taking
@@ -65,6 +66,10 @@ def bench_dtype(dtype, mib, repeat, nthreads):
         lambda: divergence(a, b, atol=1e-6, rtol=1e-6, ulp=4, threads=1), repeat))
     rows[f"full stats, {nthreads} threads"] = gbs(best_time(
         lambda: divergence(a, b, atol=1e-6, rtol=1e-6, ulp=4, threads=nthreads), repeat))
+    same = a.copy()  # identical boxes: every block's largest |a-b| ties the running one (0)
+    rows["full stats, identical arrays, 1 thread"] = gbs(best_time(
+        lambda: divergence(a, same, atol=1e-6, rtol=1e-6, ulp=4, threads=1), repeat))
+    del same
     rows["no bounds (max_abs only*), 1 thread"] = gbs(best_time(
         lambda: divergence(a, b, threads=1), repeat))
     rows["numpy max(abs(a-b))"] = gbs(best_time(lambda: np.max(np.abs(a - b)), repeat))
@@ -75,6 +80,8 @@ def bench_dtype(dtype, mib, repeat, nthreads):
     ratios = {
         "full 1 thread / numpy": full1 / rows["numpy max(abs(a-b))"],
         "full 1 thread / read-only 1 thread": full1 / rows["read-only pass, 1 thread"],
+        "identical arrays / different, full 1 thread":
+            rows["full stats, identical arrays, 1 thread"] / full1,
         f"full {nthreads} threads / full 1 thread": rows[f"full stats, {nthreads} threads"] / full1,
         f"full {nthreads} threads / read-only {nthreads} threads":
             rows[f"full stats, {nthreads} threads"] / rows[f"read-only pass, {nthreads} threads"],

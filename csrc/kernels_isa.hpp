@@ -696,13 +696,16 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
     const size_t groups = len / (GROUP * W);
     // (7): the groups that may raise the margin, the one with the block's largest q first
     const wf shrink_q = splat<wf>(1.0f - 2.0f * RECIP_ERR);
-    if (margin && any_true(qblk >= tm32 * shrink_q)) {
+    // (a lane whose d32 are all 0 in the group holds margins of 0, which never raise m >= 0:
+    // without this, T = 0 while m < 2^-100, and identical lanes, q = 0 >= T, took the
+    // exact float64 quotients everywhere)
+    if (margin && any_true((qblk >= tm32 * shrink_q) & (bmv > zf))) {
         const wf top = splat<wf>(hmax(qblk, 0.0f));
         size_t first = 0;
         while (first + 1 < groups && !any_true(gqs[first] == top)) ++first;
         exact(first * GROUP * W, false, true, false);
         for (size_t g = 0; g < groups; ++g)
-            if (g != first && any_true(gqs[g] >= tm32 * shrink_q))
+            if (g != first && any_true((gqs[g] >= tm32 * shrink_q) & (gms[g] > zf)))
                 exact(g * GROUP * W, false, true, false);
     }
     // (5): the block's largest d32 and, when it may raise the run's (r32, PreMax), the
@@ -742,6 +745,48 @@ inline double pre_block_max64(const float* a, const float* b, size_t len, float 
                                          static_cast<double>(b[j + static_cast<size_t>(k)])));
     }
     return m;
+}
+
+// (5): whether every lane of [0, len) whose float32 |a-b| equals m32 has that very value as
+// its exact |a-b| (then d64 == d32 == m32 there). A lane is exact
+// when d32 == 0 (x == 0), or when a and b have one sign and the larger magnitude is at most
+// twice the smaller (Sterbenz: a - b is then a float32, so x == d32; with magnitudes below
+// 2^100, the pre-filter's range, 2 * smaller does not overflow). Ties in the block maximum
+// are this common case (repeated values, identical runs: m32 == 0), and an exact block
+// needs no float64 rescan: its maximum is m32 and its first index is its first hit (a lane
+// with d32 < m32 has x < m32, so d64 < m32: float32 ulps are far wider than float64 ones).
+inline bool pre_ties_exact(const float* a, const float* b, size_t len, float m32) {
+    if (m32 == 0.0f) return true;  // d32 == 0 <=> x == 0 (1)
+    const wi mag = splat<wi>(std::int32_t{0x7fffffff}), zi = splat<wi>(std::int32_t{0});
+    const wf vm = splat<wf>(m32);
+    for (size_t j = 0; j < len; j += 2 * L) {
+        wf fa, fb;
+        std::memcpy(&fa, a + j, sizeof fa);
+        std::memcpy(&fb, b + j, sizeof fb);
+        const wi ia = (wi)fa, ib = (wi)fb;
+        const wf d = (wf)((wi)(fa - fb) & mag);
+        const wf xa = (wf)(ia & mag), xb = (wf)(ib & mag);
+        const wi exact = ((ia ^ ib) >= zi) & (vmax(xa, xb) <= vmin(xa, xb) * 2.0f);
+        if (any_true((d == vm) & ~exact)) return false;
+    }
+    return true;
+}
+
+// (5): the first lane of [0, len) whose float32 |a-b| is m32 (len when none).
+inline size_t pre_first_hit(const float* a, const float* b, size_t len, float m32) {
+    const wi mag = splat<wi>(std::int32_t{0x7fffffff});
+    const wf vm = splat<wf>(m32);
+    for (size_t j = 0; j < len; j += 2 * L) {
+        wf fa, fb;
+        std::memcpy(&fa, a + j, sizeof fa);
+        std::memcpy(&fb, b + j, sizeof fb);
+        const wi hit = (wf)((wi)(fa - fb) & mag) == vm;
+        if (!any_true(hit)) continue;
+        int k = 0;
+        while (!hit[k]) ++k;
+        return j + static_cast<size_t>(k);
+    }
+    return len;
 }
 
 inline float down32(double x) {  // the largest float32 <= x (x >= 0), -1 for x < 0
@@ -791,6 +836,30 @@ struct PreMax {
             }
         }
     }
+    // A block whose lanes at its largest d32 are all exact (pre_ties_exact) is folded at
+    // once, after the remembered blocks (an earlier element of the same value keeps the
+    // first index): its exact maximum is m32, first reached at its first hit.
+    bool exact_block(const float* a, const float* b, vd& vmax, RunStats& rs, int64_t base,
+                     size_t i, size_t n, const BlockMax& bx) {
+        const size_t g = static_cast<size_t>(GROUP * 2 * L);
+        const bool listed = bx.n > 0 && bx.n <= 8;  // else the whole block
+        if (listed) {
+            for (int k = 0; k < bx.n; ++k)
+                if (!pre_ties_exact(a + i + bx.at[k], b + i + bx.at[k], g, bx.m32)) return false;
+        } else if (!pre_ties_exact(a + i, b + i, n, bx.m32)) {
+            return false;
+        }
+        if (nc > 0) flush(a, b, vmax, rs, base, i);
+        const double m = static_cast<double>(bx.m32);
+        vmax[0] = std::max(vmax[0], m);
+        if (m > rs.best_abs) {
+            const size_t from = listed ? bx.at[0] : 0;
+            rs.best_abs = m;
+            rs.arg_abs = base + static_cast<int64_t>(i + from + pre_first_hit(a + i + from, b + i + from,
+                                                                             n - from, bx.m32));
+        }
+        return true;
+    }
     // The block [i, i + n) on the pre-filter: its groups that reached its largest d32.
     void add(const float* a, const float* b, vd& vmax, RunStats& rs, int64_t base, size_t i,
              size_t n, const BlockMax& bx) {
@@ -808,6 +877,7 @@ struct PreMax {
             nc = 0;
         }
         if (bx.m32 < r32) return;  // cannot raise the maximum
+        if (exact_block(a, b, vmax, rs, base, i, n, bx)) return;
         auto push = [&](size_t at_, size_t len_) {
             if (nc == 8) flush(a, b, vmax, rs, base, i + n);
             at[nc] = at_;

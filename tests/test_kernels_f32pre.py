@@ -153,3 +153,63 @@ def test_large_values_and_overflowing_float32_differences():
     b[2::5] = np.nextafter(a[2::5], F32(0))
     for kw in (dict(), dict(rtol=1.0), dict(atol=1e38, rtol=1e-3, ulp=3)):
         check_all(a, b, steps_axis=None, **kw)
+
+
+# the lanes that reach a block's largest float32 |a-b| = 1.0: exact (3 - 2), or inexact with
+# a float64 |a-b| just below (1 - 2^-30) or just above (1 + 2^-30) it
+TIE_LANES = {"exact": (3.0, 2.0), "below": (1.0, 2.0**-30), "above": (1.0, -(2.0**-30))}
+
+
+@pytest.mark.parametrize("order", [("below", "exact"), ("above", "exact"), ("exact", "exact"),
+                                   ("exact", "below", "above"), ("exact", "above", "exact"),
+                                   ("below", "below", "exact"), ("exact+below", "exact"),
+                                   ("below+exact", "exact", "above")])
+@pytest.mark.parametrize("axis", [0, None])
+def test_tied_block_maxima_exact_and_inexact_in_turn(order, axis):
+    """Blocks whose largest float32 |a-b| ties the running one: an exact tie (Sterbenz) is
+    folded at once, an inexact one waits for its float64 rescan, and the first index of the
+    float64 maximum is the same either way (the earlier remembered blocks first: a waiting
+    block may hold an exact lane of the same value at an earlier index)."""
+    rng = np.random.default_rng(11)
+    n = 1024 * 6
+    a = rng.standard_normal(n).astype(F32)
+    b = a + (rng.standard_normal(n) * 1e-6).astype(F32)
+    for k, kind in enumerate(order):
+        j = 1024 * (2 * k) + 100 + k
+        for m, part in enumerate(kind.split("+")):  # a block may hold two tied lanes
+            a[j + 7 * m], b[j + 7 * m] = (F32(v) for v in TIE_LANES[part])
+    shape = (6, 1024) if axis == 0 else (n,)
+    for kw in (dict(), dict(atol=1e-6, rtol=1e-6, ulp=4), dict(rtol=1e-3)):
+        check_all(a.reshape(shape), b.reshape(shape), steps_axis=axis, **kw)
+
+
+@pytest.mark.parametrize("data", ["identical", "identical-zeros", "repeated", "shift-every-7th",
+                                  "same-d32-many"])
+def test_blocks_whose_maxima_tie_everywhere(data):
+    """Data where most blocks' largest float32 |a-b| ties the running maximum (identical
+    runs, a few repeated values): every figure as the oracle's, on every path."""
+    rng = np.random.default_rng(12)
+    n = 1024 * 8 + 64
+    a = rng.standard_normal(n).astype(F32)
+    if data == "identical":
+        b = a.copy()
+    elif data == "identical-zeros":
+        a[:] = 0.0
+        a[::5] = F32(-0.0)
+        b = a.copy()
+        b[::3] = F32(-0.0)
+    elif data == "repeated":
+        a = rng.choice(np.array([1.0, 1.5, 2.0, -3.0], F32), n)
+        b = a + rng.choice(np.array([0.0, 0.25, -0.5], F32), n)
+    elif data == "shift-every-7th":
+        b = a.copy()
+        b[::7] += F32(1e-3)
+    else:  # many lanes with one float32 |a-b| and different float64 ones, and exact ones
+        b = a.copy()
+        k = rng.integers(0, 3, n)
+        for kind, v in zip(("exact", "below", "above"), range(3)):
+            sel = (k == v) & (rng.random(n) < 0.05)
+            a[sel], b[sel] = (F32(x) for x in TIE_LANES[kind])
+    for shape, axis in (((n,), None), ((n // 32, 32), 0)):
+        for kw in (dict(), dict(atol=1e-6, rtol=1e-6, ulp=4), dict(rtol=1e-3)):
+            check_all(a.reshape(shape), b.reshape(shape), steps_axis=axis, **kw)
