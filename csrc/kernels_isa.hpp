@@ -728,16 +728,20 @@ inline bool pre_block_f32(const float* a, const float* b, size_t len, const Para
     return true;
 }
 
+// (5): the lanes of the register at j whose float32 |a-b| equals vm.
+inline wi pre_hits(const float* a, const float* b, size_t j, wf vm) {
+    wf fa, fb;
+    std::memcpy(&fa, a + j, sizeof fa);
+    std::memcpy(&fb, b + j, sizeof fb);
+    return (wf)((wi)(fa - fb) & splat<wi>(std::int32_t{0x7fffffff})) == vm;
+}
+
 // (5): the exact float64 maximum of |a-b| over the lanes whose float32 |a-b| equals m32.
 inline double pre_block_max64(const float* a, const float* b, size_t len, float m32) {
-    const wi mag = splat<wi>(std::int32_t{0x7fffffff});
     const wf vm = splat<wf>(m32);
     double m = -1.0;
     for (size_t j = 0; j < len; j += 2 * L) {
-        wf fa, fb;
-        std::memcpy(&fa, a + j, sizeof fa);
-        std::memcpy(&fb, b + j, sizeof fb);
-        const wi hit = (wf)((wi)(fa - fb) & mag) == vm;
+        const wi hit = pre_hits(a, b, j, vm);
         if (!any_true(hit)) continue;
         for (int k = 0; k < 2 * L; ++k)
             if (hit[k])
@@ -774,13 +778,9 @@ inline bool pre_ties_exact(const float* a, const float* b, size_t len, float m32
 
 // (5): the first lane of [0, len) whose float32 |a-b| is m32 (len when none).
 inline size_t pre_first_hit(const float* a, const float* b, size_t len, float m32) {
-    const wi mag = splat<wi>(std::int32_t{0x7fffffff});
     const wf vm = splat<wf>(m32);
     for (size_t j = 0; j < len; j += 2 * L) {
-        wf fa, fb;
-        std::memcpy(&fa, a + j, sizeof fa);
-        std::memcpy(&fb, b + j, sizeof fb);
-        const wi hit = (wf)((wi)(fa - fb) & mag) == vm;
+        const wi hit = pre_hits(a, b, j, vm);
         if (!any_true(hit)) continue;
         int k = 0;
         while (!hit[k]) ++k;
