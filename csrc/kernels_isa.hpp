@@ -764,14 +764,14 @@ inline bool pre_ties_exact(const float* a, const float* b, size_t len, float m32
     const wi mag = splat<wi>(std::int32_t{0x7fffffff}), zi = splat<wi>(std::int32_t{0});
     const wf vm = splat<wf>(m32);
     for (size_t j = 0; j < len; j += 2 * L) {
-        wf fa, fb;
-        std::memcpy(&fa, a + j, sizeof fa);
-        std::memcpy(&fb, b + j, sizeof fb);
-        const wi ia = (wi)fa, ib = (wi)fb;
-        const wf d = (wf)((wi)(fa - fb) & mag);
+        const wi hit = pre_hits(a, b, j, vm);
+        if (!any_true(hit)) continue;
+        wi ia, ib;
+        std::memcpy(&ia, a + j, sizeof ia);
+        std::memcpy(&ib, b + j, sizeof ib);
         const wf xa = (wf)(ia & mag), xb = (wf)(ib & mag);
         const wi exact = ((ia ^ ib) >= zi) & (vmax(xa, xb) <= vmin(xa, xb) * 2.0f);
-        if (any_true((d == vm) & ~exact)) return false;
+        if (any_true(hit & ~exact)) return false;
     }
     return true;
 }

@@ -1,4 +1,5 @@
-"""Exit codes and the error types every layer raises (docs/numbers.md "Exit codes").
+"""Exit codes, the error types every layer raises (docs/numbers.md "Exit codes"), and
+`say`, the one line a failing process prints.
 
 This module sits below every layer: it imports nothing from the package.
 """

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from tolerance._errors import EXIT_ERROR, ToleranceError
+from tolerance._errors import EXIT_ERROR, ToleranceError, say
 from tolerance.bootstrap.segments import process_alive, remove_job_segments
 from tolerance.collective.handshake import LOCAL_HOSTS, this_host
 from tolerance.collective.watch import WATCH_ENV, Watch
@@ -452,8 +452,7 @@ def run_plan(plan: LaunchPlan, watch: Watch, *, stem: str,
             path = _partial_report(plan, watch, stem, why, lost)
             if path:
                 why += f"; partial report {path}"
-        sys.stderr.write(f"tolerance: error: {why}\n")
-        sys.stderr.flush()
+        say(f"tolerance: error: {why}")
         if errors is not None:
             errors.append(why)
         return code
@@ -467,10 +466,9 @@ def run_plan(plan: LaunchPlan, watch: Watch, *, stem: str,
                                                        key=lambda p: p.rank)]
         if not job.said:
             for said in dict.fromkeys(n for n in notes if isinstance(n, str)):
-                sys.stderr.write(said[:4096] + "\n")
+                say(said[:4096])
                 if errors is not None:
                     errors.append(said.removeprefix("tolerance: error: "))
-            sys.stderr.flush()
         return rc
     dead = watch.first_death()
     how = f"signal {-rc}" if rc < 0 else f"status {rc}"
@@ -481,7 +479,7 @@ def run_plan(plan: LaunchPlan, watch: Watch, *, stem: str,
         silent = [b for b in plan.boxes if b not in watch.snapshot()]
         msg = (f"the MPI job ended abnormally (mpiexec {how}) before "
                + (f"box {', '.join(silent)} said hello" if silent else "every box said hello"))
-    sys.stderr.write(f"tolerance: error: {msg}\n")
+    say(f"tolerance: error: {msg}")
     if errors is not None:
         errors.append(msg)
     return EXIT_ERROR
